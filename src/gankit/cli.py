@@ -1,0 +1,236 @@
+"""The `gankit` command: one small function per verb, on top of the same calls as the Python API.
+
+A mistake the user can make (flag, name, value, file) prints one line on stderr and exits 2.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from gankit import __version__
+from gankit import config as config_mod
+from gankit.config import RunConfig
+from gankit.errors import UserError
+
+RUN_ENTRIES = ("config.toml", "metrics.jsonl", "checkpoints", "snapshots", "samples", "plots", "report.html")
+LIST_KINDS = ("presets", "datasets", "models", "losses")
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr and exit status 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        print(f"gankit: error: {message} (see '{self.prog} --help')", file=sys.stderr)
+        raise SystemExit(2)
+
+
+# --------------------------------------------------------------------------- train / resume
+
+def resolve_config(target: str, settings: list[str]) -> RunConfig:
+    """A preset name or a .toml file, then --set overrides."""
+    from gankit.presets import load_preset
+
+    if target.endswith(".toml") or os.sep in target or Path(target).is_file():
+        cfg = config_mod.load(target)
+    else:
+        cfg = load_preset(target)
+    return config_mod.with_overrides(cfg, settings)
+
+
+def prepare_out_dir(out: Path, overwrite: bool) -> None:
+    """Refuse to mix two runs in one folder; with --overwrite remove only gankit's own entries."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise UserError(f"--out '{out}' is a file; give a directory path")
+    entries = [p.name for p in out.iterdir()]
+    is_run = any(name in RUN_ENTRIES for name in entries)
+    if is_run and not overwrite:
+        raise UserError(f"'{out}' already holds a run; continue it with `gankit resume {out}`, "
+                        "or pass --overwrite to start again, or choose another --out")
+    if not is_run and entries:
+        raise UserError(f"'{out}' exists and is not empty; choose another --out")
+    for name in RUN_ENTRIES + ("data.npy",):
+        path = out / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from gankit.data import make_source
+    from gankit.losses import LOSSES
+    from gankit.models import MODELS
+    from gankit.training import Trainer, resolve_device
+
+    cfg = resolve_config(args.target, args.set)
+    train_changes = {k: v for k, v in (("steps", args.steps), ("seed", args.seed), ("device", args.device))
+                     if v is not None}
+    if train_changes:
+        cfg = config_mod.replace(cfg, "train", **train_changes)
+    # Check every name and file before anything is written.
+    source = make_source(cfg.data.name)
+    MODELS.get(cfg.model.name)
+    LOSSES.get(cfg.loss.name)
+    resolve_device(cfg.train.device)
+    out = Path(args.out) if args.out else Path("runs") / f"{cfg.preset or 'run'}-{time.strftime('%Y%m%d-%H%M%S')}"
+    prepare_out_dir(out, args.overwrite)
+    trainer = Trainer(cfg, out, source=source)
+    print(f"gankit: training '{cfg.preset or args.target}' for {cfg.train.steps} steps on {trainer.device}; "
+          f"run directory: {out}", file=sys.stderr)
+    _finish(trainer, args)
+
+
+def cmd_resume(args: argparse.Namespace) -> None:
+    from gankit.training import Trainer
+
+    trainer = Trainer.resume(args.run_dir)
+    total = args.steps or trainer.cfg.train.steps
+    if total < trainer.step:
+        raise UserError(f"--steps {total} is below the {trainer.step} steps already done; give a larger total")
+    if total > trainer.cfg.train.steps:
+        trainer.cfg = config_mod.replace(trainer.cfg, "train", steps=total)
+    print(f"gankit: resuming {args.run_dir} at step {trainer.step} of {total}", file=sys.stderr)
+    _finish(trainer, args, total)
+
+
+def _finish(trainer, args: argparse.Namespace, total: int | None = None) -> None:
+    trainer.fit(total, progress=not args.quiet)
+    out = trainer.run_dir
+    if trainer.cfg.viz.plot_at_end and not args.no_plots:
+        from gankit.viz.plots import plot_run
+
+        print("gankit: drawing plots...", file=sys.stderr)
+        plot_run(out)
+    print(f"Done: {trainer.step} steps in {trainer.elapsed:.1f} s of training.\n"
+          f"  run directory: {out}\n"
+          f"  metrics:       {out / 'metrics.jsonl'}\n"
+          f"  checkpoint:    {out / 'checkpoints' / 'latest.pt'}\n"
+          f"  plots:         {out / 'plots'}  (losses.png, scatter.gif, features-*.gif, surface.gif)\n"
+          f"  samples:       {out / 'samples'}\n"
+          f"Next: gankit sample {out} -n 1000 --out samples.npz")
+
+
+# --------------------------------------------------------------------------- sample / plot
+
+def cmd_sample(args: argparse.Namespace) -> None:
+    from gankit.api import GAN
+    from gankit.io import write_samples
+
+    out = Path(args.out)
+    if out.suffix.lower() not in (".npz", ".npy", ".csv", ".png"):
+        raise UserError(f"--out '{out}' must end in .npz, .npy, .csv or .png")
+    gan = GAN.load(args.run)
+    samples = gan.sample(args.n, seed=args.seed)
+    write_samples(samples, out)
+    print(f"gankit: wrote {len(samples)} samples to {out}", file=sys.stderr)
+
+
+def cmd_plot(args: argparse.Namespace) -> None:
+    from gankit.viz.plots import plot_run
+
+    run_dir = Path(args.run_dir)
+    if not (run_dir / "config.toml").is_file():
+        raise UserError(f"'{run_dir}' is not a gankit run directory (no config.toml)")
+    made = plot_run(run_dir)
+    print(f"gankit: drew {len(made)} files under {run_dir / 'plots'} and {run_dir / 'samples'}")
+
+
+# --------------------------------------------------------------------------- list / config
+
+def cmd_list(args: argparse.Namespace) -> None:
+    if args.kind == "presets":
+        from gankit.presets import describe_presets
+
+        rows = describe_presets()
+    else:
+        from gankit.data import DATASETS
+        from gankit.losses import LOSSES
+        from gankit.models import MODELS
+
+        rows = list({"datasets": DATASETS, "models": MODELS, "losses": LOSSES}[args.kind].describe())
+    width = max(len(name) for name, _ in rows)
+    for name, text in rows:
+        print(f"{name:<{width}}  {text}")
+
+
+def cmd_config(args: argparse.Namespace) -> None:
+    print(config_mod.dumps(resolve_config(args.preset, args.set)), end="")
+
+
+# --------------------------------------------------------------------------- parser
+
+def build_parser() -> Parser:
+    parser = Parser(prog="gankit", description="Train, understand and evaluate GANs.")
+    parser.add_argument("--version", action="version", version=f"gankit {__version__}")
+    verbs = parser.add_subparsers(dest="verb", required=True, parser_class=Parser)
+
+    train = verbs.add_parser("train", help="train a preset or a config file")
+    train.add_argument("target", nargs="?", default="quadratic", help="preset name or CONFIG.toml (default: quadratic)")
+    _add_set(train)
+    train.add_argument("--out", help="run directory (default: runs/PRESET-DATE-TIME)")
+    train.add_argument("--steps", type=int, help="total steps (one step: n_d D updates then n_g G updates)")
+    train.add_argument("--seed", type=int)
+    train.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    train.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+    _add_run_flags(train)
+    train.set_defaults(func=cmd_train)
+
+    resume = verbs.add_parser("resume", help="continue a run exactly where it stopped")
+    resume.add_argument("run_dir")
+    resume.add_argument("--steps", type=int, help="new total number of steps (default: the run's own)")
+    _add_run_flags(resume)
+    resume.set_defaults(func=cmd_resume)
+
+    sample = verbs.add_parser("sample", help="generate samples from a run or checkpoint")
+    sample.add_argument("run", help="run directory or .pt checkpoint")
+    sample.add_argument("-n", type=int, default=1000, help="number of samples (default 1000)")
+    sample.add_argument("--out", required=True, help="x.npz (key 'samples'), x.npy, x.csv or x.png (a scatter)")
+    sample.add_argument("--seed", type=int, default=0)
+    sample.set_defaults(func=cmd_sample)
+
+    plot = verbs.add_parser("plot", help="(re)draw every plot of a run directory")
+    plot.add_argument("run_dir")
+    plot.set_defaults(func=cmd_plot)
+
+    lister = verbs.add_parser("list", help="list presets, datasets, models or losses")
+    lister.add_argument("kind", choices=LIST_KINDS)
+    lister.set_defaults(func=cmd_list)
+
+    show = verbs.add_parser("config", help="print a preset's full TOML config")
+    show.add_argument("preset")
+    _add_set(show)
+    show.set_defaults(func=cmd_config)
+    return parser
+
+
+def _add_set(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set train.batch_size=128 (repeatable)")
+
+
+def _add_run_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--no-plots", action="store_true", help="do not draw plots at the end")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except UserError as exc:
+        print(f"gankit: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("gankit: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

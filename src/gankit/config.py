@@ -1,0 +1,315 @@
+"""The typed run config: frozen dataclasses, loaded from TOML, overridden by `--set key=value`.
+
+Every value is checked when the config is built, and an error names the key, the bad value and
+what would be valid. A resolved config dumps back to TOML that re-runs the same experiment.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin, get_type_hints
+
+from gankit.errors import ConfigError
+from gankit.registry import did_you_mean
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+Activation = Literal["relu", "leaky_relu", "tanh", "elu", "gelu", "silu", "sigmoid"]
+OutputActivation = Literal["none", "tanh", "sigmoid"]
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    name: str = "quadratic"  # a registered dataset, or points:PATH
+    normalize: bool = True  # standardise each coordinate; samples come back in the data's units
+    root: str = ""  # folder for datasets read from files
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = "mlp"
+    z_dim: int = 2
+    noise: Literal["uniform", "normal"] = "uniform"  # U(-1, 1) or N(0, 1)
+    g_hidden: tuple[int, ...] = (16, 16)
+    g_activation: Activation = "leaky_relu"
+    g_output: OutputActivation = "none"
+    d_hidden: tuple[int, ...] = (16, 16)
+    d_activation: Activation = "leaky_relu"
+    d_feature_dim: int = 2  # a linear feature layer before the logit (0: none)
+    leaky_slope: float = 0.2
+    init: Literal["default", "xavier_uniform", "normal"] = "default"
+    init_std: float = 0.02  # for init = "normal"
+    spectral_norm: bool = False  # on every layer of D
+    pack: int = 1  # PacGAN: D judges `pack` samples at once
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    name: str = "ns"  # ns, minimax, lsgan, wgan-gp, hinge
+    gp_weight: float = 10.0  # gradient penalty weight for wgan-gp
+    r1_gamma: float = 0.0  # R1 penalty gamma/2 * E|grad D(x)|^2 on real data (0: off)
+    label_smoothing: float = 0.0  # one-sided: real target = 1 - label_smoothing
+    instance_noise: float = 0.0  # std of Gaussian noise added to D's inputs (0: off)
+    instance_noise_anneal: int = 0  # steps over which that std decays linearly to 0 (0: constant)
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    name: Literal["adam", "rmsprop", "sgd"] = "adam"
+    lr: float = 2e-4
+    beta1: float = 0.5  # adam
+    beta2: float = 0.999  # adam
+    alpha: float = 0.99  # rmsprop smoothing constant
+    rms_init: float = 0.0  # rmsprop: starting squared-gradient average (TensorFlow 1 starts at 1.0)
+    eps: float = 1e-8
+    momentum: float = 0.0  # sgd, rmsprop
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 2000  # one step = n_d D updates then n_g G updates
+    batch_size: int = 256
+    n_d: int = 1
+    n_g: int = 1
+    reuse_batch: bool = False  # one real batch and one noise batch for all updates of a step
+    ema_decay: float = 0.0  # exponential moving average of G's weights (0: off)
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    log_every: int = 10
+    snapshot_every: int = 500  # views of D and G for the plots (0: off)
+    checkpoint_every: int = 1000
+    keep_checkpoints: int = 3
+
+
+@dataclass(frozen=True)
+class VizConfig:
+    n_points: int = 512  # fixed real and generated points drawn in every view
+    grid_size: int = 100  # resolution of the decision-surface grid
+    plot_at_end: bool = True
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    preset: str = ""
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim_g: OptimConfig = field(default_factory=OptimConfig)
+    optim_d: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    viz: VizConfig = field(default_factory=VizConfig)
+
+    def __post_init__(self) -> None:
+        check_ranges(self)
+
+
+# --------------------------------------------------------------------------- value checking
+
+def _describe(tp: Any) -> str:
+    if get_origin(tp) is Literal:
+        return "one of " + ", ".join(repr(a) for a in get_args(tp))
+    if get_origin(tp) is tuple:
+        return "a list of integers"
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(tp, str(tp))
+
+
+def coerce(key: str, value: Any, tp: Any) -> Any:
+    """Check `value` against the field type `tp`; return it in the field's own type."""
+    origin = get_origin(tp)
+    if origin is Literal:
+        if value in get_args(tp):
+            return value
+    elif origin is tuple:
+        if isinstance(value, (list, tuple)) and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+            return tuple(value)
+    elif tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    raise ConfigError(f"{key} = {value!r} is not valid: expected {_describe(tp)}")
+
+
+def _require(ok: bool, key: str, value: Any, need: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key} = {value!r} is not valid: {need}")
+
+
+def check_ranges(cfg: RunConfig) -> None:
+    """Cross-field and range checks that types alone cannot express."""
+    m, t, lo = cfg.model, cfg.train, cfg.loss
+    _require(m.z_dim >= 1, "model.z_dim", m.z_dim, "must be >= 1")
+    for key in ("g_hidden", "d_hidden"):
+        widths = getattr(m, key)
+        _require(all(w >= 1 for w in widths), f"model.{key}", list(widths), "every width must be >= 1")
+    _require(m.d_feature_dim >= 0, "model.d_feature_dim", m.d_feature_dim, "must be >= 0 (0: no feature layer)")
+    _require(m.pack >= 1, "model.pack", m.pack, "must be >= 1")
+    _require(m.init_std > 0, "model.init_std", m.init_std, "must be > 0")
+    _require(t.steps >= 1, "train.steps", t.steps, "must be >= 1")
+    _require(t.batch_size >= 1, "train.batch_size", t.batch_size, "must be >= 1")
+    _require(t.batch_size % m.pack == 0, "train.batch_size", t.batch_size,
+             f"must be a multiple of model.pack = {m.pack}")
+    for key in ("n_d", "n_g", "log_every", "checkpoint_every", "keep_checkpoints"):
+        _require(getattr(t, key) >= 1, f"train.{key}", getattr(t, key), "must be >= 1")
+    _require(t.snapshot_every >= 0, "train.snapshot_every", t.snapshot_every, "must be >= 0 (0: off)")
+    _require(0.0 <= t.ema_decay < 1.0, "train.ema_decay", t.ema_decay, "must be in [0, 1) (0: off)")
+    _require(0.0 <= lo.label_smoothing < 0.5, "loss.label_smoothing", lo.label_smoothing, "must be in [0, 0.5)")
+    for key in ("gp_weight", "r1_gamma", "instance_noise"):
+        _require(getattr(lo, key) >= 0, f"loss.{key}", getattr(lo, key), "must be >= 0")
+    _require(lo.instance_noise_anneal >= 0, "loss.instance_noise_anneal", lo.instance_noise_anneal, "must be >= 0")
+    if lo.label_smoothing > 0:
+        _require(lo.name in ("ns", "minimax", "lsgan"), "loss.label_smoothing", lo.label_smoothing,
+                 f"applies to the ns, minimax and lsgan losses, not '{lo.name}'; set it to 0")
+    for section in ("optim_g", "optim_d"):
+        o = getattr(cfg, section)
+        _require(o.lr > 0, f"{section}.lr", o.lr, "must be > 0")
+        for key in ("beta1", "beta2", "alpha", "momentum"):
+            _require(0.0 <= getattr(o, key) < 1.0, f"{section}.{key}", getattr(o, key), "must be in [0, 1)")
+        _require(o.eps > 0, f"{section}.eps", o.eps, "must be > 0")
+        _require(o.rms_init >= 0, f"{section}.rms_init", o.rms_init, "must be >= 0")
+    _require(cfg.viz.n_points >= 1, "viz.n_points", cfg.viz.n_points, "must be >= 1")
+    _require(cfg.viz.grid_size >= 2, "viz.grid_size", cfg.viz.grid_size, "must be >= 2")
+
+
+# --------------------------------------------------------------------------- dict <-> config
+
+def _section_types(cls: type) -> dict[str, Any]:
+    return get_type_hints(cls, include_extras=False)
+
+
+def from_dict(raw: dict[str, Any]) -> RunConfig:
+    """Build a RunConfig from nested dicts (parsed TOML), checking every key and value."""
+    top_types = _section_types(RunConfig)
+    kwargs: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in top_types:
+            raise ConfigError(f"unknown config section '{key}'{did_you_mean(key, list(top_types))}; "
+                              f"valid: {', '.join(top_types)}")
+        section_type = top_types[key]
+        if not dataclasses.is_dataclass(section_type):
+            kwargs[key] = coerce(key, value, section_type)
+            continue
+        if not isinstance(value, dict):
+            raise ConfigError(f"'{key}' must be a table of settings, got {value!r}")
+        kwargs[key] = _build_section(key, section_type, value)
+    return RunConfig(**kwargs)
+
+
+def _build_section(name: str, cls: type, values: dict[str, Any]) -> Any:
+    types_ = _section_types(cls)
+    checked = {}
+    for key, value in values.items():
+        if key not in types_:
+            raise ConfigError(f"unknown config key '{name}.{key}'{did_you_mean(key, list(types_))}; "
+                              f"valid keys of [{name}]: {', '.join(types_)}")
+        checked[key] = coerce(f"{name}.{key}", value, types_[key])
+    return cls(**checked)
+
+
+def to_dict(cfg: RunConfig) -> dict[str, Any]:
+    out = dataclasses.asdict(cfg)
+    return _lists(out)
+
+
+def _lists(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _lists(v) for k, v in obj.items()}
+    if isinstance(obj, tuple):
+        return list(obj)
+    return obj
+
+
+def dumps(cfg: RunConfig) -> str:
+    """The config as TOML. Written here, not with a TOML library, because the config is two flat
+    levels of scalars and integer lists, and users read it: lists stay on one line."""
+    lines = []
+    tables = []
+    for key, value in to_dict(cfg).items():
+        if isinstance(value, dict):
+            tables.append(f"\n[{key}]\n" + "".join(f"{k} = {toml_value(v)}\n" for k, v in value.items()))
+        else:
+            lines.append(f"{key} = {toml_value(value)}\n")
+    return "".join(lines) + "".join(tables)
+
+
+def toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value)  # a JSON string is a valid TOML basic string
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    return repr(value)
+
+
+def loads(text: str, source: str = "config") -> RunConfig:
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source} is not valid TOML ({exc}); fix the file or start from `gankit config PRESET`")
+    return from_dict(raw)
+
+
+def load(path: str | Path) -> RunConfig:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file '{path}' does not exist; give a preset name or an existing .toml file")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file '{path}' cannot be read ({exc})")
+    return loads(text, source=f"config file '{path}'")
+
+
+# --------------------------------------------------------------------------- overrides
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """'train.steps=500' -> (['train', 'steps'], 500). Values are TOML; bare words are strings."""
+    if "=" not in item:
+        raise ConfigError(f"--set '{item}' is not key=value; example: --set train.steps=500")
+    key, text = item.split("=", 1)
+    parts = key.strip().split(".")
+    if not all(parts):
+        raise ConfigError(f"--set '{item}' has an empty key; example: --set loss.name=hinge")
+    try:
+        value = tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = text  # a bare word such as points:data.npy
+    return parts, value
+
+
+def with_overrides(cfg: RunConfig, items: list[str]) -> RunConfig:
+    raw = to_dict(cfg)
+    for item in items:
+        parts, value = parse_override(item)
+        if len(parts) != 2:
+            raise ConfigError(f"--set key '{'.'.join(parts)}' must be section.key, e.g. train.steps")
+        section, key = parts
+        if section not in raw or not isinstance(raw[section], dict):
+            sections = [k for k, v in raw.items() if isinstance(v, dict)]
+            raise ConfigError(f"unknown config section '{section}'{did_you_mean(section, sections)}; "
+                              f"valid: {', '.join(sections)}")
+        raw[section][key] = value
+    return from_dict(raw)
+
+
+def replace(cfg: RunConfig, section: str, **changes: Any) -> RunConfig:
+    """A copy of cfg with some keys of one section changed (checked like any other value)."""
+    raw = to_dict(cfg)
+    raw[section].update(_lists(changes))
+    return from_dict(raw)
+

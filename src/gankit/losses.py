@@ -1,0 +1,152 @@
+"""GAN losses and regularisers.
+
+The adversarial losses are pure functions of D's logits on real and generated data, so they can
+be checked against hand-computed numbers. `GANLoss` applies one of them to the networks, with
+the regularisers (gradient penalty, R1, label smoothing, instance noise); the training loop only
+asks it for a D loss and a G loss.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gankit.config import LossConfig
+from gankit.registry import Registry
+
+Tensor = torch.Tensor
+
+# --------------------------------------------------------------------------- pure losses
+# softplus(-l) = -log sigmoid(l) and softplus(l) = -log(1 - sigmoid(l)): cross-entropy from logits,
+# stable for any logit size.
+
+
+def ns_d(real: Tensor, fake: Tensor, real_target: float = 1.0) -> Tensor:
+    """-E[t log D(x) + (1 - t) log(1 - D(x))] - E log(1 - D(G(z))), with t the real target."""
+    real_term = real_target * F.softplus(-real) + (1.0 - real_target) * F.softplus(real)
+    return real_term.mean() + F.softplus(fake).mean()
+
+
+def ns_g(fake: Tensor) -> Tensor:
+    """Non-saturating: -E log D(G(z))."""
+    return F.softplus(-fake).mean()
+
+
+def minimax_g(fake: Tensor) -> Tensor:
+    """The original minimax objective for G: E log(1 - D(G(z))), minimised."""
+    return -F.softplus(fake).mean()
+
+
+def lsgan_d(real: Tensor, fake: Tensor, real_target: float = 1.0) -> Tensor:
+    """Least squares (Mao et al.): 1/2 E (D(x) - t)^2 + 1/2 E D(G(z))^2 on raw outputs."""
+    return 0.5 * ((real - real_target) ** 2).mean() + 0.5 * (fake**2).mean()
+
+
+def lsgan_g(fake: Tensor) -> Tensor:
+    return 0.5 * ((fake - 1.0) ** 2).mean()
+
+
+def wgan_d(real: Tensor, fake: Tensor, real_target: float = 1.0) -> Tensor:
+    """Wasserstein critic: E D(G(z)) - E D(x)."""
+    return fake.mean() - real.mean()
+
+
+def wgan_g(fake: Tensor) -> Tensor:
+    return -fake.mean()
+
+
+def hinge_d(real: Tensor, fake: Tensor, real_target: float = 1.0) -> Tensor:
+    """Hinge: E max(0, 1 - D(x)) + E max(0, 1 + D(G(z)))."""
+    return F.relu(1.0 - real).mean() + F.relu(1.0 + fake).mean()
+
+
+@dataclass(frozen=True)
+class LossPair:
+    d: Callable[..., Tensor]
+    g: Callable[[Tensor], Tensor]
+    gradient_penalty: bool = False
+
+
+LOSSES: Registry = Registry("loss")
+LOSSES.register("ns", "non-saturating sigmoid cross-entropy (the articles' loss)")(LossPair(ns_d, ns_g))
+LOSSES.register("minimax", "the original minimax value function; G saturates early")(LossPair(ns_d, minimax_g))
+LOSSES.register("lsgan", "least squares GAN")(LossPair(lsgan_d, lsgan_g))
+LOSSES.register("wgan-gp", "Wasserstein with gradient penalty")(LossPair(wgan_d, wgan_g, gradient_penalty=True))
+LOSSES.register("hinge", "hinge loss")(LossPair(hinge_d, wgan_g))
+
+# --------------------------------------------------------------------------- regularisers
+
+
+def input_gradient_sq(d: nn.Module, x: Tensor) -> Tensor:
+    """|grad_x D(x)|^2 per sample, kept in the graph so it can be penalised."""
+    x = x.detach().requires_grad_(True)
+    (grad,) = torch.autograd.grad(d(x).sum(), x, create_graph=True)
+    return grad.reshape(grad.shape[0], -1).pow(2).sum(1)
+
+
+def gradient_penalty(d: nn.Module, real: Tensor, fake: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """WGAN-GP: E (|grad D(x_hat)| - 1)^2 at random points between real and generated samples.
+
+    With PacGAN packing, one mixing weight is drawn per packed group so the group stays whole.
+    """
+    pack = getattr(d, "pack", 1)
+    eps = torch.rand(real.shape[0] // pack, 1, generator=generator, device=real.device, dtype=real.dtype)
+    eps = eps.repeat_interleave(pack, 0)
+    mixed = eps * real + (1 - eps) * fake
+    return ((input_gradient_sq(d, mixed) + 1e-12).sqrt() - 1.0).pow(2).mean()
+
+
+def r1_penalty(d: nn.Module, real: Tensor) -> Tensor:
+    """R1 (Mescheder et al. 2018): E |grad D(x)|^2 on real data; the caller scales by gamma/2."""
+    return input_gradient_sq(d, real).mean()
+
+
+class GANLoss:
+    """One adversarial loss plus its regularisers, applied to a generator and a discriminator."""
+
+    def __init__(self, cfg: LossConfig, total_steps: int):
+        self.cfg = cfg
+        self.pair: LossPair = LOSSES.get(cfg.name)
+        self.total_steps = total_steps
+
+    def noise_std(self, step: int) -> float:
+        """Instance noise, annealed linearly to 0 over `instance_noise_anneal` steps."""
+        std, anneal = self.cfg.instance_noise, self.cfg.instance_noise_anneal
+        if std == 0 or anneal == 0:
+            return std
+        return std * max(0.0, 1.0 - step / anneal)
+
+    def _noisy(self, x: Tensor, std: float, generator: torch.Generator | None) -> Tensor:
+        if std == 0:
+            return x
+        return x + std * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+
+    def d_loss(self, d: nn.Module, real: Tensor, fake: Tensor, step: int,
+               generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+        """D's loss on a real and a (detached) generated batch, plus its stats for the log."""
+        std = self.noise_std(step)
+        real_in, fake_in = self._noisy(real, std, generator), self._noisy(fake.detach(), std, generator)
+        # One forward pass over both halves: half the kernel launches of two passes.
+        logits = d(torch.cat([real_in, fake_in]))
+        n_real = len(real) // getattr(d, "pack", 1)
+        real_logits, fake_logits = logits[:n_real], logits[n_real:]
+        loss = self.pair.d(real_logits, fake_logits, 1.0 - self.cfg.label_smoothing)
+        stats = {"d_real": torch.sigmoid(real_logits.detach()).mean(),
+                 "d_fake": torch.sigmoid(fake_logits.detach()).mean()}
+        if self.pair.gradient_penalty and self.cfg.gp_weight > 0:
+            gp = gradient_penalty(d, real_in, fake_in, generator)
+            loss = loss + self.cfg.gp_weight * gp
+            stats["gp"] = gp.detach()
+        if self.cfg.r1_gamma > 0:
+            r1 = r1_penalty(d, real_in)
+            loss = loss + 0.5 * self.cfg.r1_gamma * r1
+            stats["r1"] = r1.detach()
+        return loss, stats
+
+    def g_loss(self, g: nn.Module, d: nn.Module, z: Tensor, step: int,
+               generator: torch.Generator | None = None) -> Tensor:
+        fake = self._noisy(g(z), self.noise_std(step), generator)
+        return self.pair.g(d(fake))

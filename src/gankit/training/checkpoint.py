@@ -1,0 +1,111 @@
+"""Checkpoint files: atomic writes, safe reads, and the run directory's checkpoint folder.
+
+A checkpoint is written to a temporary file, flushed to disk, then renamed over its final name,
+so a crash leaves either the old file or the new one, never half of one. `latest.pt` is a hard
+link to the newest complete checkpoint (a copy where the file system has no hard links).
+Checkpoints are read with `weights_only=True`: a crafted file cannot run code.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import re
+import shutil
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from gankit.errors import UserError
+
+FORMAT_VERSION = 1
+STEP_FILE = re.compile(r"step-(\d+)\.pt$")
+
+
+def atomic_save(obj: Any, path: Path) -> None:
+    """torch.save to `path` so that readers see the old file or the complete new one."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            torch.save(obj, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some file systems cannot sync a directory; the rename is still atomic
+    finally:
+        os.close(fd)
+
+
+def point_latest(folder: Path, target: Path) -> None:
+    """Make folder/latest.pt the same file as `target`, atomically."""
+    tmp = folder / ".latest.pt.tmp"
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(target, tmp)
+    except OSError:
+        shutil.copyfile(target, tmp)
+    os.replace(tmp, folder / "latest.pt")
+    _fsync_dir(folder)
+
+
+def save_checkpoint(state: dict[str, Any], folder: Path, step: int, keep: int) -> Path:
+    """Write step-NNNNNN.pt, point latest.pt at it, and keep only the newest `keep` step files."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"step-{step:06d}.pt"
+    atomic_save({"format": FORMAT_VERSION, **state}, path)
+    point_latest(folder, path)
+    for old in step_files(folder)[:-keep]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def step_files(folder: Path) -> list[Path]:
+    """Step checkpoints, oldest first."""
+    found = [p for p in folder.glob("step-*.pt") if STEP_FILE.search(p.name)]
+    return sorted(found, key=lambda p: int(STEP_FILE.search(p.name).group(1)))
+
+
+def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint safely; any damage becomes one clear UserError."""
+    if not path.is_file():
+        raise UserError(f"checkpoint '{path}' does not exist")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError, zipfile.BadZipFile,
+            pickle.UnpicklingError, AttributeError, TypeError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"checkpoint '{path}' is corrupt or not a gankit checkpoint ({reason[:160]})")
+    if not isinstance(state, dict) or "format" not in state:
+        raise UserError(f"checkpoint '{path}' is not a gankit checkpoint")
+    if state["format"] != FORMAT_VERSION:
+        raise UserError(f"checkpoint '{path}' has format {state['format']}, this gankit reads format "
+                        f"{FORMAT_VERSION}; use the gankit version that wrote it")
+    return state
+
+
+def find_checkpoint(path: str | Path) -> Path:
+    """A run directory or a checkpoint file -> the checkpoint file to read."""
+    path = Path(path)
+    if path.is_dir():
+        latest = path / "checkpoints" / "latest.pt"
+        if latest.is_file():
+            return latest
+        raise UserError(f"'{path}' holds no checkpoints/latest.pt; is it a gankit run directory?")
+    if path.is_file():
+        return path
+    raise UserError(f"'{path}' does not exist; give a run directory or a .pt checkpoint")

@@ -1,0 +1,342 @@
+"""The training loop: alternate D and G updates, log, snapshot, checkpoint. No GAN maths here.
+
+One *step* is `n_d` discriminator updates followed by `n_g` generator updates. Everything the
+run needs to continue exactly (weights, optimisers, EMA, step, every random state) is in
+`state_dict()`, which checkpoints hold.
+"""
+from __future__ import annotations
+
+import json
+import random
+import signal
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from tqdm import tqdm
+
+import gankit
+from gankit import config as config_mod
+from gankit.config import OptimConfig, RunConfig
+from gankit.data import VectorSource, make_source
+from gankit.errors import UserError
+from gankit.losses import GANLoss
+from gankit.models import MODELS
+from gankit.models.noise import sample_noise
+from gankit.training import checkpoint as ckpt
+from gankit.training.views import decision_grid, features
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("train.device = 'cuda' but no CUDA GPU is visible; use --device cpu or auto")
+    return torch.device(name)
+
+
+class Normalizer:
+    """Per-coordinate standardisation; the generator works in normalised units."""
+
+    def __init__(self, mean: torch.Tensor, std: torch.Tensor):
+        self.mean, self.std = mean.float(), std.float()
+
+    @classmethod
+    def identity(cls, dim: int) -> "Normalizer":
+        return cls(torch.zeros(dim), torch.ones(dim))
+
+    def to_model(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean.to(x.device)) / self.std.to(x.device)
+
+    def to_data(self, y: torch.Tensor) -> torch.Tensor:
+        return y * self.std.to(y.device) + self.mean.to(y.device)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {"mean": self.mean, "std": self.std}
+
+
+def make_optimizer(params, cfg: OptimConfig) -> torch.optim.Optimizer:
+    """foreach=True: one fused update for all tensors (PyTorch only picks it by default on CUDA)."""
+    if cfg.name == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, foreach=True)
+    if cfg.name == "rmsprop":
+        opt = torch.optim.RMSprop(params, lr=cfg.lr, alpha=cfg.alpha, eps=cfg.eps, momentum=cfg.momentum,
+                                  foreach=True)
+        if cfg.rms_init > 0:
+            _start_rms_average(opt, cfg.rms_init)
+        return opt
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, foreach=True)
+
+
+def _start_rms_average(opt: torch.optim.RMSprop, value: float) -> None:
+    """Start RMSProp's squared-gradient average at `value` instead of 0, as TensorFlow 1 does:
+    early updates are then small instead of lr-sized. PyTorch keeps state it finds already set."""
+    for group in opt.param_groups:
+        for p in group["params"]:
+            state = {"step": torch.tensor(0.0), "square_avg": torch.full_like(p, value)}
+            if group["momentum"] > 0:
+                state["momentum_buffer"] = torch.zeros_like(p)
+            if group["centered"]:
+                state["grad_avg"] = torch.zeros_like(p)
+            opt.state[p] = state
+
+
+class Trainer:
+    """Owns the networks, optimisers and random states of one run, and its run directory."""
+
+    def __init__(self, cfg: RunConfig, run_dir: str | Path, source: VectorSource | None = None):
+        self.cfg, self.run_dir = cfg, Path(run_dir)
+        self.device = resolve_device(cfg.train.device)
+        self.source = source if source is not None else make_source(cfg.data.name)
+        self.norm = Normalizer(*self.source.moments()) if cfg.data.normalize else Normalizer.identity(self.source.dim)
+        torch.manual_seed(cfg.train.seed)  # weight initialisation
+        g, d = MODELS.get(cfg.model.name)(cfg.model, self.source.dim)
+        self.g, self.d = g.to(self.device), d.to(self.device)
+        self.ema = self._make_ema()
+        self.opt_g = make_optimizer(self.g.parameters(), cfg.optim_g)
+        self.opt_d = make_optimizer(self.d.parameters(), cfg.optim_d)
+        self.loss = GANLoss(cfg.loss, cfg.train.steps)
+        self.data_rng = torch.Generator().manual_seed(cfg.train.seed + 1)
+        self.noise_rng = torch.Generator(self.device).manual_seed(cfg.train.seed + 2)
+        self.step, self.elapsed = 0, 0.0
+        self.fixed_real, self.fixed_z = self._fixed_points()
+        self._stop_signal: int | None = None
+
+    # ------------------------------------------------------------------ set-up helpers
+    def _make_ema(self) -> AveragedModel | None:
+        if self.cfg.train.ema_decay <= 0:
+            return None
+        avg = get_ema_multi_avg_fn(self.cfg.train.ema_decay)
+        return AveragedModel(self.g, multi_avg_fn=avg, use_buffers=True)
+
+    def _fixed_points(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The same real points and noise in every snapshot, so pictures compare across steps."""
+        n = self.cfg.viz.n_points // self.cfg.model.pack * self.cfg.model.pack or self.cfg.model.pack
+        rng = torch.Generator().manual_seed(self.cfg.train.seed + 3)
+        real = self.source.sample(n, rng)
+        z = sample_noise(n, self.cfg.model.z_dim, self.cfg.model.noise, rng)
+        return real, z.to(self.device)
+
+    @property
+    def sampler_g(self) -> nn.Module:
+        """The generator to sample from: the EMA copy when there is one."""
+        return self.ema.module if self.ema is not None else self.g
+
+    # ------------------------------------------------------------------ one step
+    def draw_real(self) -> torch.Tensor:
+        batch = self.source.sample(self.cfg.train.batch_size, self.data_rng)
+        return self.norm.to_model(batch.to(self.device, non_blocking=True))
+
+    def draw_noise(self) -> torch.Tensor:
+        m = self.cfg.model
+        return sample_noise(self.cfg.train.batch_size, m.z_dim, m.noise, self.noise_rng, self.device)
+
+    @torch.no_grad()
+    def generate(self, z: torch.Tensor) -> torch.Tensor:
+        return self.g(z)
+
+    def train_step(self, snapshot: bool = False) -> tuple[dict[str, torch.Tensor], dict[str, np.ndarray]]:
+        """n_d D updates then n_g G updates. Returns stats (tensors) and, if asked, the views."""
+        t, step = self.cfg.train, self.step
+        views: dict[str, np.ndarray] = {}
+        real, z = self.draw_real(), self.draw_noise()
+        if snapshot:
+            views.update(self._views("d0", "g0"))
+        fake = self.generate(z)
+        for i in range(t.n_d):
+            if i > 0 and not t.reuse_batch:
+                real, z = self.draw_real(), self.draw_noise()
+                fake = self.generate(z)
+            d_loss, stats = self.loss.d_loss(self.d, real, fake, step, self.noise_rng)
+            self.opt_d.zero_grad(set_to_none=True)
+            d_loss.backward()
+            self.opt_d.step()
+        if snapshot:
+            views.update(self._views("d1", "g0"))
+        for _ in range(t.n_g):
+            if not t.reuse_batch:
+                z = self.draw_noise()
+            g_loss = self.loss.g_loss(self.g, self.d, z, step, self.noise_rng)
+            self.opt_g.zero_grad(set_to_none=True)
+            g_loss.backward()
+            self.opt_g.step()
+        if self.ema is not None:
+            self.ema.update_parameters(self.g)
+        if snapshot:
+            views.update(self._views("d1", "g1", with_grid=True))
+        return {"d_loss": d_loss.detach(), "g_loss": g_loss.detach(), **{k: v.detach() for k, v in stats.items()}}, views
+
+    @torch.no_grad()
+    def _views(self, d_tag: str, g_tag: str, with_grid: bool = False) -> dict[str, np.ndarray]:
+        fake_model = self.g(self.fixed_z)
+        real_model = self.norm.to_model(self.fixed_real.to(self.device))
+        out = {
+            f"fake_{g_tag}": self.norm.to_data(fake_model).cpu().numpy(),
+            f"feat_real_{d_tag}": features(self.d, real_model),
+            f"feat_fake_{d_tag}_{g_tag}": features(self.d, fake_model),
+        }
+        if with_grid and self.source.dim == 2 and self.cfg.model.pack == 1:
+            points = np.concatenate([self.fixed_real.numpy(), out[f"fake_{g_tag}"]])
+            out.update(decision_grid(self.d, self.norm.to_model, points, self.cfg.viz.grid_size, self.device))
+        return out
+
+    # ------------------------------------------------------------------ the loop
+    def fit(self, steps: int | None = None, progress: bool = True) -> "Trainer":
+        """Train until `steps` (default: train.steps) steps are done; resumable at any checkpoint."""
+        total = steps or self.cfg.train.steps
+        self._prepare_run_dir()
+        bar = tqdm(total=total, initial=self.step, desc="train", unit="step", file=sys.stderr,
+                   disable=not progress, dynamic_ncols=True, mininterval=0.5)
+        started = time.perf_counter() - self.elapsed
+        with self._handle_stop_signals():
+            while self.step < total and self._stop_signal is None:
+                snap = self._is_snapshot_step(self.step + 1, total)
+                stats, views = self.train_step(snapshot=snap)
+                self.step += 1
+                self.elapsed = time.perf_counter() - started
+                if self.step % self.cfg.train.log_every == 0 or self.step == total:
+                    self._log(stats, bar)
+                if views:
+                    self._save_views(views)
+                if self.step % self.cfg.train.checkpoint_every == 0 and self.step < total:
+                    self.save()
+                bar.update(1)
+        bar.close()
+        self.save()
+        if self._stop_signal is not None:
+            self._exit_on_signal()
+        return self
+
+    def _is_snapshot_step(self, step: int, total: int) -> bool:
+        every = self.cfg.train.snapshot_every
+        return every > 0 and (step == 1 or step % every == 0 or step == total)
+
+    def _log(self, stats: dict[str, torch.Tensor], bar: tqdm) -> None:
+        row: dict[str, Any] = {"step": self.step}
+        row.update({k: round(float(v), 6) for k, v in stats.items()})
+        if self.cfg.loss.instance_noise > 0:
+            row["noise_std"] = self.loss.noise_std(self.step)
+        row["seconds"] = round(self.elapsed, 3)
+        with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(row) + "\n")
+        bar.set_postfix({"D": f"{row['d_loss']:.3f}", "G": f"{row['g_loss']:.3f}",
+                         "D(x)": f"{row['d_real']:.2f}", "D(G(z))": f"{row['d_fake']:.2f}"}, refresh=False)
+
+    def _save_views(self, views: dict[str, np.ndarray]) -> None:
+        folder = self.run_dir / "snapshots"
+        folder.mkdir(exist_ok=True)
+        np.savez_compressed(folder / f"step-{self.step:06d}.npz", step=self.step,
+                            real=self.fixed_real.numpy(), **views)
+
+    def _prepare_run_dir(self) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / "config.toml").write_text(config_mod.dumps(self.cfg), encoding="utf-8")
+        self._truncate_metrics()
+
+    def _truncate_metrics(self) -> None:
+        """On resume, drop log lines written after the checkpoint: no duplicates, no gaps."""
+        path = self.run_dir / "metrics.jsonl"
+        if not path.exists():
+            return
+        kept = [line for line in path.read_text(encoding="utf-8").splitlines()
+                if line.strip() and _line_step(line) <= self.step]
+        path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+
+    # ------------------------------------------------------------------ interruption
+    @contextmanager
+    def _handle_stop_signals(self) -> Iterator[None]:
+        """Ctrl-C / SIGTERM: finish the step, checkpoint, then exit with the usual status."""
+        def remember(signum, _frame):
+            self._stop_signal = signum
+
+        previous = {}
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                previous[sig] = signal.signal(sig, remember)
+            except ValueError:  # not the main thread: leave signals alone
+                pass
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _exit_on_signal(self) -> None:
+        name = signal.Signals(self._stop_signal).name
+        print(f"\ngankit: {name} received; checkpoint saved at step {self.step}. "
+              f"Continue with: gankit resume {self.run_dir}", file=sys.stderr)
+        raise SystemExit(128 + int(self._stop_signal))
+
+    # ------------------------------------------------------------------ state
+    def save(self) -> Path:
+        return ckpt.save_checkpoint(self.state_dict(), self.run_dir / "checkpoints", self.step,
+                                    self.cfg.train.keep_checkpoints)
+
+    def state_dict(self) -> dict[str, Any]:
+        np_state = np.random.get_state()
+        return {
+            "gankit_version": gankit.__version__,
+            "config": config_mod.dumps(self.cfg),
+            "step": self.step,
+            "elapsed": self.elapsed,
+            "data_dim": self.source.dim,
+            "g": self.g.state_dict(),
+            "d": self.d.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "opt_g": self.opt_g.state_dict(),
+            "opt_d": self.opt_d.state_dict(),
+            "norm": self.norm.state_dict(),
+            "rng": {
+                "data": self.data_rng.get_state(),
+                "noise": self.noise_rng.get_state(),
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+                "python": list(random.getstate()[1]),
+                "python_version": random.getstate()[0],
+                "python_gauss": random.getstate()[2],
+                "numpy": torch.from_numpy(np_state[1].astype(np.int64)),
+                "numpy_pos": [int(np_state[2]), int(np_state[3]), float(np_state[4])],
+            },
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.g.load_state_dict(state["g"])
+        self.d.load_state_dict(state["d"])
+        if self.ema is not None:
+            self.ema.load_state_dict(state["ema"])
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.opt_d.load_state_dict(state["opt_d"])
+        self.norm = Normalizer(state["norm"]["mean"], state["norm"]["std"])
+        self.step, self.elapsed = int(state["step"]), float(state["elapsed"])
+        rng = state["rng"]
+        self.data_rng.set_state(rng["data"])
+        self.noise_rng.set_state(rng["noise"])
+        torch.set_rng_state(rng["torch"])
+        if rng["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        random.setstate((rng["python_version"], tuple(rng["python"]), rng["python_gauss"]))
+        pos = rng["numpy_pos"]
+        np.random.set_state(("MT19937", rng["numpy"].numpy().astype(np.uint32), pos[0], pos[1], pos[2]))
+
+    @classmethod
+    def resume(cls, run_dir: str | Path) -> "Trainer":
+        """The trainer of an existing run, at its latest checkpoint."""
+        run_dir = Path(run_dir)
+        state = ckpt.load_checkpoint(ckpt.find_checkpoint(run_dir))
+        cfg = config_mod.loads(state["config"], source=f"the config inside {run_dir}'s checkpoint")
+        trainer = cls(cfg, run_dir)
+        trainer.load_state_dict(state)
+        return trainer
+
+
+def _line_step(line: str) -> int:
+    try:
+        return int(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return sys.maxsize  # an unreadable (half-written) line is dropped

@@ -1,0 +1,221 @@
+"""The article's pictures, drawn from a run directory alone (no training code, no networks).
+
+- plots/losses.png: D and G loss with the equilibrium values, and D(x), D(G(z)) against 1/2.
+- samples/scatter-step-N.png and plots/scatter.gif: real vs generated points over training.
+- plots/features/{d,g}-update-step-N.png and GIFs: D's feature-layer view of real and generated
+  points before and after the D update, and before and after the G update, with centroids.
+- plots/surface/step-N.png and plots/surface.gif: sigmoid D over the data plane, with the points.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: no display needed
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from gankit import config as config_mod  # noqa: E402
+
+REAL, FAKE, FAKE_OLD = "#1f77b4", "#d62728", "#ff9896"
+FIGSIZE_PAIR = (11, 5)
+DPI = 90
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    path = run_dir / "metrics.jsonl"
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # a line cut by a crash: skip it, the rest of the log is still good
+    return rows
+
+
+def equilibrium(loss_name: str) -> tuple[float | None, float | None]:
+    """D and G loss at the theoretical optimum D = 1/2, where the loss defines one."""
+    if loss_name == "ns":
+        return 2 * math.log(2), math.log(2)
+    if loss_name == "minimax":
+        return 2 * math.log(2), -math.log(2)
+    if loss_name == "lsgan":
+        return 0.25, 0.125  # D outputs 1/2 on both: 1/2*(1/4) + 1/2*(1/4); G: 1/2*(1/4)
+    return None, None
+
+
+def plot_losses(run_dir: Path, loss_name: str) -> Path | None:
+    rows = read_metrics(run_dir)
+    if not rows:
+        return None
+    step = np.array([r["step"] for r in rows])
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 7), sharex=True, constrained_layout=True)
+    top.plot(step, [r["d_loss"] for r in rows], color=REAL, lw=1, label="D loss")
+    top.plot(step, [r["g_loss"] for r in rows], color=FAKE, lw=1, label="G loss")
+    d_eq, g_eq = equilibrium(loss_name)
+    if d_eq is not None:
+        top.axhline(d_eq, color=REAL, ls="--", lw=1, label=f"D at equilibrium ({d_eq:.3f})")
+        top.axhline(g_eq, color=FAKE, ls="--", lw=1, label=f"G at equilibrium ({g_eq:.3f})")
+    top.set_ylabel(f"loss ({loss_name})")
+    top.set_title("Losses: at equilibrium D cannot tell real from generated")
+    top.legend(loc="upper right", fontsize=8)
+    bottom.plot(step, [r["d_real"] for r in rows], color=REAL, lw=1, label="mean D(x), real")
+    bottom.plot(step, [r["d_fake"] for r in rows], color=FAKE, lw=1, label="mean D(G(z)), generated")
+    bottom.axhline(0.5, color="gray", ls="--", lw=1, label="1/2: D is guessing")
+    bottom.set_ylim(-0.02, 1.02)
+    bottom.set_xlabel("step (n_d D updates + n_g G updates)")
+    bottom.set_ylabel("sigmoid D = P(real)")
+    bottom.legend(loc="upper right", fontsize=8)
+    return _save(fig, run_dir / "plots" / "losses.png")
+
+
+def _save(fig, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
+
+
+def _as_2d(*arrays: np.ndarray) -> tuple[list[np.ndarray], tuple[str, str]]:
+    """Show feature vectors in 2-D: as they are, padded (1-D), or by PCA (more than 2-D)."""
+    dim = arrays[0].shape[1]
+    if dim == 2:
+        return list(arrays), ("feature 1", "feature 2")
+    if dim == 1:
+        return [np.concatenate([a, np.zeros_like(a)], 1) for a in arrays], ("feature", "")
+    stacked = np.concatenate(arrays)
+    mean = stacked.mean(0)
+    _, _, vt = np.linalg.svd(stacked - mean, full_matrices=False)
+    return [(a - mean) @ vt[:2].T for a in arrays], ("principal component 1", "principal component 2")
+
+
+def _points(ax, real: np.ndarray, fake: np.ndarray, fake_label: str = "generated", fake_color: str = FAKE,
+            centroids: bool = True) -> None:
+    ax.scatter(real[:, 0], real[:, 1], s=6, c=REAL, alpha=0.5, label="real", linewidths=0)
+    ax.scatter(fake[:, 0], fake[:, 1], s=6, c=fake_color, alpha=0.5, label=fake_label, linewidths=0)
+    if centroids:
+        for pts, color, name in ((real, REAL, "real"), (fake, fake_color, fake_label)):
+            c = pts.mean(0)
+            ax.scatter(*c, s=160, marker="X", c=color, edgecolors="black", linewidths=1.2,
+                       label=f"centroid, {name}", zorder=5)
+
+
+def plot_feature_pair(snap: dict, step: int, which: str, path: Path) -> Path:
+    """Before/after the D update (G fixed) or before/after the G update (D fixed)."""
+    if which == "d":
+        keys = [("feat_real_d0", "feat_fake_d0_g0"), ("feat_real_d1", "feat_fake_d1_g0")]
+        titles = ["before the D update", "after the D update"]
+        story = "D update: D learns to pull real and generated points apart (G fixed)"
+    else:
+        keys = [("feat_real_d1", "feat_fake_d1_g0"), ("feat_real_d1", "feat_fake_d1_g1")]
+        titles = ["before the G update", "after the G update"]
+        story = "G update: G moves its points towards the real ones in D's eyes (D fixed)"
+    flat, (xl, yl) = _as_2d(*[snap[k] for pair in keys for k in pair])
+    fig, axes = plt.subplots(1, 2, figsize=FIGSIZE_PAIR, sharex=True, sharey=True, constrained_layout=True)
+    for ax, (real, fake), title in zip(axes, (flat[:2], flat[2:]), titles):
+        _points(ax, real, fake)
+        ax.set_title(title)
+        ax.set_xlabel(xl)
+    if which == "g":
+        old, new = flat[1].mean(0), flat[3].mean(0)
+        axes[1].annotate("", xy=new, xytext=old, arrowprops={"arrowstyle": "->", "color": "black", "lw": 1.5})
+        axes[1].scatter(*old, s=120, marker="X", c=FAKE_OLD, edgecolors="black", label="generated centroid before")
+    axes[0].set_ylabel(yl)
+    axes[1].legend(loc="best", fontsize=7)
+    fig.suptitle(f"D's feature layer, step {step}. {story}", fontsize=10)
+    return _save(fig, path)
+
+
+def plot_scatter(real: np.ndarray, fake: np.ndarray, step: int, path: Path, limits=None) -> Path:
+    fig, ax = plt.subplots(figsize=(6.5, 5.5), constrained_layout=True)
+    _points(ax, real[:, :2], fake[:, :2], centroids=False)
+    if limits is not None:
+        ax.set_xlim(*limits[0])
+        ax.set_ylim(*limits[1])
+    names = ("x", "y") if real.shape[1] == 2 else ("coordinate 1", "coordinate 2")
+    ax.set_xlabel(names[0])
+    ax.set_ylabel(names[1])
+    ax.set_title(f"Real vs generated points, step {step}")
+    ax.legend(loc="upper center", fontsize=8, markerscale=3)
+    return _save(fig, path)
+
+
+def plot_surface(snap: dict, step: int, path: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(7.5, 5.5), constrained_layout=True)
+    mesh = ax.pcolormesh(snap["grid_x"], snap["grid_y"], snap["grid_d"], cmap="RdBu_r", vmin=0, vmax=1,
+                         shading="auto")
+    fig.colorbar(mesh, ax=ax, label="sigmoid D(x) = P(real)")
+    ax.contour(snap["grid_x"], snap["grid_y"], snap["grid_d"], levels=[0.5], colors="black", linewidths=1)
+    ax.scatter(snap["real"][:, 0], snap["real"][:, 1], s=5, c="white", edgecolors=REAL, linewidths=0.4,
+               label="real")
+    ax.scatter(snap["fake_g1"][:, 0], snap["fake_g1"][:, 1], s=5, c="black", linewidths=0, label="generated")
+    ax.set_xlabel("x")
+    ax.set_ylabel("y")
+    ax.set_title(f"D's decision surface, step {step} (black line: D = 1/2)")
+    ax.legend(loc="upper center", fontsize=8, markerscale=3)
+    return _save(fig, path)
+
+
+def make_gif(frames: list[Path], path: Path, ms_per_frame: int = 700) -> Path | None:
+    if not frames:
+        return None
+    images = [Image.open(f).convert("RGB") for f in frames]
+    size = images[0].size
+    images = [im if im.size == size else im.resize(size) for im in images]
+    images[0].save(path, save_all=True, append_images=images[1:], duration=ms_per_frame, loop=0)
+    return path
+
+
+def load_snapshots(run_dir: Path) -> list[tuple[int, dict]]:
+    snaps = []
+    for file in sorted((run_dir / "snapshots").glob("step-*.npz")):
+        try:
+            with np.load(file, allow_pickle=False) as data:
+                snaps.append((int(data["step"]), {k: data[k] for k in data.files}))
+        except (OSError, ValueError, KeyError):
+            continue  # a snapshot cut by a crash is skipped; the others still draw
+    return sorted(snaps, key=lambda s: s[0])
+
+
+def _scatter_limits(snaps: list[tuple[int, dict]]):
+    """One frame for every scatter, so the GIF does not jump."""
+    pts = np.concatenate([np.concatenate([s["real"][:, :2], s["fake_g1"][:, :2]]) for _, s in snaps])
+    low, high = np.percentile(pts, 0.5, axis=0), np.percentile(pts, 99.5, axis=0)
+    real = np.concatenate([s["real"][:, :2] for _, s in snaps])
+    low, high = np.minimum(low, real.min(0)), np.maximum(high, real.max(0))
+    pad = 0.08 * (high - low) + 1e-6
+    return (low[0] - pad[0], high[0] + pad[0]), (low[1] - pad[1], high[1] + pad[1])
+
+
+def plot_run(run_dir: str | Path) -> list[Path]:
+    """(Re)draw every picture of a run directory; returns the files written."""
+    run_dir = Path(run_dir)
+    cfg = config_mod.load(run_dir / "config.toml")
+    made = [plot_losses(run_dir, cfg.loss.name)]
+    snaps = load_snapshots(run_dir)
+    if snaps:
+        made += _plot_snapshots(run_dir, snaps)
+    return [p for p in made if p is not None]
+
+
+def _plot_snapshots(run_dir: Path, snaps: list[tuple[int, dict]]) -> list[Path]:
+    plots, samples = run_dir / "plots", run_dir / "samples"
+    limits = _scatter_limits(snaps)
+    frames: dict[str, list[Path]] = {"scatter": [], "features-d-update": [], "features-g-update": [], "surface": []}
+    for step, snap in snaps:
+        frames["scatter"].append(plot_scatter(snap["real"], snap["fake_g1"], step,
+                                              samples / f"scatter-step-{step:06d}.png", limits))
+        frames["features-d-update"].append(
+            plot_feature_pair(snap, step, "d", plots / "features" / f"d-update-step-{step:06d}.png"))
+        frames["features-g-update"].append(
+            plot_feature_pair(snap, step, "g", plots / "features" / f"g-update-step-{step:06d}.png"))
+        if "grid_d" in snap:
+            frames["surface"].append(plot_surface(snap, step, plots / "surface" / f"step-{step:06d}.png"))
+    gifs = [make_gif(files, plots / f"{name}.gif") for name, files in frames.items()]
+    return [f for files in frames.values() for f in files] + [g for g in gifs if g is not None]
