@@ -1,0 +1,161 @@
+"""The `gankit` command as a user types it: train -> plot -> sample, list, config, and bad input."""
+import hashlib
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from gankit.cli import main
+from tests.conftest import TINY
+
+SETS = [arg for item in TINY for arg in ("--set", item)]
+
+
+def run(args, capsys):
+    code = main(args)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("cli") / "run"
+    assert main(["train", "quadratic", "--out", str(run_dir), "--quiet", *SETS]) == 0
+    return run_dir
+
+
+def test_train_writes_run_and_plots(trained):
+    for name in ("config.toml", "metrics.jsonl", "checkpoints/latest.pt", "plots/losses.png",
+                 "plots/scatter.gif", "plots/surface.gif", "samples/scatter-step-000020.png"):
+        assert (trained / name).exists(), name
+
+
+def test_plot_redraws(trained, capsys):
+    (trained / "plots" / "losses.png").unlink()
+    code, out, _ = run(["plot", str(trained)], capsys)
+    assert code == 0 and (trained / "plots" / "losses.png").exists() and "drew" in out
+
+
+@pytest.mark.parametrize("suffix", [".npz", ".npy", ".csv", ".png"])
+def test_sample_writes_every_format(trained, tmp_path, capsys, suffix):
+    out = tmp_path / f"s{suffix}"
+    code, _, err = run(["sample", str(trained), "-n", "300", "--out", str(out), "--seed", "1"], capsys)
+    assert code == 0, err
+    if suffix == ".npz":
+        samples = np.load(out)["samples"]
+        assert samples.shape == (300, 2) and samples.dtype == np.float32
+        assert np.abs(samples[:, 0]).max() > 5  # data units (x spans +-50), not normalised ones
+    elif suffix == ".npy":
+        assert np.load(out).shape == (300, 2)
+    elif suffix == ".csv":
+        assert np.loadtxt(out, delimiter=",", skiprows=1).shape == (300, 2)
+    else:
+        Image.open(out).verify()
+
+
+def test_sample_is_reproducible_from_a_checkpoint_file(trained, tmp_path, capsys):
+    ckpt = trained / "checkpoints" / "latest.pt"
+    for name in ("a.npy", "b.npy"):
+        assert run(["sample", str(ckpt), "-n", "50", "--out", str(tmp_path / name), "--seed", "3"], capsys)[0] == 0
+    assert np.array_equal(np.load(tmp_path / "a.npy"), np.load(tmp_path / "b.npy"))
+
+
+def test_resume_to_a_larger_total(trained, tmp_path, capsys):
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(trained, copy)
+    code, _, err = run(["resume", str(copy), "--steps", "30", "--quiet", "--no-plots"], capsys)
+    assert code == 0, err
+    assert "step-000030.pt" in os.listdir(copy / "checkpoints")
+
+
+def test_list_and_config(capsys):
+    for kind, expected in (("presets", "seed-quadratic"), ("datasets", "ring8"), ("losses", "wgan-gp"),
+                           ("models", "mlp")):
+        code, out, _ = run(["list", kind], capsys)
+        assert code == 0 and expected in out
+    code, out, _ = run(["config", "seed-quadratic"], capsys)
+    assert code == 0 and 'name = "rmsprop"' in out and "n_d = 10" in out
+
+
+def test_config_output_reruns(tmp_path, capsys):
+    _, out, _ = run(["config", "quadratic", "--set", "train.steps=7"], capsys)
+    (tmp_path / "c.toml").write_text(out)
+    code, _, err = run(["train", str(tmp_path / "c.toml"), "--out", str(tmp_path / "r"), "--quiet", "--no-plots"],
+                       capsys)
+    assert code == 0, err
+    assert '"step": 7' in (tmp_path / "r" / "metrics.jsonl").read_text()
+
+
+def test_users_own_points(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "mine.npy", rng.normal([5.0, -3.0], [1.0, 0.2], size=(500, 2)))
+    code, _, err = run(["train", "quadratic", "--out", str(tmp_path / "r"), "--quiet", "--no-plots", *SETS,
+                        "--set", f"data.name=points:{tmp_path / 'mine.npy'}"], capsys)
+    assert code == 0, err
+    assert run(["sample", str(tmp_path / "r"), "-n", "100", "--out", str(tmp_path / "s.npy")], capsys)[0] == 0
+    assert abs(np.load(tmp_path / "s.npy")[:, 0].mean() - 5.0) < 3.0  # data units
+
+
+def digest(folder):
+    return {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+BAD = [
+    ["train", "no-such-preset"],
+    ["train", "quadratic", "--set", "train.stepz=3"],
+    ["train", "quadratic", "--set", "train.steps=-1"],
+    ["train", "quadratic", "--set", "loss.name=hing"],
+    ["train", "quadratic", "--set", "data.name=nowhere"],
+    ["train", "quadratic", "--set", "data.name=points:/no/such.npy"],
+    ["train", "quadratic", "--set", "nonsense"],
+    ["train", "quadratic", "--steps", "ten"],
+    ["train", "quadratic", "--bogus-flag"],
+    ["train", "missing.toml"],
+    ["sample", "RUN", "-n", "10", "--out", "x.txt"],
+    ["sample", "RUN", "-n", "0", "--out", "x.npz"],
+    ["sample", "/no/such/run", "-n", "10", "--out", "x.npz"],
+    ["plot", "/no/such/run"],
+    ["list", "things"],
+    ["config", "nope"],
+    ["resume", "RUN", "--steps", "3"],
+    ["train", "quadratic", "--out", "RUN"],
+]
+
+
+@pytest.mark.parametrize("args", BAD, ids=[" ".join(a) for a in BAD])
+def test_bad_input_is_one_line_exit_2_and_touches_nothing(trained, tmp_path, capsys, args, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    before = digest(trained)
+    args = [str(trained) if a == "RUN" else a for a in args]
+    with pytest.raises(SystemExit) as stop:
+        raise SystemExit(main(args))
+    _, err = capsys.readouterr()
+    assert stop.value.code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("gankit: error: ") and "Traceback" not in err
+    assert digest(trained) == before
+    assert not (tmp_path / "runs").exists()
+
+
+def test_corrupt_checkpoint_is_a_clear_error(trained, tmp_path, capsys):
+    bad = tmp_path / "bad.pt"
+    data = (trained / "checkpoints" / "latest.pt").read_bytes()
+    bad.write_bytes(data[: len(data) // 2])
+    code, _, err = run(["sample", str(bad), "-n", "5", "--out", str(tmp_path / "x.npz")], capsys)
+    assert code == 2 and "corrupt" in err and len(err.strip().splitlines()) == 1
+
+
+def test_console_script_runs_in_a_fresh_process(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    gankit = os.path.join(os.path.dirname(sys.executable), "gankit")
+    done = subprocess.run([gankit, "train", "--out", str(tmp_path / "r"), "--quiet", *SETS],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "run directory" in done.stdout and (tmp_path / "r" / "plots" / "losses.png").exists()
+    bad = subprocess.run([gankit, "train", "nope"], capture_output=True, text=True, env=env, timeout=120)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "unknown preset" in bad.stderr

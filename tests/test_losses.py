@@ -1,0 +1,112 @@
+"""Each loss on fixed logits against numbers computed by hand (math module, not torch)."""
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from gankit import losses
+from gankit.config import LossConfig
+
+
+def sp(x: float) -> float:
+    """softplus by hand: log(1 + e^x)."""
+    return math.log1p(math.exp(x))
+
+
+REAL = torch.tensor([0.0, 2.0])
+FAKE = torch.tensor([-1.0, 0.0])
+
+
+def test_ns_discriminator():
+    expected = (sp(-0.0) + sp(-2.0)) / 2 + (sp(-1.0) + sp(0.0)) / 2
+    assert losses.ns_d(REAL, FAKE).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_ns_and_minimax_generator():
+    assert losses.ns_g(FAKE).item() == pytest.approx((sp(1.0) + sp(0.0)) / 2, rel=1e-6)
+    assert losses.minimax_g(FAKE).item() == pytest.approx(-(sp(-1.0) + sp(0.0)) / 2, rel=1e-6)
+
+
+def test_equilibrium_values_at_d_one_half():
+    zero = torch.zeros(4)
+    assert losses.ns_d(zero, zero).item() == pytest.approx(2 * math.log(2))
+    assert losses.ns_g(zero).item() == pytest.approx(math.log(2))
+
+
+def test_one_sided_label_smoothing():
+    # target 0.9 on a real logit of 2: -(0.9 log s(2) + 0.1 log(1 - s(2))) = 0.9 sp(-2) + 0.1 sp(2)
+    expected = 0.9 * sp(-2.0) + 0.1 * sp(2.0) + sp(-1.0)
+    got = losses.ns_d(torch.tensor([2.0]), torch.tensor([-1.0]), real_target=0.9).item()
+    assert got == pytest.approx(expected, rel=1e-6)
+
+
+def test_least_squares():
+    assert losses.lsgan_d(REAL, FAKE).item() == pytest.approx(0.5 * (1 + 1) / 2 + 0.5 * (1 + 0) / 2)
+    assert losses.lsgan_g(FAKE).item() == pytest.approx(0.5 * (4 + 1) / 2)
+
+
+def test_wasserstein_and_hinge():
+    assert losses.wgan_d(REAL, FAKE).item() == pytest.approx(-0.5 - 1.0)
+    assert losses.wgan_g(FAKE).item() == pytest.approx(0.5)
+    assert losses.hinge_d(REAL, FAKE).item() == pytest.approx((1 + 0) / 2 + (0 + 1) / 2)
+
+
+def linear_d(w=(2.0, 0.0)) -> nn.Module:
+    d = nn.Linear(2, 1, bias=False)
+    with torch.no_grad():
+        d.weight.copy_(torch.tensor([w]))
+    return d
+
+
+def test_gradient_penalty_and_r1_on_a_linear_critic():
+    # D(x) = w.x has gradient w everywhere: |w| = 2 gives GP (2 - 1)^2 = 1 and R1 |w|^2 = 4.
+    d, x = linear_d(), torch.randn(8, 2)
+    assert losses.gradient_penalty(d, x, torch.randn(8, 2)).item() == pytest.approx(1.0, rel=1e-5)
+    assert losses.r1_penalty(d, x).item() == pytest.approx(4.0, rel=1e-5)
+
+
+class Squeeze(nn.Module):
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        return self.inner(x).squeeze(1)
+
+
+def test_gan_loss_adds_r1_scaled_by_gamma_over_two():
+    d = Squeeze(linear_d())
+    real, fake = torch.zeros(4, 2), torch.zeros(4, 2)
+    base, _ = losses.GANLoss(LossConfig(name="ns"), 10).d_loss(d, real, fake, 0)
+    with_r1, stats = losses.GANLoss(LossConfig(name="ns", r1_gamma=2.0), 10).d_loss(d, real, fake, 0)
+    assert base.item() == pytest.approx(2 * math.log(2), rel=1e-6)
+    assert with_r1.item() - base.item() == pytest.approx(0.5 * 2.0 * 4.0, rel=1e-5)
+    assert stats["d_real"].item() == pytest.approx(0.5)
+
+
+def test_wgan_gp_loss_includes_penalty():
+    d = Squeeze(linear_d())
+    real, fake = torch.ones(4, 2), torch.zeros(4, 2)
+    loss, stats = losses.GANLoss(LossConfig(name="wgan-gp", gp_weight=10.0), 10).d_loss(d, real, fake, 0)
+    # E D(fake) - E D(real) = 0 - 2, plus 10 * (|w| - 1)^2 = 10
+    assert loss.item() == pytest.approx(-2.0 + 10.0, rel=1e-5)
+    assert stats["gp"].item() == pytest.approx(1.0, rel=1e-5)
+
+
+def test_instance_noise_anneals_linearly_to_zero():
+    loss = losses.GANLoss(LossConfig(instance_noise=0.4, instance_noise_anneal=100), 200)
+    assert [loss.noise_std(s) for s in (0, 50, 100, 150)] == pytest.approx([0.4, 0.2, 0.0, 0.0])
+    constant = losses.GANLoss(LossConfig(instance_noise=0.4), 200)
+    assert constant.noise_std(150) == pytest.approx(0.4)
+
+
+def test_every_registered_loss_trains_a_step(tiny_cfg):
+    from gankit import config
+    from gankit.training import Trainer
+
+    for name in losses.LOSSES.names():
+        cfg = config.replace(tiny_cfg, "loss", name=name)
+        trainer = Trainer(cfg, "unused")
+        stats, _ = trainer.train_step()
+        assert torch.isfinite(stats["d_loss"]) and torch.isfinite(stats["g_loss"]), name

@@ -1,0 +1,111 @@
+"""The training loop: run directory contents, logged values, snapshots, EMA, exact resume."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from gankit import config
+from gankit.training import Trainer
+from gankit.training.checkpoint import load_checkpoint
+
+
+def metrics(run_dir):
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_a_run_writes_the_run_directory(tiny_cfg, tmp_path):
+    Trainer(tiny_cfg, tmp_path).fit(progress=False)
+    assert config.load(tmp_path / "config.toml") == tiny_cfg
+    rows = metrics(tmp_path)
+    assert [r["step"] for r in rows] == [5, 10, 15, 20]
+    for key in ("d_loss", "g_loss", "d_real", "d_fake", "seconds"):
+        assert all(np.isfinite(r[key]) for r in rows), key
+    assert all(0 <= r["d_real"] <= 1 and 0 <= r["d_fake"] <= 1 for r in rows)
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == \
+        ["latest.pt", "step-000010.pt", "step-000020.pt"]
+    assert sorted(p.name for p in (tmp_path / "snapshots").iterdir()) == \
+        ["step-000001.npz", "step-000010.npz", "step-000020.npz"]
+
+
+def test_snapshot_holds_the_three_moments_of_a_step(tiny_cfg, tmp_path):
+    Trainer(tiny_cfg, tmp_path).fit(progress=False)
+    snap = np.load(tmp_path / "snapshots" / "step-000010.npz")
+    n = tiny_cfg.viz.n_points
+    for key in ("feat_real_d0", "feat_fake_d0_g0", "feat_real_d1", "feat_fake_d1_g0", "feat_fake_d1_g1"):
+        assert snap[key].shape == (n, 2), key
+    assert snap["real"].shape == snap["fake_g0"].shape == snap["fake_g1"].shape == (n, 2)
+    # The D update changes D's view of the same points; the G update moves only the generated ones.
+    assert not np.allclose(snap["feat_real_d0"], snap["feat_real_d1"])
+    assert not np.allclose(snap["feat_fake_d1_g0"], snap["feat_fake_d1_g1"])
+    assert snap["grid_d"].shape == (12, 12) and 0 <= snap["grid_d"].min() <= snap["grid_d"].max() <= 1
+
+
+def test_checkpoints_keep_only_the_newest(tiny_cfg, tmp_path):
+    cfg = config.replace(tiny_cfg, "train", steps=50, checkpoint_every=5, keep_checkpoints=2)
+    Trainer(cfg, tmp_path).fit(progress=False)
+    names = sorted(p.name for p in (tmp_path / "checkpoints").glob("step-*.pt"))
+    assert names == ["step-000045.pt", "step-000050.pt"]
+    assert load_checkpoint(tmp_path / "checkpoints" / "latest.pt")["step"] == 50
+
+
+def test_reuse_batch_draws_one_batch_per_step(tiny_cfg):
+    reuse = Trainer(config.replace(tiny_cfg, "train", n_d=3, n_g=3, reuse_batch=True), "unused")
+    fresh = Trainer(config.replace(tiny_cfg, "train", n_d=3, n_g=3, reuse_batch=False), "unused")
+    before_r, before_f = reuse.data_rng.get_state(), fresh.data_rng.get_state()
+    reuse.train_step()
+    fresh.train_step()
+    drawn = [torch.Generator().manual_seed(0) for _ in range(2)]
+    drawn[0].set_state(before_r)
+    drawn[1].set_state(before_f)
+    # One real batch consumed vs three: the data generators end in different places.
+    reuse.source.sample(32, drawn[0])
+    assert torch.equal(drawn[0].get_state(), reuse.data_rng.get_state())
+    assert not torch.equal(fresh.data_rng.get_state(), reuse.data_rng.get_state())
+
+
+def test_ema_generator_is_an_average(tiny_cfg, tmp_path):
+    trainer = Trainer(config.replace(tiny_cfg, "train", ema_decay=0.9), tmp_path).fit(progress=False)
+    g, ema = trainer.g.state_dict(), trainer.sampler_g.state_dict()
+    assert any(not torch.equal(g[k], ema[k]) for k in g)
+    assert trainer.sampler_g is trainer.ema.module
+
+
+def test_resume_continues_bit_for_bit(tiny_cfg, tmp_path):
+    cfg = config.replace(tiny_cfg, "train", ema_decay=0.5)
+    straight = Trainer(cfg, tmp_path / "a").fit(steps=20, progress=False)
+    Trainer(cfg, tmp_path / "b").fit(steps=10, progress=False)
+    resumed = Trainer.resume(tmp_path / "b").fit(steps=20, progress=False)
+    for key, value in straight.g.state_dict().items():
+        assert torch.equal(value, resumed.g.state_dict()[key]), key
+    for key, value in straight.sampler_g.state_dict().items():
+        assert torch.equal(value, resumed.sampler_g.state_dict()[key]), key
+    strip = [{k: v for k, v in r.items() if k != "seconds"} for r in metrics(tmp_path / "a")]
+    assert strip == [{k: v for k, v in r.items() if k != "seconds"} for r in metrics(tmp_path / "b")]
+
+
+def test_resume_drops_log_lines_written_after_the_checkpoint(tiny_cfg, tmp_path):
+    Trainer(tiny_cfg, tmp_path).fit(steps=10, progress=False)
+    with open(tmp_path / "metrics.jsonl", "a") as fh:  # as if the run died after logging step 15
+        fh.write(json.dumps({"step": 15, "d_loss": 0}) + "\n" + '{"step": 2')
+    Trainer.resume(tmp_path).fit(steps=20, progress=False)
+    assert [r["step"] for r in metrics(tmp_path)] == [5, 10, 15, 20]
+
+
+def test_rmsprop_average_can_start_at_one_like_tensorflow(tiny_cfg):
+    cfg = config.with_overrides(tiny_cfg, ["optim_d.name=rmsprop", "optim_d.rms_init=1.0"])
+    trainer = Trainer(cfg, "unused")
+    weight = next(trainer.d.parameters())
+    assert torch.equal(trainer.opt_d.state[weight]["square_avg"], torch.ones_like(weight))
+    trainer.train_step()
+    assert trainer.opt_d.state[weight]["square_avg"].min() > 0.5  # 0.99 * 1 + 0.01 * g^2
+
+
+@pytest.mark.parametrize("setting", ["model.pack=4", "loss.name=wgan-gp", "model.spectral_norm=true",
+                                     "loss.instance_noise=0.1", "loss.r1_gamma=1.0", "model.d_feature_dim=0",
+                                     "optim_g.name=sgd", "data.name=ring8"])
+def test_stabilisers_train_and_snapshot(tiny_cfg, tmp_path, setting):
+    cfg = config.with_overrides(tiny_cfg, [setting, "train.steps=10"])
+    Trainer(cfg, tmp_path).fit(progress=False)
+    assert np.isfinite(metrics(tmp_path)[-1]["d_loss"])
+    assert (tmp_path / "snapshots" / "step-000010.npz").exists()
