@@ -31,7 +31,7 @@ def train(seed: int, out: Path, steps: int | None) -> float:
     if steps:
         cmd += ["--steps", str(steps)]
     started = time.perf_counter()
-    subprocess.run(cmd, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    subprocess.run(cmd, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.DEVNULL)
     return time.perf_counter() - started
 
 

@@ -23,7 +23,7 @@ def test_a_run_writes_the_run_directory(tiny_cfg, tmp_path):
         assert all(np.isfinite(r[key]) for r in rows), key
     assert all(0 <= r["d_real"] <= 1 and 0 <= r["d_fake"] <= 1 for r in rows)
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == \
-        ["latest.pt", "step-000010.pt", "step-000020.pt"]
+        ["latest.pt", "step-000000.pt", "step-000010.pt", "step-000020.pt"]
     assert sorted(p.name for p in (tmp_path / "snapshots").iterdir()) == \
         ["step-000001.npz", "step-000010.npz", "step-000020.npz"]
 

@@ -62,8 +62,12 @@ class GAN:
     @classmethod
     def load(cls, path: str | Path) -> "GAN":
         """A trained GAN from a run directory or checkpoint file, ready to sample."""
-        state = ckpt.load_checkpoint(ckpt.find_checkpoint(path))
-        sampler = Sampler.from_state(state)
+        file = ckpt.find_checkpoint(path)
+        state = ckpt.load_checkpoint(file)
+        try:
+            sampler = Sampler.from_state(state)
+        except ckpt.STATE_ERRORS as exc:
+            raise ckpt.incompatible(file, exc) from exc
         gan = cls(sampler.config)
         path = Path(path)
         gan.run_dir = path if path.is_dir() else path.parent.parent

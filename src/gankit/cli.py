@@ -14,7 +14,7 @@ from pathlib import Path
 from gankit import __version__
 from gankit import config as config_mod
 from gankit.config import RunConfig
-from gankit.errors import UserError
+from gankit.errors import TrainingError, UserError
 
 RUN_ENTRIES = ("config.toml", "metrics.jsonl", "checkpoints", "snapshots", "samples", "plots", "report.html")
 LIST_KINDS = ("presets", "datasets", "models", "losses")
@@ -89,6 +89,8 @@ def cmd_train(args: argparse.Namespace) -> None:
 def cmd_resume(args: argparse.Namespace) -> None:
     from gankit.training import Trainer
 
+    if not Path(args.run_dir).is_dir():
+        raise UserError(f"'{args.run_dir}' is not a run directory; `gankit resume` takes the folder given to --out")
     trainer = Trainer.resume(args.run_dir)
     total = args.steps or trainer.cfg.train.steps
     if total < trainer.step:
@@ -226,6 +228,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"gankit: error: {exc}", file=sys.stderr)
         return 2
+    except TrainingError as exc:
+        print(f"gankit: training stopped: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("gankit: interrupted", file=sys.stderr)
         return 130

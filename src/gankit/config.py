@@ -86,6 +86,9 @@ class TrainConfig:
     snapshot_every: int = 500  # views of D and G for the plots (0: off)
     checkpoint_every: int = 1000
     keep_checkpoints: int = 3
+    on_nonfinite: Literal["rollback", "stop"] = "rollback"  # NaN/inf loss: retry from the last checkpoint
+    nonfinite_retries: int = 3  # rollbacks before giving up
+    nonfinite_lr_factor: float = 0.5  # each rollback multiplies both learning rates by this
 
 
 @dataclass(frozen=True)
@@ -165,6 +168,9 @@ def check_ranges(cfg: RunConfig) -> None:
              f"must be a multiple of model.pack = {m.pack}")
     for key in ("n_d", "n_g", "log_every", "checkpoint_every", "keep_checkpoints"):
         _require(getattr(t, key) >= 1, f"train.{key}", getattr(t, key), "must be >= 1")
+    _require(t.nonfinite_retries >= 0, "train.nonfinite_retries", t.nonfinite_retries, "must be >= 0")
+    _require(0.0 < t.nonfinite_lr_factor <= 1.0, "train.nonfinite_lr_factor", t.nonfinite_lr_factor,
+             "must be in (0, 1]")
     _require(t.snapshot_every >= 0, "train.snapshot_every", t.snapshot_every, "must be >= 0 (0: off)")
     _require(0.0 <= t.ema_decay < 1.0, "train.ema_decay", t.ema_decay, "must be in [0, 1) (0: off)")
     _require(0.0 <= lo.label_smoothing < 0.5, "loss.label_smoothing", lo.label_smoothing, "must be in [0, 0.5)")
@@ -236,9 +242,14 @@ def _lists(obj: Any) -> Any:
 def dumps(cfg: RunConfig) -> str:
     """The config as TOML. Written here, not with a TOML library, because the config is two flat
     levels of scalars and integer lists, and users read it: lists stay on one line."""
+    return toml_value_table(to_dict(cfg))
+
+
+def toml_value_table(raw: dict[str, Any]) -> str:
+    """Nested dicts of scalars and lists (two levels) as TOML text."""
     lines = []
     tables = []
-    for key, value in to_dict(cfg).items():
+    for key, value in raw.items():
         if isinstance(value, dict):
             tables.append(f"\n[{key}]\n" + "".join(f"{k} = {toml_value(v)}\n" for k, v in value.items()))
         else:

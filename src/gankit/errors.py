@@ -7,3 +7,7 @@ class UserError(Exception):
 
 class ConfigError(UserError):
     """A config key or value that cannot be used."""
+
+
+class TrainingError(Exception):
+    """Training cannot go on (it diverged, or its checkpoint cannot be written): a diagnosis, not a bug."""

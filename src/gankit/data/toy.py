@@ -7,6 +7,7 @@ the vertical distance of points to the nearest curve (their density is singular 
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -157,10 +158,12 @@ def load_points(path: str) -> Points:
 
 
 def _read_csv(file: Path) -> np.ndarray:
-    try:
-        return np.loadtxt(file, delimiter=",", ndmin=2)
-    except ValueError:
-        return np.loadtxt(file, delimiter=",", ndmin=2, skiprows=1)  # a header line
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "no data": validate_points reports it in one line
+        try:
+            return np.loadtxt(file, delimiter=",", ndmin=2)
+        except ValueError:
+            return np.loadtxt(file, delimiter=",", ndmin=2, skiprows=1)  # a header line
 
 
 def make_source(name: str) -> VectorSource:

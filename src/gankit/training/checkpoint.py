@@ -3,15 +3,16 @@
 A checkpoint is written to a temporary file, flushed to disk, then renamed over its final name,
 so a crash leaves either the old file or the new one, never half of one. `latest.pt` is a hard
 link to the newest complete checkpoint (a copy where the file system has no hard links).
-Checkpoints are read with `weights_only=True`: a crafted file cannot run code.
+Checkpoints are read with `weights_only=True`: a crafted file cannot run code. Each holds a
+SHA-256 of its own contents (tensor bytes, keys and values), because the zip format torch uses is
+not checked on read: a flipped byte in a weight would otherwise load silently.
 """
 from __future__ import annotations
 
+import hashlib
 import os
-import pickle
 import re
 import shutil
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -67,11 +68,39 @@ def save_checkpoint(state: dict[str, Any], folder: Path, step: int, keep: int) -
     """Write step-NNNNNN.pt, point latest.pt at it, and keep only the newest `keep` step files."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"step-{step:06d}.pt"
-    atomic_save({"format": FORMAT_VERSION, **state}, path)
+    payload = {"format": FORMAT_VERSION, **state}
+    payload["checksum"] = content_digest(payload)
+    atomic_save(payload, path)
     point_latest(folder, path)
     for old in step_files(folder)[:-keep]:
         old.unlink(missing_ok=True)
     return path
+
+
+def content_digest(obj: Any) -> str:
+    """SHA-256 over a nested structure of dicts, lists, tensors and plain values, in a fixed order."""
+    h = hashlib.sha256()
+    _feed(h, obj)
+    return h.hexdigest()
+
+
+def _feed(h: "hashlib._Hash", obj: Any) -> None:
+    if isinstance(obj, dict):
+        for key in sorted(obj, key=repr):
+            if key != "checksum":
+                h.update(repr(key).encode())
+                _feed(h, obj[key])
+    elif isinstance(obj, (list, tuple)):
+        h.update(b"[")
+        for item in obj:
+            _feed(h, item)
+        h.update(b"]")
+    elif isinstance(obj, torch.Tensor):
+        t = obj.detach().cpu().contiguous().reshape(-1)
+        h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    else:
+        h.update(repr(obj).encode())
 
 
 def step_files(folder: Path) -> list[Path]:
@@ -86,8 +115,7 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
         raise UserError(f"checkpoint '{path}' does not exist")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
-    except (RuntimeError, EOFError, OSError, ValueError, KeyError, zipfile.BadZipFile,
-            pickle.UnpicklingError, AttributeError, TypeError) as exc:
+    except Exception as exc:  # noqa: BLE001 - damaged bytes surface as almost any exception type
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"checkpoint '{path}' is corrupt or not a gankit checkpoint ({reason[:160]})")
     if not isinstance(state, dict) or "format" not in state:
@@ -95,7 +123,20 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     if state["format"] != FORMAT_VERSION:
         raise UserError(f"checkpoint '{path}' has format {state['format']}, this gankit reads format "
                         f"{FORMAT_VERSION}; use the gankit version that wrote it")
+    if state.get("checksum") != content_digest(state):
+        raise UserError(f"checkpoint '{path}' is corrupt (its contents do not match their checksum); "
+                        "use an earlier step-*.pt from the same folder")
     return state
+
+
+def incompatible(path: Path, exc: Exception) -> UserError:
+    """A checkpoint that reads fine but does not fit the networks its own config builds."""
+    reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+    return UserError(f"checkpoint '{path}' does not match the networks of its config ({reason}); "
+                     "was it written by another gankit version or edited?")
+
+
+STATE_ERRORS = (KeyError, RuntimeError, TypeError, ValueError, IndexError)
 
 
 def find_checkpoint(path: str | Path) -> Path:

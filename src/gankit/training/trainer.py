@@ -25,11 +25,12 @@ import gankit
 from gankit import config as config_mod
 from gankit.config import OptimConfig, RunConfig
 from gankit.data import VectorSource, make_source
-from gankit.errors import UserError
+from gankit.errors import TrainingError, UserError
 from gankit.losses import GANLoss
 from gankit.models import MODELS
 from gankit.models.noise import sample_noise
 from gankit.training import checkpoint as ckpt
+from gankit.training.health import HealthMonitor, nonfinite
 from gankit.training.views import decision_grid, features
 
 
@@ -107,6 +108,8 @@ class Trainer:
         self.step, self.elapsed = 0, 0.0
         self.fixed_real, self.fixed_z = self._fixed_points()
         self._stop_signal: int | None = None
+        self._rollbacks = 0
+        self.health = HealthMonitor()
 
     # ------------------------------------------------------------------ set-up helpers
     def _make_ema(self) -> AveragedModel | None:
@@ -157,6 +160,7 @@ class Trainer:
             self.opt_d.zero_grad(set_to_none=True)
             d_loss.backward()
             self.opt_d.step()
+        diversity = fake.std(0).mean() / real.std(0).mean().clamp_min(1e-12)
         if snapshot:
             views.update(self._views("d1", "g0"))
         for _ in range(t.n_g):
@@ -170,7 +174,8 @@ class Trainer:
             self.ema.update_parameters(self.g)
         if snapshot:
             views.update(self._views("d1", "g1", with_grid=True))
-        return {"d_loss": d_loss.detach(), "g_loss": g_loss.detach(), **{k: v.detach() for k, v in stats.items()}}, views
+        stats = {"d_loss": d_loss.detach(), "g_loss": g_loss.detach(), **stats, "diversity": diversity}
+        return stats, views
 
     @torch.no_grad()
     def _views(self, d_tag: str, g_tag: str, with_grid: bool = False) -> dict[str, np.ndarray]:
@@ -191,42 +196,96 @@ class Trainer:
         """Train until `steps` (default: train.steps) steps are done; resumable at any checkpoint."""
         total = steps or self.cfg.train.steps
         self._prepare_run_dir()
-        bar = tqdm(total=total, initial=self.step, desc="train", unit="step", file=sys.stderr,
-                   disable=not progress, dynamic_ncols=True, mininterval=0.5)
-        started = time.perf_counter() - self.elapsed
+        if self.step == 0:
+            self._save_or_warn()  # a point to resume or roll back to from the very start
+        self._bar = tqdm(total=total, initial=self.step, desc="train", unit="step", file=sys.stderr,
+                         disable=not progress, dynamic_ncols=True, mininterval=0.5)
+        self._started = time.perf_counter() - self.elapsed
         with self._handle_stop_signals():
             while self.step < total and self._stop_signal is None:
-                snap = self._is_snapshot_step(self.step + 1, total)
-                stats, views = self.train_step(snapshot=snap)
-                self.step += 1
-                self.elapsed = time.perf_counter() - started
-                if self.step % self.cfg.train.log_every == 0 or self.step == total:
-                    self._log(stats, bar)
-                if views:
-                    self._save_views(views)
-                if self.step % self.cfg.train.checkpoint_every == 0 and self.step < total:
-                    self.save()
-                bar.update(1)
-        bar.close()
-        self.save()
+                self._run_one_step(total)
+        self._bar.close()
+        if self._save_or_warn() is None:
+            raise TrainingError(f"the final checkpoint of {self.run_dir} could not be written; free disk space, "
+                                f"then `gankit resume {self.run_dir}` continues from the last one saved")
         if self._stop_signal is not None:
             self._exit_on_signal()
         return self
+
+    def _run_one_step(self, total: int) -> None:
+        snap = self._is_snapshot_step(self.step + 1, total)
+        stats, views = self.train_step(snapshot=snap)
+        self.step += 1
+        self.elapsed = time.perf_counter() - self._started
+        if self.step % self.cfg.train.log_every == 0 or self.step == total:
+            row = self._log(stats)
+            bad = nonfinite(row)
+            if bad:
+                self._on_nonfinite(bad)
+                return
+            for kind, message in self.health.check(row):
+                self._event("warning", kind=kind, message=message)
+        if views:
+            self._save_views(views)
+        if self.step % self.cfg.train.checkpoint_every == 0 and self.step < total:
+            self._save_or_warn()
+        self._bar.update(1)
 
     def _is_snapshot_step(self, step: int, total: int) -> bool:
         every = self.cfg.train.snapshot_every
         return every > 0 and (step == 1 or step % every == 0 or step == total)
 
-    def _log(self, stats: dict[str, torch.Tensor], bar: tqdm) -> None:
+    def _log(self, stats: dict[str, torch.Tensor]) -> dict[str, Any]:
         row: dict[str, Any] = {"step": self.step}
         row.update({k: round(float(v), 6) for k, v in stats.items()})
         if self.cfg.loss.instance_noise > 0:
             row["noise_std"] = self.loss.noise_std(self.step)
         row["seconds"] = round(self.elapsed, 3)
+        self._append_metrics(row)
+        self._bar.set_postfix({"D": f"{row['d_loss']:.3f}", "G": f"{row['g_loss']:.3f}",
+                               "D(x)": f"{row['d_real']:.2f}", "D(G(z))": f"{row['d_fake']:.2f}"}, refresh=False)
+        return row
+
+    def _append_metrics(self, row: dict[str, Any]) -> None:
         with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as fh:
             fh.write(json.dumps(row) + "\n")
-        bar.set_postfix({"D": f"{row['d_loss']:.3f}", "G": f"{row['g_loss']:.3f}",
-                         "D(x)": f"{row['d_real']:.2f}", "D(G(z))": f"{row['d_fake']:.2f}"}, refresh=False)
+
+    def _event(self, event: str, **fields: Any) -> None:
+        """A line in metrics.jsonl (the run's record) and on stderr."""
+        self._append_metrics({"step": self.step, "event": event, **fields})
+        text = fields.get("message", "")
+        tqdm.write(f"gankit: {event} at step {self.step}: {text}", file=sys.stderr)
+
+    # ------------------------------------------------------------------ guards
+    def _on_nonfinite(self, bad: list[str]) -> None:
+        """Roll back to the last checkpoint with lower learning rates, or stop with a diagnosis."""
+        t = self.cfg.train
+        where = f"non-finite {', '.join(bad)} at step {self.step}"
+        if t.on_nonfinite == "stop" or self._rollbacks >= t.nonfinite_retries:
+            self._event("diverged", message=where)
+            raise TrainingError(f"{where} (after {self._rollbacks} rollbacks); lower the learning rates "
+                                "(--set optim_d.lr=... optim_g.lr=...), or try model.spectral_norm=true or "
+                                "loss.name=hinge; the last good checkpoint is kept")
+        latest = self.run_dir / "checkpoints" / "latest.pt"
+        self.load_state_dict(ckpt.load_checkpoint(latest, map_location=self.device))
+        scale = t.nonfinite_lr_factor ** (self._rollbacks + 1)
+        for opt, section in ((self.opt_g, self.cfg.optim_g), (self.opt_d, self.cfg.optim_d)):
+            for group in opt.param_groups:
+                group["lr"] = section.lr * scale
+        self._rollbacks += 1
+        self._truncate_metrics()
+        self._event("rollback", message=f"{where}; back to step {self.step} with learning rates x{scale:g}")
+        self._bar.n = self.step
+        self._bar.refresh()
+
+    def _save_or_warn(self) -> Path | None:
+        """Save a checkpoint; if the disk refuses, say so and keep the previous one."""
+        try:
+            return self.save()
+        except OSError as exc:
+            self._event("checkpoint_failed", message=f"could not write the checkpoint ({exc.strerror or exc}); "
+                                                     "the previous checkpoint is intact")
+            return None
 
     def _save_views(self, views: dict[str, np.ndarray]) -> None:
         folder = self.run_dir / "snapshots"
@@ -237,6 +296,8 @@ class Trainer:
     def _prepare_run_dir(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "config.toml").write_text(config_mod.dumps(self.cfg), encoding="utf-8")
+        for stale in (self.run_dir / "checkpoints").glob(".*.tmp"):
+            stale.unlink()  # left by a write that a crash cut short; the complete files are untouched
         self._truncate_metrics()
 
     def _truncate_metrics(self) -> None:
@@ -328,10 +389,14 @@ class Trainer:
     def resume(cls, run_dir: str | Path) -> "Trainer":
         """The trainer of an existing run, at its latest checkpoint."""
         run_dir = Path(run_dir)
-        state = ckpt.load_checkpoint(ckpt.find_checkpoint(run_dir))
-        cfg = config_mod.loads(state["config"], source=f"the config inside {run_dir}'s checkpoint")
-        trainer = cls(cfg, run_dir)
-        trainer.load_state_dict(state)
+        file = ckpt.find_checkpoint(run_dir)
+        state = ckpt.load_checkpoint(file)
+        try:
+            cfg = config_mod.loads(state["config"], source=f"the config inside {file}")
+            trainer = cls(cfg, run_dir)
+            trainer.load_state_dict(state)
+        except ckpt.STATE_ERRORS as exc:
+            raise ckpt.incompatible(file, exc) from exc
         return trainer
 
 

@@ -51,7 +51,8 @@ def equilibrium(loss_name: str) -> tuple[float | None, float | None]:
 
 
 def plot_losses(run_dir: Path, loss_name: str) -> Path | None:
-    rows = read_metrics(run_dir)
+    logged = read_metrics(run_dir)
+    rows = [r for r in logged if "d_loss" in r]
     if not rows:
         return None
     step = np.array([r["step"] for r in rows])
@@ -72,7 +73,16 @@ def plot_losses(run_dir: Path, loss_name: str) -> Path | None:
     bottom.set_xlabel("step (n_d D updates + n_g G updates)")
     bottom.set_ylabel("sigmoid D = P(real)")
     bottom.legend(loc="upper right", fontsize=8)
+    _mark_events(bottom, [r for r in logged if "event" in r])
     return _save(fig, run_dir / "plots" / "losses.png")
+
+
+def _mark_events(ax, events: list[dict]) -> None:
+    """Rollbacks and health warnings as labelled vertical lines."""
+    for event in events:
+        ax.axvline(event["step"], color="black", ls=":", lw=1)
+        ax.text(event["step"], 0.02, f" {event.get('kind', event['event'])}", rotation=90, fontsize=7,
+                va="bottom", ha="left")
 
 
 def _save(fig, path: Path) -> Path:

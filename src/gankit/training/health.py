@@ -1,0 +1,50 @@
+"""Health checks on the logged values: divergence, a discriminator that has won, collapse.
+
+They read only what the trainer logs anyway (no extra synchronisation in the training step) and
+return plain-language messages; the trainer decides what to do with them.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+
+def nonfinite(row: dict) -> list[str]:
+    """Names of logged values that are NaN or infinite."""
+    return [k for k, v in row.items() if isinstance(v, float) and not math.isfinite(v)]
+
+
+@dataclass
+class HealthMonitor:
+    """Warns once per episode: D has won for `patience` log lines, or diversity fell sharply."""
+
+    patience: int = 20
+    collapse_ratio: float = 0.3  # diversity below this share of its peak counts as collapse
+    _d_wins_for: int = 0
+    _peak_diversity: float = 0.0
+    _warned: set = field(default_factory=set)
+
+    def check(self, row: dict) -> list[tuple[str, str]]:
+        warnings = []
+        if row.get("d_real", 0.5) > 0.99 and row.get("d_fake", 0.5) < 0.01:
+            self._d_wins_for += 1
+        else:
+            self._d_wins_for = 0
+            self._warned.discard("d_wins")
+        if self._d_wins_for >= self.patience and "d_wins" not in self._warned:
+            self._warned.add("d_wins")
+            warnings.append(("d_wins", f"D has won for {self._d_wins_for} log lines (D(x) > 0.99, D(G(z)) < 0.01): "
+                                       "G gets no useful gradient; try a lower optim_d.lr, loss.r1_gamma, "
+                                       "loss.instance_noise or model.spectral_norm=true"))
+        diversity = row.get("diversity")
+        if diversity is not None:
+            self._peak_diversity = max(self._peak_diversity, diversity)
+            falling = self._peak_diversity > 0.2 and diversity < self.collapse_ratio * self._peak_diversity
+            if falling and "collapse" not in self._warned:
+                self._warned.add("collapse")
+                warnings.append(("collapse", f"sample diversity fell to {diversity:.3f} from a peak of "
+                                             f"{self._peak_diversity:.3f}: signs of mode collapse; try model.pack=2, "
+                                             "train.ema_decay or a lower optim_g.lr"))
+            elif not falling:
+                self._warned.discard("collapse")
+        return warnings
