@@ -9,7 +9,7 @@ from gankit.models.mlp import ACTIVATIONS, MLPDiscriminator, MLPGenerator
 
 
 def test_shapes_and_feature_layer():
-    g, d = build_mlp(ModelConfig(z_dim=3, d_feature_dim=2), data_dim=5)
+    g, d = build_mlp(ModelConfig(z_dim=3, d_feature_dim=2), shape=(5,))
     x = g(torch.randn(7, 3))
     assert x.shape == (7, 5)
     assert d(x).shape == (7,)
@@ -43,14 +43,14 @@ def test_output_activation_bounds_samples(output, low, high):
 
 
 def test_normal_init_has_the_asked_std_and_zero_bias():
-    g, _ = build_mlp(ModelConfig(g_hidden=(512, 512), init="normal", init_std=0.02), data_dim=2)
+    g, _ = build_mlp(ModelConfig(g_hidden=(512, 512), init="normal", init_std=0.02), shape=(2,))
     big = g.net[2]
     assert big.weight.std().item() == pytest.approx(0.02, rel=0.05)
     assert big.bias.abs().max().item() == 0
 
 
 def test_spectral_norm_bounds_each_layer():
-    _, d = build_mlp(ModelConfig(spectral_norm=True, d_hidden=(32, 32)), data_dim=2)
+    _, d = build_mlp(ModelConfig(spectral_norm=True, d_hidden=(32, 32)), shape=(2,))
     d.train()
     for _ in range(30):  # power iterations converge as D runs
         d(torch.randn(16, 2))

@@ -16,6 +16,7 @@ from torch import nn
 
 from gankit import config as config_mod
 from gankit.config import RunConfig
+from gankit.data.images import to_uint8
 from gankit.data.toy import validate_points
 from gankit.errors import UserError
 from gankit.models import MODELS
@@ -53,11 +54,16 @@ class GAN:
         self._sampler = Sampler.from_state(trainer.state_dict())
         return self
 
-    def sample(self, n: int, seed: int | None = None) -> np.ndarray:
-        """n generated vectors, float32, in the data's own units."""
+    def sample(self, n: int, seed: int | None = None, label: int | None = None) -> np.ndarray:
+        """n samples: vectors as float32 (n, dim) in the data's units; images as uint8 (n, H, W, C).
+        For a conditional run, `label` picks the class (default: classes in turn)."""
+        return self.sampler.sample(n, seed, label)[0]
+
+    @property
+    def sampler(self) -> "Sampler":
         if self._sampler is None:
             raise UserError("this GAN is not fitted yet: call fit() or gankit.load(RUN_DIR) first")
-        return self._sampler.sample(n, seed)
+        return self._sampler
 
     @classmethod
     def load(cls, path: str | Path) -> "GAN":
@@ -81,31 +87,67 @@ def load(path: str | Path) -> GAN:
 
 @dataclasses.dataclass
 class Sampler:
-    """Just what sampling needs: the generator (EMA when trained with it) and the data scale."""
+    """Just what sampling needs: the generator (EMA when trained with it) and the data's scale."""
 
     config: RunConfig
     generator: nn.Module
     mean: torch.Tensor
     std: torch.Tensor
+    shape: tuple[int, ...]
+    num_classes: int
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> "Sampler":
         cfg = config_mod.loads(state["config"], source="the config inside the checkpoint")
-        g, _ = MODELS.get(cfg.model.name)(cfg.model, int(state["data_dim"]))
+        shape, classes = tuple(int(v) for v in state["data_shape"]), int(state["num_classes"])
+        g, _ = MODELS.get(cfg.model.name)(cfg.model, shape, classes)
         if state.get("ema") is not None:
             weights = {k[len("module."):]: v for k, v in state["ema"].items() if k.startswith("module.")}
         else:
             weights = state["g"]
         g.load_state_dict(weights)
-        return cls(cfg, g.eval(), state["norm"]["mean"], state["norm"]["std"])
+        return cls(cfg, g.eval(), state["norm"]["mean"], state["norm"]["std"], shape, classes)
+
+    @property
+    def is_image(self) -> bool:
+        return len(self.shape) == 3
+
+    def noise(self, n: int, seed: int | None) -> torch.Tensor:
+        rng = torch.Generator().manual_seed(seed) if seed is not None else None
+        return sample_noise(n, self.config.model.z_dim, self.config.model.noise, rng)
+
+    def labels(self, n: int, label: int | None, seed: int | None) -> torch.Tensor | None:
+        """None for an unconditional G; else all `label`, or classes in turn (0, 1, ..., 0, 1, ...)."""
+        if not self.num_classes:
+            if label is not None:
+                raise UserError("--label needs a class-conditional run (model.conditional = true)")
+            return None
+        if label is not None and not 0 <= label < self.num_classes:
+            raise UserError(f"--label {label} is not a class of this run: use 0 to {self.num_classes - 1}")
+        return torch.full((n,), label) if label is not None else torch.arange(n) % self.num_classes
 
     @torch.no_grad()
-    def sample(self, n: int, seed: int | None = None) -> np.ndarray:
+    def generate(self, z: torch.Tensor, labels: torch.Tensor | None) -> np.ndarray:
+        """Vectors: float32 (n, dim) in the data's units. Images: uint8 (n, H, W, C)."""
+        out = self.generator(z) if labels is None else self.generator(z, labels)
+        if self.is_image:
+            return to_uint8(out, self.config.model.g_output).transpose(0, 2, 3, 1)
+        return (out * self.std + self.mean).numpy().astype(np.float32)
+
+    def sample(self, n: int, seed: int | None = None, label: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
         if n < 1:
             raise UserError(f"number of samples must be >= 1, got {n}")
-        rng = torch.Generator().manual_seed(seed) if seed is not None else None
-        device = next(self.generator.parameters()).device
-        z = sample_noise(n, self.config.model.z_dim, self.config.model.noise, rng).to(device)
-        out = self.generator(z).cpu() * self.std + self.mean
-        return out.numpy().astype(np.float32)
+        labels = self.labels(n, label, seed)
+        out = self.generate(self.noise(n, seed), labels)
+        return out, (labels.numpy() if labels is not None else None)
 
+    def interpolate(self, rows: int, steps: int = 10, seed: int | None = None,
+                    label: int | None = None) -> np.ndarray:
+        """`rows` straight paths in latent space between random pairs of z, `steps` images each."""
+        ends = self.noise(2 * rows, seed).reshape(rows, 2, -1)
+        t = torch.linspace(0, 1, steps)[None, :, None]
+        z = ((1 - t) * ends[:, :1] + t * ends[:, 1:]).reshape(rows * steps, -1)
+        labels = self.labels(rows * steps, label, seed)
+        if labels is not None and label is None:
+            labels = (torch.arange(rows) % self.num_classes).repeat_interleave(steps)
+        return self.generate(z, labels)

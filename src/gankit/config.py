@@ -30,6 +30,10 @@ class DataConfig:
     name: str = "quadratic"  # a registered dataset, or points:PATH
     normalize: bool = True  # standardise each coordinate; samples come back in the data's units
     root: str = ""  # folder for datasets read from files
+    split: Literal["train", "test", "all"] = "train"  # for mnist, fashion-mnist, cifar10
+    download: bool = False  # fetch the official files (checked by MD5) when they are missing
+    image_size: int = 64  # folder:PATH images are centre-cropped and resized to this
+    channels: int = 3  # folder:PATH images: 1 (grey) or 3 (RGB)
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,8 @@ class ModelConfig:
     init_std: float = 0.02  # for init = "normal"
     spectral_norm: bool = False  # on every layer of D
     pack: int = 1  # PacGAN: D judges `pack` samples at once
+    conditional: bool = False  # class-conditional G (label embedding) and projection D
+    conv_width: int = 64  # dcgan: channels of the widest-resolution layer
 
 
 @dataclass(frozen=True)
@@ -155,12 +161,16 @@ def _require(ok: bool, key: str, value: Any, need: str) -> None:
 def check_ranges(cfg: RunConfig) -> None:
     """Cross-field and range checks that types alone cannot express."""
     m, t, lo = cfg.model, cfg.train, cfg.loss
+    _require(cfg.data.channels in (1, 3), "data.channels", cfg.data.channels, "must be 1 (grey) or 3 (RGB)")
+    _require(8 <= cfg.data.image_size <= 1024, "data.image_size", cfg.data.image_size, "must be in [8, 1024]")
     _require(m.z_dim >= 1, "model.z_dim", m.z_dim, "must be >= 1")
     for key in ("g_hidden", "d_hidden"):
         widths = getattr(m, key)
         _require(all(w >= 1 for w in widths), f"model.{key}", list(widths), "every width must be >= 1")
     _require(m.d_feature_dim >= 0, "model.d_feature_dim", m.d_feature_dim, "must be >= 0 (0: no feature layer)")
     _require(m.pack >= 1, "model.pack", m.pack, "must be >= 1")
+    _require(not (m.conditional and m.pack > 1), "model.pack", m.pack, "must be 1 when model.conditional = true")
+    _require(m.conv_width >= 1, "model.conv_width", m.conv_width, "must be >= 1")
     _require(m.init_std > 0, "model.init_std", m.init_std, "must be > 0")
     _require(t.steps >= 1, "train.steps", t.steps, "must be >= 1")
     _require(t.batch_size >= 1, "train.batch_size", t.batch_size, "must be >= 1")

@@ -80,28 +80,34 @@ LOSSES.register("hinge", "hinge loss")(LossPair(hinge_d, wgan_g))
 # --------------------------------------------------------------------------- regularisers
 
 
-def input_gradient_sq(d: nn.Module, x: Tensor) -> Tensor:
+def judge(d: nn.Module, x: Tensor, labels: Tensor | None = None) -> Tensor:
+    """D's logits, with labels only for a conditional D."""
+    return d(x) if labels is None else d(x, labels)
+
+
+def input_gradient_sq(d: nn.Module, x: Tensor, labels: Tensor | None = None) -> Tensor:
     """|grad_x D(x)|^2 per sample, kept in the graph so it can be penalised."""
     x = x.detach().requires_grad_(True)
-    (grad,) = torch.autograd.grad(d(x).sum(), x, create_graph=True)
+    (grad,) = torch.autograd.grad(judge(d, x, labels).sum(), x, create_graph=True)
     return grad.reshape(grad.shape[0], -1).pow(2).sum(1)
 
 
-def gradient_penalty(d: nn.Module, real: Tensor, fake: Tensor, generator: torch.Generator | None = None) -> Tensor:
+def gradient_penalty(d: nn.Module, real: Tensor, fake: Tensor, generator: torch.Generator | None = None,
+                     labels: Tensor | None = None) -> Tensor:
     """WGAN-GP: E (|grad D(x_hat)| - 1)^2 at random points between real and generated samples.
 
     With PacGAN packing, one mixing weight is drawn per packed group so the group stays whole.
     """
     pack = getattr(d, "pack", 1)
     eps = torch.rand(real.shape[0] // pack, 1, generator=generator, device=real.device, dtype=real.dtype)
-    eps = eps.repeat_interleave(pack, 0)
+    eps = eps.repeat_interleave(pack, 0).reshape(-1, *[1] * (real.dim() - 1))
     mixed = eps * real + (1 - eps) * fake
-    return ((input_gradient_sq(d, mixed) + 1e-12).sqrt() - 1.0).pow(2).mean()
+    return ((input_gradient_sq(d, mixed, labels) + 1e-12).sqrt() - 1.0).pow(2).mean()
 
 
-def r1_penalty(d: nn.Module, real: Tensor) -> Tensor:
+def r1_penalty(d: nn.Module, real: Tensor, labels: Tensor | None = None) -> Tensor:
     """R1 (Mescheder et al. 2018): E |grad D(x)|^2 on real data; the caller scales by gamma/2."""
-    return input_gradient_sq(d, real).mean()
+    return input_gradient_sq(d, real, labels).mean()
 
 
 class GANLoss:
@@ -125,28 +131,37 @@ class GANLoss:
         return x + std * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
 
     def d_loss(self, d: nn.Module, real: Tensor, fake: Tensor, step: int,
-               generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, Tensor]]:
-        """D's loss on a real and a (detached) generated batch, plus its stats for the log."""
+               generator: torch.Generator | None = None,
+               labels: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+        """D's loss on a real and a (detached) generated batch of the same labels, plus stats for the log."""
         std = self.noise_std(step)
         real_in, fake_in = self._noisy(real, std, generator), self._noisy(fake.detach(), std, generator)
-        # One forward pass over both halves: half the kernel launches of two passes.
-        logits = d(torch.cat([real_in, fake_in]))
-        n_real = len(real) // getattr(d, "pack", 1)
-        real_logits, fake_logits = logits[:n_real], logits[n_real:]
+        real_logits, fake_logits = self._judge_both(d, real_in, fake_in, labels)
         loss = self.pair.d(real_logits, fake_logits, 1.0 - self.cfg.label_smoothing)
         stats = {"d_real": torch.sigmoid(real_logits.detach()).mean(),
                  "d_fake": torch.sigmoid(fake_logits.detach()).mean()}
         if self.pair.gradient_penalty and self.cfg.gp_weight > 0:
-            gp = gradient_penalty(d, real_in, fake_in, generator)
+            gp = gradient_penalty(d, real_in, fake_in, generator, labels)
             loss = loss + self.cfg.gp_weight * gp
             stats["gp"] = gp.detach()
         if self.cfg.r1_gamma > 0:
-            r1 = r1_penalty(d, real_in)
+            r1 = r1_penalty(d, real_in, labels)
             loss = loss + 0.5 * self.cfg.r1_gamma * r1
             stats["r1"] = r1.detach()
         return loss, stats
 
+    @staticmethod
+    def _judge_both(d: nn.Module, real: Tensor, fake: Tensor, labels: Tensor | None) -> tuple[Tensor, Tensor]:
+        if not getattr(d, "joint_batch", True):  # batch norm in D: keep the statistics apart
+            return judge(d, real, labels), judge(d, fake, labels)
+        # One forward pass over both halves: half the kernel launches of two passes.
+        both = None if labels is None else torch.cat([labels, labels])
+        logits = judge(d, torch.cat([real, fake]), both)
+        n_real = len(real) // getattr(d, "pack", 1)
+        return logits[:n_real], logits[n_real:]
+
     def g_loss(self, g: nn.Module, d: nn.Module, z: Tensor, step: int,
-               generator: torch.Generator | None = None) -> Tensor:
-        fake = self._noisy(g(z), self.noise_std(step), generator)
-        return self.pair.g(d(fake))
+               generator: torch.Generator | None = None, labels: Tensor | None = None) -> Tensor:
+        fake = g(z) if labels is None else g(z, labels)
+        fake = self._noisy(fake, self.noise_std(step), generator)
+        return self.pair.g(judge(d, fake, labels))

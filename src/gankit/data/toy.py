@@ -14,16 +14,22 @@ import numpy as np
 import torch
 
 from gankit.errors import UserError
-from gankit.registry import Registry
-
-DATASETS: Registry = Registry("dataset")
 
 
 class VectorSource:
     """Base class: an endless supply of vectors of dimension `dim`."""
 
+    kind = "vector"
     dim: int = 2
     log_prob_known = False
+    num_classes = 0
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (self.dim,)
+
+    def sample_labeled(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, None]:
+        return self.sample(n, generator), None
 
     def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
         raise NotImplementedError
@@ -44,7 +50,6 @@ def _uniform(n: int, low: float, high: float, generator: torch.Generator) -> tor
     return low + (high - low) * torch.rand(n, generator=generator)
 
 
-@DATASETS.register("quadratic", "the article's curve: x ~ U(-50, 50), y = 10 + x^2")
 class Quadratic(VectorSource):
     def __init__(self, half_width: float = 50.0, offset: float = 10.0):
         self.half_width, self.offset = half_width, offset
@@ -57,7 +62,6 @@ class Quadratic(VectorSource):
         return (x[:, 1] - (self.offset + x[:, 0] ** 2)).abs()
 
 
-@DATASETS.register("two-curves", "two curves at once: y = 10 + x^2 and y = -10 - x^2, x ~ U(-50, 50)")
 class TwoCurves(VectorSource):
     def __init__(self, half_width: float = 50.0, offset: float = 10.0):
         self.half_width, self.offset = half_width, offset
@@ -91,13 +95,11 @@ class GaussianMixture2D(VectorSource):
         return torch.logsumexp(log_component, dim=1) - math.log(len(self.centres))
 
 
-@DATASETS.register("ring8", "8 Gaussians on a circle of radius 1, std 0.01")
 def ring8() -> GaussianMixture2D:
     angles = torch.arange(8, dtype=torch.float64) * (2 * math.pi / 8)
     return GaussianMixture2D(torch.stack([angles.cos(), angles.sin()], 1), std=0.01)
 
 
-@DATASETS.register("grid25", "25 Gaussians at {-4,-2,0,2,4}^2, std 0.05")
 def grid25() -> GaussianMixture2D:
     ticks = torch.tensor([-4.0, -2.0, 0.0, 2.0, 4.0])
     centres = torch.cartesian_prod(ticks, ticks)
@@ -164,13 +166,3 @@ def _read_csv(file: Path) -> np.ndarray:
             return np.loadtxt(file, delimiter=",", ndmin=2)
         except ValueError:
             return np.loadtxt(file, delimiter=",", ndmin=2, skiprows=1)  # a header line
-
-
-def make_source(name: str) -> VectorSource:
-    """The source for a dataset name from the config (`points:PATH` reads a user's file)."""
-    if name.startswith("points:"):
-        return load_points(name[len("points:"):])
-    return DATASETS.get(name)()
-
-
-DATASETS.register("points:PATH", "your own vectors from a .npy or .csv file, any dimension")(load_points)

@@ -5,10 +5,13 @@ article) sits before the logit so the plots can show how D sees real and generat
 """
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
 from gankit.config import ModelConfig
+from gankit.models.base import Discriminator, Generator
 
 ACTIVATIONS = {
     "relu": nn.ReLU, "tanh": nn.Tanh, "elu": nn.ELU, "gelu": nn.GELU, "silu": nn.SiLU, "sigmoid": nn.Sigmoid,
@@ -32,69 +35,78 @@ def mlp(widths: list[int], act: str, leaky_slope: float) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-class MLPGenerator(nn.Module):
-    """z (batch, z_dim) -> sample (batch, out_dim)."""
+class MLPGenerator(Generator):
+    """z (batch, z_dim) -> sample of `out_shape` (a vector, or an image (C, H, W))."""
 
-    def __init__(self, z_dim: int, out_dim: int, hidden: tuple[int, ...], act: str = "leaky_relu",
-                 output: str = "none", leaky_slope: float = 0.2):
-        super().__init__()
-        self.z_dim, self.out_dim = z_dim, out_dim
-        self.net = mlp([z_dim, *hidden, out_dim], act, leaky_slope)
+    def __init__(self, z_dim: int, out_shape: tuple[int, ...] | int, hidden: tuple[int, ...],
+                 act: str = "leaky_relu", output: str = "none", leaky_slope: float = 0.2, num_classes: int = 0):
+        super().__init__(z_dim, num_classes, embed_dim=min(50, 4 * num_classes))
+        self.out_shape = (out_shape,) if isinstance(out_shape, int) else tuple(out_shape)
+        self.out_dim = math.prod(self.out_shape)
+        self.net = mlp([self.in_dim, *hidden, self.out_dim], act, leaky_slope)
         self.out = OUTPUTS[output]()
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.out(self.net(z))
+    def decode(self, inputs: torch.Tensor) -> torch.Tensor:
+        return self.out(self.net(inputs)).reshape(-1, *self.out_shape)
 
 
-class MLPDiscriminator(nn.Module):
-    """x (batch, pack * in_dim) -> logit (batch,). `features(x)` gives the feature layer's output."""
+class MLPDiscriminator(Discriminator):
+    """x (batch, *shape) -> logit (batch / pack,). `features(x)` gives the feature layer's output."""
 
-    def __init__(self, in_dim: int, hidden: tuple[int, ...], act: str = "leaky_relu", feature_dim: int = 2,
-                 leaky_slope: float = 0.2, pack: int = 1):
+    def __init__(self, in_shape: tuple[int, ...] | int, hidden: tuple[int, ...], act: str = "leaky_relu",
+                 feature_dim: int = 2, leaky_slope: float = 0.2, pack: int = 1, num_classes: int = 0):
         super().__init__()
-        self.in_dim, self.pack = in_dim, pack
-        body = [in_dim * pack, *hidden]
+        self.in_dim = in_shape if isinstance(in_shape, int) else math.prod(in_shape)
+        self.pack = pack
+        body = [self.in_dim * pack, *hidden]
         self.body = nn.Sequential(mlp(body, act, leaky_slope), activation(act, leaky_slope)) if hidden \
             else nn.Identity()
-        last = body[-1]
         # The article's feature layer is linear: a 2-D picture of D's last hidden representation.
-        self.feature = nn.Linear(last, feature_dim) if feature_dim else nn.Identity()
-        self.logit = nn.Linear(feature_dim or last, 1)
+        self.feature = nn.Linear(body[-1], feature_dim) if feature_dim else nn.Identity()
+        self.init_head(feature_dim or body[-1], num_classes)
 
     def packed(self, x: torch.Tensor) -> torch.Tensor:
-        """(batch, dim) -> (batch / pack, pack * dim): PacGAN judges groups of samples jointly."""
-        return x.reshape(x.shape[0] // self.pack, self.pack * x.shape[1])
+        """(batch, ...) -> (batch / pack, pack * dim): PacGAN judges groups of samples jointly."""
+        return x.reshape(x.shape[0] // self.pack, -1)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.feature(self.body(self.packed(x)))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.logit(self.features(x)).squeeze(1)
+
+WEIGHTED = (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)
+NORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
 
 
 def init_weights(module: nn.Module, scheme: str, std: float = 0.02) -> None:
-    """'default' keeps PyTorch's; 'xavier_uniform' matches TensorFlow dense layers; 'normal' is N(0, std)."""
+    """'default' keeps PyTorch's; 'xavier_uniform' matches TensorFlow's layers; 'normal' is N(0, std)
+    for weights and N(1, std) for batch-norm scales (Radford et al. 2015). Embeddings keep N(0, 1)."""
     if scheme == "default":
         return
     for layer in module.modules():
-        if isinstance(layer, nn.Linear):
+        if isinstance(layer, WEIGHTED):
             if scheme == "xavier_uniform":
                 nn.init.xavier_uniform_(layer.weight)
             else:
                 nn.init.normal_(layer.weight, 0.0, std)
+            if layer.bias is not None:
+                nn.init.zeros_(layer.bias)
+        elif isinstance(layer, NORMS) and scheme == "normal":
+            nn.init.normal_(layer.weight, 1.0, std)
             nn.init.zeros_(layer.bias)
 
 
 def with_spectral_norm(module: nn.Module) -> nn.Module:
     for layer in list(module.modules()):
-        if isinstance(layer, nn.Linear):
+        if isinstance(layer, (nn.Linear, nn.Conv2d)):
             nn.utils.parametrizations.spectral_norm(layer)
     return module
 
 
-def build_mlp(cfg: ModelConfig, data_dim: int) -> tuple[MLPGenerator, MLPDiscriminator]:
-    g = MLPGenerator(cfg.z_dim, data_dim, cfg.g_hidden, cfg.g_activation, cfg.g_output, cfg.leaky_slope)
-    d = MLPDiscriminator(data_dim, cfg.d_hidden, cfg.d_activation, cfg.d_feature_dim, cfg.leaky_slope, cfg.pack)
+def build_mlp(cfg: ModelConfig, shape: tuple[int, ...], num_classes: int = 0) -> tuple[MLPGenerator, MLPDiscriminator]:
+    classes = num_classes if cfg.conditional else 0
+    g = MLPGenerator(cfg.z_dim, shape, cfg.g_hidden, cfg.g_activation, cfg.g_output, cfg.leaky_slope, classes)
+    d = MLPDiscriminator(shape, cfg.d_hidden, cfg.d_activation, cfg.d_feature_dim, cfg.leaky_slope, cfg.pack,
+                         classes)
     init_weights(g, cfg.init, cfg.init_std)
     init_weights(d, cfg.init, cfg.init_std)
     if cfg.spectral_norm:

@@ -24,7 +24,8 @@ from tqdm import tqdm
 import gankit
 from gankit import config as config_mod
 from gankit.config import OptimConfig, RunConfig
-from gankit.data import VectorSource, make_source
+from gankit.data import Source, make_source
+from gankit.data.images import to_uint8
 from gankit.errors import TrainingError, UserError
 from gankit.losses import GANLoss
 from gankit.models import MODELS
@@ -91,13 +92,15 @@ def _start_rms_average(opt: torch.optim.RMSprop, value: float) -> None:
 class Trainer:
     """Owns the networks, optimisers and random states of one run, and its run directory."""
 
-    def __init__(self, cfg: RunConfig, run_dir: str | Path, source: VectorSource | None = None):
+    def __init__(self, cfg: RunConfig, run_dir: str | Path, source: Source | None = None):
         self.cfg, self.run_dir = cfg, Path(run_dir)
         self.device = resolve_device(cfg.train.device)
-        self.source = source if source is not None else make_source(cfg.data.name)
-        self.norm = Normalizer(*self.source.moments()) if cfg.data.normalize else Normalizer.identity(self.source.dim)
+        self.source = source if source is not None else make_source(cfg.data)
+        self.is_image = self.source.kind == "image"
+        self.norm = self._make_normalizer()
+        self.num_classes = self.source.num_classes if cfg.model.conditional else 0
         torch.manual_seed(cfg.train.seed)  # weight initialisation
-        g, d = MODELS.get(cfg.model.name)(cfg.model, self.source.dim)
+        g, d = MODELS.get(cfg.model.name)(cfg.model, self.source.shape, self.num_classes)
         self.g, self.d = g.to(self.device), d.to(self.device)
         self.ema = self._make_ema()
         self.opt_g = make_optimizer(self.g.parameters(), cfg.optim_g)
@@ -106,25 +109,43 @@ class Trainer:
         self.data_rng = torch.Generator().manual_seed(cfg.train.seed + 1)
         self.noise_rng = torch.Generator(self.device).manual_seed(cfg.train.seed + 2)
         self.step, self.elapsed = 0, 0.0
-        self.fixed_real, self.fixed_z = self._fixed_points()
+        self.fixed_real, self.fixed_z, self.fixed_labels = self._fixed_inputs()
         self._stop_signal: int | None = None
         self._rollbacks = 0
         self.health = HealthMonitor()
 
     # ------------------------------------------------------------------ set-up helpers
+    def _make_normalizer(self) -> Normalizer:
+        """Vectors: standardised if asked. Images: scaled to G's output range by the source itself."""
+        cfg = self.cfg
+        if self.is_image:
+            if cfg.model.g_output not in ("tanh", "sigmoid"):
+                raise UserError(f"image data needs model.g_output = 'tanh' (pixels in [-1, 1]) or 'sigmoid' "
+                                f"([0, 1]), not '{cfg.model.g_output}'")
+            self.source.output = cfg.model.g_output
+            return Normalizer.identity(1)
+        if cfg.model.conditional:
+            raise UserError(f"model.conditional = true needs labelled data; '{cfg.data.name}' has no labels")
+        return Normalizer(*self.source.moments()) if cfg.data.normalize else Normalizer.identity(self.source.dim)
+
     def _make_ema(self) -> AveragedModel | None:
         if self.cfg.train.ema_decay <= 0:
             return None
         avg = get_ema_multi_avg_fn(self.cfg.train.ema_decay)
         return AveragedModel(self.g, multi_avg_fn=avg, use_buffers=True)
 
-    def _fixed_points(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The same real points and noise in every snapshot, so pictures compare across steps."""
-        n = self.cfg.viz.n_points // self.cfg.model.pack * self.cfg.model.pack or self.cfg.model.pack
-        rng = torch.Generator().manual_seed(self.cfg.train.seed + 3)
-        real = self.source.sample(n, rng)
-        z = sample_noise(n, self.cfg.model.z_dim, self.cfg.model.noise, rng)
-        return real, z.to(self.device)
+    def _fixed_inputs(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """The same real data, noise and labels in every snapshot, so pictures compare across steps.
+        Images: 64 for a grid, or 8 per class (one row each) when conditional."""
+        pack, rng = self.cfg.model.pack, torch.Generator().manual_seed(self.cfg.train.seed + 3)
+        if self.is_image:
+            n = 8 * self.num_classes if self.num_classes else 64
+        else:
+            n = self.cfg.viz.n_points // pack * pack or pack
+        real, _ = self.source.sample_labeled(n, rng)
+        z = sample_noise(n, self.cfg.model.z_dim, self.cfg.model.noise, rng).to(self.device)
+        labels = torch.arange(self.num_classes).repeat_interleave(8).to(self.device) if self.num_classes else None
+        return real, z, labels
 
     @property
     def sampler_g(self) -> nn.Module:
@@ -132,48 +153,56 @@ class Trainer:
         return self.ema.module if self.ema is not None else self.g
 
     # ------------------------------------------------------------------ one step
-    def draw_real(self) -> torch.Tensor:
-        batch = self.source.sample(self.cfg.train.batch_size, self.data_rng)
-        return self.norm.to_model(batch.to(self.device, non_blocking=True))
+    def draw_real(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        batch, labels = self.source.sample_labeled(self.cfg.train.batch_size, self.data_rng)
+        batch = self.norm.to_model(batch.to(self.device, non_blocking=True)) if not self.is_image \
+            else batch.to(self.device, non_blocking=True)
+        if labels is not None and self.num_classes:
+            return batch, labels.to(self.device, non_blocking=True)
+        return batch, None
 
     def draw_noise(self) -> torch.Tensor:
         m = self.cfg.model
         return sample_noise(self.cfg.train.batch_size, m.z_dim, m.noise, self.noise_rng, self.device)
 
     @torch.no_grad()
-    def generate(self, z: torch.Tensor) -> torch.Tensor:
-        return self.g(z)
+    def generate(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        return self.g(z) if labels is None else self.g(z, labels)
 
     def train_step(self, snapshot: bool = False) -> tuple[dict[str, torch.Tensor], dict[str, np.ndarray]]:
-        """n_d D updates then n_g G updates. Returns stats (tensors) and, if asked, the views."""
+        """n_d D updates then n_g G updates. Generated batches use the real batch's labels.
+        Returns stats (tensors) and, if asked, the snapshot arrays."""
         t, step = self.cfg.train, self.step
         views: dict[str, np.ndarray] = {}
-        real, z = self.draw_real(), self.draw_noise()
-        if snapshot:
+        (real, labels), z = self.draw_real(), self.draw_noise()
+        article_views = snapshot and not self.is_image
+        if article_views:
             views.update(self._views("d0", "g0"))
-        fake = self.generate(z)
+        fake = self.generate(z, labels)
         for i in range(t.n_d):
             if i > 0 and not t.reuse_batch:
-                real, z = self.draw_real(), self.draw_noise()
-                fake = self.generate(z)
-            d_loss, stats = self.loss.d_loss(self.d, real, fake, step, self.noise_rng)
+                (real, labels), z = self.draw_real(), self.draw_noise()
+                fake = self.generate(z, labels)
+            d_loss, stats = self.loss.d_loss(self.d, real, fake, step, self.noise_rng, labels)
             self.opt_d.zero_grad(set_to_none=True)
             d_loss.backward()
             self.opt_d.step()
         diversity = fake.std(0).mean() / real.std(0).mean().clamp_min(1e-12)
-        if snapshot:
+        if article_views:
             views.update(self._views("d1", "g0"))
         for _ in range(t.n_g):
             if not t.reuse_batch:
                 z = self.draw_noise()
-            g_loss = self.loss.g_loss(self.g, self.d, z, step, self.noise_rng)
+            g_loss = self.loss.g_loss(self.g, self.d, z, step, self.noise_rng, labels)
             self.opt_g.zero_grad(set_to_none=True)
             g_loss.backward()
             self.opt_g.step()
         if self.ema is not None:
             self.ema.update_parameters(self.g)
-        if snapshot:
+        if article_views:
             views.update(self._views("d1", "g1", with_grid=True))
+        elif snapshot:
+            views["images"] = self.sample_images(self.fixed_z, self.fixed_labels)
         stats = {"d_loss": d_loss.detach(), "g_loss": g_loss.detach(), **stats, "diversity": diversity}
         return stats, views
 
@@ -190,6 +219,16 @@ class Trainer:
             points = np.concatenate([self.fixed_real.numpy(), out[f"fake_{g_tag}"]])
             out.update(decision_grid(self.d, self.norm.to_model, points, self.cfg.viz.grid_size, self.device))
         return out
+
+    @torch.no_grad()
+    def sample_images(self, z: torch.Tensor, labels: torch.Tensor | None) -> np.ndarray:
+        """uint8 (N, C, H, W) from the sampling generator in eval mode: what `gankit sample` gives."""
+        g = self.sampler_g
+        was_training = g.training
+        g.eval()
+        images = g(z) if labels is None else g(z, labels)
+        g.train(was_training)
+        return to_uint8(images, self.cfg.model.g_output)
 
     # ------------------------------------------------------------------ the loop
     def fit(self, steps: int | None = None, progress: bool = True) -> "Trainer":
@@ -241,9 +280,16 @@ class Trainer:
         if self.cfg.loss.instance_noise > 0:
             row["noise_std"] = self.loss.noise_std(self.step)
         row["seconds"] = round(self.elapsed, 3)
+        postfix = {"D": f"{row['d_loss']:.3f}", "G": f"{row['g_loss']:.3f}",
+                   "D(x)": f"{row['d_real']:.2f}", "D(G(z))": f"{row['d_fake']:.2f}"}
+        if self.is_image:
+            t = self.cfg.train
+            seen = self.step * t.batch_size * (1 if t.reuse_batch else t.n_d)  # real images drawn so far
+            row["epoch"] = round(seen / len(self.source), 4)
+            row["images_per_s"] = round(seen / max(self.elapsed, 1e-9), 1)
+            postfix = {"epoch": f"{row['epoch']:.2f}", **postfix, "img/s": f"{row['images_per_s']:.0f}"}
         self._append_metrics(row)
-        self._bar.set_postfix({"D": f"{row['d_loss']:.3f}", "G": f"{row['g_loss']:.3f}",
-                               "D(x)": f"{row['d_real']:.2f}", "D(G(z))": f"{row['d_fake']:.2f}"}, refresh=False)
+        self._bar.set_postfix(postfix, refresh=False)
         return row
 
     def _append_metrics(self, row: dict[str, Any]) -> None:
@@ -290,8 +336,9 @@ class Trainer:
     def _save_views(self, views: dict[str, np.ndarray]) -> None:
         folder = self.run_dir / "snapshots"
         folder.mkdir(exist_ok=True)
-        np.savez_compressed(folder / f"step-{self.step:06d}.npz", step=self.step,
-                            real=self.fixed_real.numpy(), **views)
+        real = to_uint8(self.fixed_real, self.cfg.model.g_output) if self.is_image else self.fixed_real.numpy()
+        extra = {"labels": self.fixed_labels.cpu().numpy()} if self.fixed_labels is not None else {}
+        np.savez_compressed(folder / f"step-{self.step:06d}.npz", step=self.step, real=real, **views, **extra)
 
     def _prepare_run_dir(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -346,7 +393,8 @@ class Trainer:
             "config": config_mod.dumps(self.cfg),
             "step": self.step,
             "elapsed": self.elapsed,
-            "data_dim": self.source.dim,
+            "data_shape": list(self.source.shape),
+            "num_classes": self.num_classes,
             "g": self.g.state_dict(),
             "d": self.d.state_dict(),
             "ema": self.ema.state_dict() if self.ema is not None else None,
