@@ -55,12 +55,13 @@ def victim(tmp_path_factory):
 
 SECTIONS = {name: tp for name, tp in typing.get_type_hints(config.RunConfig).items() if dataclasses.is_dataclass(tp)}
 FIELDS = [(name, key, tp) for name, cls in SECTIONS.items() for key, tp in typing.get_type_hints(cls).items()]
-VALID_NAMES = {"quadratic", "two-curves", "ring8", "grid25", "mlp", "ns", "minimax", "lsgan", "wgan-gp", "hinge"}
+VALID_NAMES = {"quadratic", "two-curves", "ring8", "grid25", "mnist", "fashion-mnist", "cifar10", "mnist-5k", "digits",
+               "mlp", "dcgan", "ns", "minimax", "lsgan", "wgan-gp", "hinge"}
 words = st.text(min_size=1, max_size=12)
 
 
-def wrong_value(tp):
-    """Values that can never be valid for a field of type tp."""
+def wrong_value(key, tp):
+    """Values that can never be valid for field `key` of type tp."""
     if typing.get_origin(tp) is typing.Literal:
         return st.one_of(words.filter(lambda w: w not in typing.get_args(tp)), st.integers())
     if typing.get_origin(tp) is tuple:
@@ -69,7 +70,9 @@ def wrong_value(tp):
         return st.one_of(st.integers(), words)
     if tp in (int, float):
         return st.one_of(words, st.booleans(), st.lists(st.integers(), max_size=2))
-    return st.one_of(st.integers(), st.booleans(), words.filter(lambda w: w not in VALID_NAMES and ":" not in w))
+    if key == "name":  # a registry name: unknown words fail too
+        return st.one_of(st.integers(), st.booleans(), words.filter(lambda w: w not in VALID_NAMES and ":" not in w))
+    return st.one_of(st.integers(), st.booleans())  # any other string (a folder, say) may be valid
 
 
 @st.composite
@@ -85,7 +88,7 @@ def malformed_config(draw):
         raw[section][draw(words.filter(lambda w: w not in raw[section]))] = 1
     else:
         section, key, tp = draw(st.sampled_from(FIELDS))
-        raw[section][key] = draw(wrong_value(tp))
+        raw[section][key] = draw(wrong_value(key, tp))
     return config.toml_value_table(raw)
 
 

@@ -159,3 +159,16 @@ def test_console_script_runs_in_a_fresh_process(tmp_path):
     assert "run directory" in done.stdout and (tmp_path / "r" / "plots" / "losses.png").exists()
     bad = subprocess.run([gankit, "train", "nope"], capture_output=True, text=True, env=env, timeout=120)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "unknown preset" in bad.stderr
+
+
+def test_export_a_vector_generator(trained, tmp_path):
+    import torch
+
+    from gankit.api import GAN
+
+    assert main(["export", str(trained), "--out", str(tmp_path / "g.pt2")]) == 0
+    g = torch.export.load(tmp_path / "g.pt2").module()
+    z = torch.rand(7, 2) * 2 - 1
+    with torch.no_grad():
+        out = g(z).numpy()
+    assert np.allclose(out, GAN.load(trained).sampler.generate(z, None), atol=1e-5)

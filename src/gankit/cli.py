@@ -74,7 +74,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     if train_changes:
         cfg = config_mod.replace(cfg, "train", **train_changes)
     # Check every name and file before anything is written.
-    source = make_source(cfg.data.name)
+    source = make_source(cfg.data)
     MODELS.get(cfg.model.name)
     LOSSES.get(cfg.loss.name)
     resolve_device(cfg.train.device)
@@ -122,15 +122,37 @@ def _finish(trainer, args: argparse.Namespace, total: int | None = None) -> None
 
 def cmd_sample(args: argparse.Namespace) -> None:
     from gankit.api import GAN
-    from gankit.io import write_samples
+    from gankit.io import check_target, write_images, write_samples
 
     out = Path(args.out)
-    if out.suffix.lower() not in (".npz", ".npy", ".csv", ".png"):
-        raise UserError(f"--out '{out}' must end in .npz, .npy, .csv or .png")
-    gan = GAN.load(args.run)
-    samples = gan.sample(args.n, seed=args.seed)
-    write_samples(samples, out)
+    sampler = GAN.load(args.run).sampler
+    check_target(out, sampler.is_image)
+    if args.interpolate:
+        if not sampler.is_image or out.suffix.lower() != ".png":
+            raise UserError("--interpolate draws a .png grid of images: give an image run and --out x.png")
+        rows = sampler.interpolate(args.interpolate, steps=10, seed=args.seed, label=args.label)
+        write_images(rows, None, out, per_row=10)
+        print(f"gankit: wrote {args.interpolate} latent interpolations to {out}", file=sys.stderr)
+        return
+    samples, labels = sampler.sample(args.n, seed=args.seed, label=args.label)
+    if sampler.is_image:
+        per_row = 10 if sampler.num_classes == 10 and args.label is None else 8
+        write_images(samples, labels, out, per_row)
+    else:
+        write_samples(samples, out)
     print(f"gankit: wrote {len(samples)} samples to {out}", file=sys.stderr)
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from gankit.api import GAN
+    from gankit.export import export_generator
+
+    out = Path(args.out)
+    if out.suffix.lower() != ".pt2":
+        raise UserError(f"--out '{out}' must end in .pt2 (a torch.export program)")
+    export_generator(GAN.load(args.run).sampler, out)
+    print(f"gankit: wrote the generator to {out}; load it with torch.export.load (see docs/guide.md)",
+          file=sys.stderr)
 
 
 def cmd_plot(args: argparse.Namespace) -> None:
@@ -192,9 +214,19 @@ def build_parser() -> Parser:
     sample = verbs.add_parser("sample", help="generate samples from a run or checkpoint")
     sample.add_argument("run", help="run directory or .pt checkpoint")
     sample.add_argument("-n", type=int, default=1000, help="number of samples (default 1000)")
-    sample.add_argument("--out", required=True, help="x.npz (key 'samples'), x.npy, x.csv or x.png (a scatter)")
+    sample.add_argument("--out", required=True,
+                        help="vectors: x.npz (key 'samples'), x.npy, x.csv, x.png (scatter); "
+                             "images: x.npz (uint8 N,H,W,C), x.png (grid) or DIR (one PNG each)")
     sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--label", type=int, help="class to generate (conditional runs)")
+    sample.add_argument("--interpolate", type=int, metavar="ROWS",
+                        help="image runs: ROWS latent interpolations of 10 steps each, as one .png grid")
     sample.set_defaults(func=cmd_sample)
+
+    export = verbs.add_parser("export", help="save the generator alone (torch.export), to sample without gankit")
+    export.add_argument("run", help="run directory or .pt checkpoint")
+    export.add_argument("--out", required=True, help="generator.pt2")
+    export.set_defaults(func=cmd_export)
 
     plot = verbs.add_parser("plot", help="(re)draw every plot of a run directory")
     plot.add_argument("run_dir")

@@ -7,8 +7,47 @@ from pathlib import Path
 import numpy as np
 
 
+VECTOR_FORMATS = (".npz", ".npy", ".csv", ".png")
+IMAGE_FORMATS = (".npz", ".png", "a directory")
+
+
+def check_target(out: Path, is_image: bool) -> None:
+    """Refuse an output path the samples cannot be written to, before any work is done."""
+    from gankit.errors import UserError
+
+    if is_image:
+        if out.suffix and out.suffix.lower() not in (".npz", ".png"):
+            raise UserError(f"--out '{out}' must be x.npz (uint8 images), x.png (one grid) or a directory "
+                            "(one PNG per image)")
+    elif out.suffix.lower() not in VECTOR_FORMATS:
+        raise UserError(f"--out '{out}' must end in .npz, .npy, .csv or .png")
+
+
+def write_images(images: np.ndarray, labels: np.ndarray | None, out: Path, per_row: int = 8) -> Path:
+    """uint8 (N, H, W, C) images: x.npz (keys samples[, labels]), x.png (one grid) or DIR/ (one PNG each)."""
+    from PIL import Image
+
+    from gankit.viz.plots import save_grid
+
+    if out.suffix.lower() == ".npz":
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(f".{out.stem}.tmp.npz")
+        np.savez_compressed(tmp, samples=images, **({"labels": labels} if labels is not None else {}))
+        os.replace(tmp, out)
+    elif out.suffix.lower() == ".png":
+        tmp = save_grid(images, out.with_name(f".{out.stem}.tmp.png"), per_row)
+        os.replace(tmp, out)
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        for i, im in enumerate(images):
+            name = f"{i:05d}" + (f"-class{labels[i]}" if labels is not None else "") + ".png"
+            Image.fromarray(im[..., 0] if im.shape[-1] == 1 else im).save(out / name)
+    return out
+
+
 def write_samples(samples: np.ndarray, out: Path) -> Path:
-    """.npz (key `samples`), .npy, .csv (header x0,x1,...) or .png (a scatter of the first two coordinates)."""
+    """Vectors: .npz (key `samples`), .npy, .csv (header x0,x1,...) or .png (a scatter of the first two
+    coordinates)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     suffix = out.suffix.lower()
     tmp = out.with_name(f".{out.stem}.tmp{suffix}")

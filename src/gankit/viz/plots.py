@@ -1,5 +1,8 @@
 """The article's pictures, drawn from a run directory alone (no training code, no networks).
 
+Image runs: samples/real.png (real images), samples/grid-step-N.png (fixed noise; one row per
+class for conditional runs) and plots/samples.gif. Vector runs:
+
 - plots/losses.png: D and G loss with the equilibrium values, and D(x), D(G(z)) against 1/2.
 - samples/scatter-step-N.png and plots/scatter.gif: real vs generated points over training.
 - plots/features/{d,g}-update-step-N.png and GIFs: D's feature-layer view of real and generated
@@ -203,13 +206,49 @@ def _scatter_limits(snaps: list[tuple[int, dict]]):
     return (low[0] - pad[0], high[0] + pad[0]), (low[1] - pad[1], high[1] + pad[1])
 
 
+def image_grid(images: np.ndarray, per_row: int = 8, pad: int = 2) -> np.ndarray:
+    """uint8 (N, C, H, W) or (N, H, W, C) -> one uint8 (rows*H, per_row*W, C) picture with a grey border."""
+    if images.shape[1] in (1, 3) and images.shape[-1] not in (1, 3):
+        images = images.transpose(0, 2, 3, 1)
+    n, h, w, c = images.shape
+    rows = -(-n // per_row)
+    grid = np.full((rows * (h + pad) + pad, per_row * (w + pad) + pad, c), 128, dtype=np.uint8)
+    for i, im in enumerate(images):
+        r, col = divmod(i, per_row)
+        grid[pad + r * (h + pad): pad + r * (h + pad) + h, pad + col * (w + pad): pad + col * (w + pad) + w] = im
+    return grid
+
+
+def save_grid(images: np.ndarray, path: Path, per_row: int = 8, min_side: int = 480) -> Path:
+    """A grid PNG, enlarged with sharp pixels so small images (28x28) stay readable."""
+    grid = image_grid(images, per_row)
+    im = Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid)
+    scale = max(1, min_side // max(im.size))
+    if scale > 1:
+        im = im.resize((im.size[0] * scale, im.size[1] * scale), Image.Resampling.NEAREST)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    im.save(path)
+    return path
+
+
+def _plot_image_snapshots(run_dir: Path, snaps: list[tuple[int, dict]]) -> list[Path]:
+    samples = run_dir / "samples"
+    first = snaps[0][1]
+    made = [save_grid(first["real"], samples / "real.png")]
+    frames = [save_grid(snap["images"], samples / f"grid-step-{step:06d}.png") for step, snap in snaps]
+    gif = make_gif(frames, run_dir / "plots" / "samples.gif")
+    return made + frames + ([gif] if gif else [])
+
+
 def plot_run(run_dir: str | Path) -> list[Path]:
     """(Re)draw every picture of a run directory; returns the files written."""
     run_dir = Path(run_dir)
     cfg = config_mod.load(run_dir / "config.toml")
     made = [plot_losses(run_dir, cfg.loss.name)]
     snaps = load_snapshots(run_dir)
-    if snaps:
+    if snaps and "images" in snaps[0][1]:
+        made += _plot_image_snapshots(run_dir, snaps)
+    elif snaps:
         made += _plot_snapshots(run_dir, snaps)
     return [p for p in made if p is not None]
 

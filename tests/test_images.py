@@ -1,0 +1,173 @@
+"""Image data, networks, training and sampling on tiny generated images (fast, offline)."""
+import gzip
+import json
+import struct
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from gankit import config
+from gankit.cli import main
+from gankit.data import make_source
+from gankit.data.images import read_idx
+from gankit.errors import UserError
+from gankit.models import build_dcgan, build_mlp
+from gankit.training import Trainer
+
+TINY_IMAGES = ["train.steps=6", "train.batch_size=8", "train.log_every=2", "train.snapshot_every=3",
+               "train.checkpoint_every=3", "model.conv_width=4", "model.z_dim=8"]
+
+
+def write_idx(path, array, gz=True):
+    header = struct.pack(">BBBB", 0, 0, 8, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    data = header + array.astype(np.uint8).tobytes()
+    path.write_bytes(gzip.compress(data) if gz else data)
+
+
+@pytest.fixture
+def mnist_root(tmp_path):
+    """A 40-image stand-in for the MNIST test split: digit-like blobs, labels 0..9."""
+    rng = np.random.default_rng(0)
+    images = np.zeros((40, 28, 28), np.uint8)
+    labels = np.arange(40) % 10
+    for i, label in enumerate(labels):
+        images[i, 4 + label:10 + label, 6:22] = 255
+    images = np.clip(images + rng.integers(0, 30, images.shape), 0, 255)
+    write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", images)
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte", labels, gz=False)
+    return tmp_path
+
+
+def tiny(preset, root, extra=()):
+    from gankit.presets import load_preset
+
+    return config.with_overrides(load_preset(preset), [f"data.root={json.dumps(str(root))}", "data.split=test",
+                                                       *TINY_IMAGES, *extra])
+
+
+def test_idx_reader_and_mnist_split(mnist_root):
+    src = make_source(config.DataConfig(name="mnist", root=str(mnist_root), split="test"))
+    assert len(src) == 40 and src.shape == (1, 28, 28) and src.num_classes == 10
+    x, y = src.sample_labeled(16, torch.Generator().manual_seed(0))
+    assert x.min() >= -1 and x.max() <= 1 and y.shape == (16,)
+    with pytest.raises(UserError, match="train split not found"):
+        make_source(config.DataConfig(name="mnist", root=str(mnist_root), split="train"))
+
+
+def test_damaged_idx_files_are_clear_errors(tmp_path):
+    (tmp_path / "bad.gz").write_bytes(b"not gzip at all")
+    with pytest.raises(UserError, match="damaged"):
+        read_idx(tmp_path / "bad.gz")
+    (tmp_path / "magic").write_bytes(b"\x01\x02\x03\x04" + bytes(20))
+    with pytest.raises(UserError, match="bad magic"):
+        read_idx(tmp_path / "magic")
+    write_idx(tmp_path / "short", np.zeros((4, 28, 28)), gz=False)
+    (tmp_path / "short").write_bytes((tmp_path / "short").read_bytes()[:-10])
+    with pytest.raises(UserError, match="truncated"):
+        read_idx(tmp_path / "short")
+
+
+def test_folder_of_images_with_classes(tmp_path):
+    rng = np.random.default_rng(0)
+    for cls in ("cats", "dogs"):
+        (tmp_path / cls).mkdir()
+        for i in range(3):
+            Image.fromarray(rng.integers(0, 255, (40, 50, 3), dtype=np.uint8)).save(tmp_path / cls / f"{i}.png")
+    src = make_source(config.DataConfig(name=f"folder:{tmp_path}", image_size=32, channels=1))
+    assert src.shape == (1, 32, 32) and len(src) == 6 and src.classes == ["cats", "dogs"]
+    (tmp_path / "dogs" / "broken.png").write_bytes(b"\x89PNG nonsense")
+    with pytest.raises(UserError, match="broken.png"):
+        make_source(config.DataConfig(name=f"folder:{tmp_path}", image_size=32))
+
+
+def test_image_arrays(tmp_path):
+    np.savez(tmp_path / "a.npz", images=np.random.default_rng(0).random((5, 28, 28)), labels=np.arange(5))
+    src = make_source(f"images:{tmp_path / 'a.npz'}")
+    assert src.shape == (1, 28, 28) and src.num_classes == 5
+    np.save(tmp_path / "bad.npy", np.full((3, 8, 8), 300.0))
+    with pytest.raises(UserError, match=r"\[0, 1\] or \[0, 255\]"):
+        make_source(f"images:{tmp_path / 'bad.npy'}")
+
+
+@pytest.mark.parametrize("size,channels", [(28, 1), (32, 3), (64, 3)])
+def test_dcgan_shapes(size, channels):
+    cfg = config.ModelConfig(name="dcgan", z_dim=8, conv_width=4, g_output="tanh", conditional=True)
+    g, d = build_dcgan(cfg, (channels, size, size), num_classes=3)
+    y = torch.tensor([0, 1, 2, 0])
+    x = g(torch.randn(4, 8), y)
+    assert x.shape == (4, channels, size, size) and x.abs().max() <= 1
+    assert d(x, y).shape == (4,)
+
+
+def test_mlp_for_images_matches_the_articles_widths():
+    cfg = config.with_overrides(config.RunConfig(), ["model.g_hidden=[128, 256, 512, 1024]",
+                                                     "model.d_hidden=[512, 256, 128]", "model.d_feature_dim=0",
+                                                     "model.z_dim=100"]).model
+    g, d = build_mlp(cfg, (1, 28, 28))
+    widths = [m.out_features for m in g.net if isinstance(m, torch.nn.Linear)]
+    assert widths == [128, 256, 512, 1024, 784]
+    assert [m.out_features for m in d.body[0] if isinstance(m, torch.nn.Linear)] == [512, 256, 128]
+    assert g(torch.randn(2, 100)).shape == (2, 1, 28, 28)
+
+
+def test_projection_discriminator_uses_the_label():
+    cfg = config.ModelConfig(name="dcgan", z_dim=8, conv_width=4, conditional=True)
+    _, d = build_dcgan(cfg, (1, 28, 28), num_classes=10)
+    d.eval()
+    x = torch.randn(2, 1, 28, 28)
+    assert not torch.allclose(d(x, torch.tensor([0, 0])), d(x, torch.tensor([5, 5])))
+
+
+def test_output_range_mismatch_is_caught(mnist_root, tmp_path):
+    with pytest.raises(UserError, match="g_output"):
+        Trainer(tiny("mnist-dcgan", mnist_root, ["model.g_output=none"]), tmp_path)
+
+
+@pytest.mark.parametrize("preset", ["mnist-dcgan", "mnist-cdcgan", "seed-mnist-mlp"])
+def test_image_presets_train_resume_and_draw(mnist_root, tmp_path, preset):
+    run = tmp_path / "run"
+    cfg = tiny(preset, mnist_root, ["model.g_hidden=[16]", "model.d_hidden=[16]"])
+    straight = Trainer(cfg, tmp_path / "straight").fit(progress=False)
+    Trainer(cfg, run).fit(steps=3, progress=False)
+    resumed = Trainer.resume(run).fit(progress=False)
+    for key, value in straight.g.state_dict().items():
+        assert torch.equal(value, resumed.g.state_dict()[key]), key
+    from gankit.viz.plots import plot_run
+
+    names = {p.name for p in plot_run(run)}
+    assert {"real.png", "grid-step-000006.png", "samples.gif", "losses.png"} <= names
+
+
+def test_conditional_sampling_and_every_image_format(mnist_root, tmp_path, capsys):
+    run = tmp_path / "run"
+    Trainer(tiny("mnist-cdcgan", mnist_root), run).fit(progress=False)
+    out = tmp_path / "threes.npz"
+    assert main(["sample", str(run), "-n", "12", "--label", "3", "--out", str(out)]) == 0
+    data = np.load(out)
+    assert data["samples"].shape == (12, 28, 28, 1) and data["samples"].dtype == np.uint8
+    assert (data["labels"] == 3).all()
+    assert main(["sample", str(run), "-n", "20", "--out", str(tmp_path / "grid.png")]) == 0
+    Image.open(tmp_path / "grid.png").verify()
+    assert main(["sample", str(run), "-n", "5", "--out", str(tmp_path / "pngs")]) == 0
+    assert sorted(p.name for p in (tmp_path / "pngs").iterdir())[0] == "00000-class0.png"
+    assert main(["sample", str(run), "--interpolate", "3", "--out", str(tmp_path / "walk.png")]) == 0
+    capsys.readouterr()
+    assert main(["sample", str(run), "-n", "5", "--label", "12", "--out", str(tmp_path / "x.npz")]) == 2
+    assert "use 0 to 9" in capsys.readouterr().err
+
+
+def test_export_samples_without_gankit(mnist_root, tmp_path):
+    run = tmp_path / "run"
+    Trainer(tiny("mnist-cdcgan", mnist_root), run).fit(progress=False)
+    assert main(["export", str(run), "--out", str(tmp_path / "g.pt2")]) == 0
+    files = {"gankit.json": ""}
+    g = torch.export.load(tmp_path / "g.pt2", extra_files=files).module()
+    meta = json.loads(files["gankit.json"])
+    assert meta["z_dim"] == 8 and meta["num_classes"] == 10
+    z, labels = torch.randn(5, 8), torch.tensor([1, 2, 3, 4, 5])  # another batch size than at export
+    from gankit.api import GAN
+
+    expected = GAN.load(run).sampler.generate(z, labels)
+    assert np.array_equal(g(z, labels).numpy(), expected)
