@@ -7,7 +7,6 @@ run needs to continue exactly (weights, optimisers, EMA, step, every random stat
 from __future__ import annotations
 
 import json
-import random
 import signal
 import sys
 import time
@@ -23,7 +22,7 @@ from tqdm import tqdm
 
 import gankit
 from gankit import config as config_mod
-from gankit.config import OptimConfig, RunConfig
+from gankit.config import RunConfig
 from gankit.data import Source, make_source
 from gankit.data.images import to_uint8
 from gankit.errors import TrainingError, UserError
@@ -32,6 +31,8 @@ from gankit.models import MODELS
 from gankit.models.noise import sample_noise
 from gankit.training import checkpoint as ckpt
 from gankit.training.health import HealthMonitor, nonfinite
+from gankit.training.optim import make_optimizer
+from gankit.training.state import Normalizer, capture_rng, restore_rng
 from gankit.training.views import decision_grid, features
 
 
@@ -41,52 +42,6 @@ def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise UserError("train.device = 'cuda' but no CUDA GPU is visible; use --device cpu or auto")
     return torch.device(name)
-
-
-class Normalizer:
-    """Per-coordinate standardisation; the generator works in normalised units."""
-
-    def __init__(self, mean: torch.Tensor, std: torch.Tensor):
-        self.mean, self.std = mean.float(), std.float()
-
-    @classmethod
-    def identity(cls, dim: int) -> "Normalizer":
-        return cls(torch.zeros(dim), torch.ones(dim))
-
-    def to_model(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.mean.to(x.device)) / self.std.to(x.device)
-
-    def to_data(self, y: torch.Tensor) -> torch.Tensor:
-        return y * self.std.to(y.device) + self.mean.to(y.device)
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return {"mean": self.mean, "std": self.std}
-
-
-def make_optimizer(params, cfg: OptimConfig) -> torch.optim.Optimizer:
-    """foreach=True: one fused update for all tensors (PyTorch only picks it by default on CUDA)."""
-    if cfg.name == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, foreach=True)
-    if cfg.name == "rmsprop":
-        opt = torch.optim.RMSprop(params, lr=cfg.lr, alpha=cfg.alpha, eps=cfg.eps, momentum=cfg.momentum,
-                                  foreach=True)
-        if cfg.rms_init > 0:
-            _start_rms_average(opt, cfg.rms_init)
-        return opt
-    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, foreach=True)
-
-
-def _start_rms_average(opt: torch.optim.RMSprop, value: float) -> None:
-    """Start RMSProp's squared-gradient average at `value` instead of 0, as TensorFlow 1 does:
-    early updates are then small instead of lr-sized. PyTorch keeps state it finds already set."""
-    for group in opt.param_groups:
-        for p in group["params"]:
-            state = {"step": torch.tensor(0.0), "square_avg": torch.full_like(p, value)}
-            if group["momentum"] > 0:
-                state["momentum_buffer"] = torch.zeros_like(p)
-            if group["centered"]:
-                state["grad_avg"] = torch.zeros_like(p)
-            opt.state[p] = state
 
 
 class Trainer:
@@ -387,7 +342,6 @@ class Trainer:
                                     self.cfg.train.keep_checkpoints)
 
     def state_dict(self) -> dict[str, Any]:
-        np_state = np.random.get_state()
         return {
             "gankit_version": gankit.__version__,
             "config": config_mod.dumps(self.cfg),
@@ -401,17 +355,7 @@ class Trainer:
             "opt_g": self.opt_g.state_dict(),
             "opt_d": self.opt_d.state_dict(),
             "norm": self.norm.state_dict(),
-            "rng": {
-                "data": self.data_rng.get_state(),
-                "noise": self.noise_rng.get_state(),
-                "torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-                "python": list(random.getstate()[1]),
-                "python_version": random.getstate()[0],
-                "python_gauss": random.getstate()[2],
-                "numpy": torch.from_numpy(np_state[1].astype(np.int64)),
-                "numpy_pos": [int(np_state[2]), int(np_state[3]), float(np_state[4])],
-            },
+            "rng": capture_rng(self.data_rng, self.noise_rng),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -423,15 +367,7 @@ class Trainer:
         self.opt_d.load_state_dict(state["opt_d"])
         self.norm = Normalizer(state["norm"]["mean"], state["norm"]["std"])
         self.step, self.elapsed = int(state["step"]), float(state["elapsed"])
-        rng = state["rng"]
-        self.data_rng.set_state(rng["data"])
-        self.noise_rng.set_state(rng["noise"])
-        torch.set_rng_state(rng["torch"])
-        if rng["cuda"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(rng["cuda"])
-        random.setstate((rng["python_version"], tuple(rng["python"]), rng["python_gauss"]))
-        pos = rng["numpy_pos"]
-        np.random.set_state(("MT19937", rng["numpy"].numpy().astype(np.uint32), pos[0], pos[1], pos[2]))
+        restore_rng(state["rng"], self.data_rng, self.noise_rng)
 
     @classmethod
     def resume(cls, run_dir: str | Path) -> "Trainer":

@@ -1,0 +1,32 @@
+"""Optimisers for G and D, built from their config sections."""
+from __future__ import annotations
+
+import torch
+
+from gankit.config import OptimConfig
+
+
+def make_optimizer(params, cfg: OptimConfig) -> torch.optim.Optimizer:
+    """foreach=True: one fused update for all tensors (PyTorch only picks it by default on CUDA)."""
+    if cfg.name == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, foreach=True)
+    if cfg.name == "rmsprop":
+        opt = torch.optim.RMSprop(params, lr=cfg.lr, alpha=cfg.alpha, eps=cfg.eps, momentum=cfg.momentum,
+                                  foreach=True)
+        if cfg.rms_init > 0:
+            _start_rms_average(opt, cfg.rms_init)
+        return opt
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, foreach=True)
+
+
+def _start_rms_average(opt: torch.optim.RMSprop, value: float) -> None:
+    """Start RMSProp's squared-gradient average at `value` instead of 0, as TensorFlow 1 does:
+    early updates are then small instead of lr-sized. PyTorch keeps state it finds already set."""
+    for group in opt.param_groups:
+        for p in group["params"]:
+            state = {"step": torch.tensor(0.0), "square_avg": torch.full_like(p, value)}
+            if group["momentum"] > 0:
+                state["momentum_buffer"] = torch.zeros_like(p)
+            if group["centered"]:
+                state["grad_avg"] = torch.zeros_like(p)
+            opt.state[p] = state
