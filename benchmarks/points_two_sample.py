@@ -39,8 +39,16 @@ def energy_distance(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def two_sample_p(a: np.ndarray, b: np.ndarray, seed: int) -> tuple[float, float]:
-    res = stats.permutation_test((a, b), energy_distance, vectorized=False, n_resamples=300,
-                                 alternative="greater", permutation_type="independent", random_state=seed)
+    """Permutation p-value of the energy distance. scipy permutes 1-D samples, so it permutes row
+    indices into the pooled points and the statistic looks the rows up."""
+    pooled = np.concatenate([a, b])
+
+    def statistic(i: np.ndarray, j: np.ndarray) -> float:
+        return energy_distance(pooled[i.astype(int)], pooled[j.astype(int)])
+
+    res = stats.permutation_test((np.arange(len(a)), np.arange(len(a), len(pooled))), statistic,
+                                 vectorized=False, n_resamples=300, alternative="greater",
+                                 permutation_type="independent", random_state=seed)
     return float(res.statistic), float(res.pvalue)
 
 
@@ -57,7 +65,8 @@ def main() -> None:
     started = time.perf_counter()
     subprocess.run([sys.executable, "-m", "gankit.cli", "train", "quadratic", "--set",
                     f"data.name=points:{out / 'moons.npy'}", "--out", str(out / "run"), "--overwrite", "--quiet",
-                    "--seed", str(args.seed)], check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+                    "--seed", str(args.seed)], check=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                   stdout=subprocess.DEVNULL)
     seconds = time.perf_counter() - started
     generated = gankit.load(out / "run").sample(1000, seed=args.seed).astype(np.float64)
     gaussian = rng.multivariate_normal(data.mean(0), np.cov(data.T), 1000)
