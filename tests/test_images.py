@@ -108,7 +108,7 @@ def test_mlp_for_images_matches_the_articles_widths():
     g, d = build_mlp(cfg, (1, 28, 28))
     widths = [m.out_features for m in g.net if isinstance(m, torch.nn.Linear)]
     assert widths == [128, 256, 512, 1024, 784]
-    assert [m.out_features for m in d.body[0] if isinstance(m, torch.nn.Linear)] == [512, 256, 128]
+    assert [m.out_features for m in d.body if isinstance(m, torch.nn.Linear)] == [512, 256, 128]
     assert g(torch.randn(2, 100)).shape == (2, 1, 28, 28)
 
 

@@ -25,7 +25,7 @@ def test_without_feature_layer_features_are_the_last_hidden_layer():
 def test_packing_judges_groups_of_samples():
     d = MLPDiscriminator(2, hidden=(8,), pack=4)
     assert d(torch.randn(32, 2)).shape == (8,)
-    assert d.body[0][0].in_features == 8
+    assert d.body[0].in_features == 8
 
 
 @pytest.mark.parametrize("act", [*ACTIVATIONS, "leaky_relu"])

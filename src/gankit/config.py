@@ -47,6 +47,7 @@ class ModelConfig:
     d_hidden: tuple[int, ...] = (16, 16)
     d_activation: Activation = "leaky_relu"
     d_feature_dim: int = 2  # a linear feature layer before the logit (0: none)
+    d_dropout: float = 0.0  # mlp: dropout after each hidden layer of D
     leaky_slope: float = 0.2
     init: Literal["default", "xavier_uniform", "normal"] = "default"
     init_std: float = 0.02  # for init = "normal"
@@ -167,6 +168,7 @@ def check_ranges(cfg: RunConfig) -> None:
     for key in ("g_hidden", "d_hidden"):
         widths = getattr(m, key)
         _require(all(w >= 1 for w in widths), f"model.{key}", list(widths), "every width must be >= 1")
+    _require(0.0 <= m.d_dropout < 1.0, "model.d_dropout", m.d_dropout, "must be in [0, 1)")
     _require(m.d_feature_dim >= 0, "model.d_feature_dim", m.d_feature_dim, "must be >= 0 (0: no feature layer)")
     _require(m.pack >= 1, "model.pack", m.pack, "must be >= 1")
     _require(not (m.conditional and m.pack > 1), "model.pack", m.pack, "must be 1 when model.conditional = true")

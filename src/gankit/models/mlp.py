@@ -25,13 +25,17 @@ def activation(name: str, leaky_slope: float) -> nn.Module:
     return ACTIVATIONS[name]()
 
 
-def mlp(widths: list[int], act: str, leaky_slope: float) -> nn.Sequential:
-    """Linear layers of the given widths with `act` after each (none after the last)."""
+def mlp(widths: list[int], act: str, leaky_slope: float, dropout: float = 0.0,
+        last_act: bool = False) -> nn.Sequential:
+    """Linear layers of the given widths with `act` (and dropout) after each but the last, or after
+    every one with last_act."""
     layers: list[nn.Module] = []
     for i, (n_in, n_out) in enumerate(zip(widths[:-1], widths[1:])):
         layers.append(nn.Linear(n_in, n_out))
-        if i < len(widths) - 2:
+        if i < len(widths) - 2 or last_act:
             layers.append(activation(act, leaky_slope))
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
     return nn.Sequential(*layers)
 
 
@@ -54,13 +58,13 @@ class MLPDiscriminator(Discriminator):
     """x (batch, *shape) -> logit (batch / pack,). `features(x)` gives the feature layer's output."""
 
     def __init__(self, in_shape: tuple[int, ...] | int, hidden: tuple[int, ...], act: str = "leaky_relu",
-                 feature_dim: int = 2, leaky_slope: float = 0.2, pack: int = 1, num_classes: int = 0):
+                 feature_dim: int = 2, leaky_slope: float = 0.2, pack: int = 1, num_classes: int = 0,
+                 dropout: float = 0.0):
         super().__init__()
         self.in_dim = in_shape if isinstance(in_shape, int) else math.prod(in_shape)
         self.pack = pack
         body = [self.in_dim * pack, *hidden]
-        self.body = nn.Sequential(mlp(body, act, leaky_slope), activation(act, leaky_slope)) if hidden \
-            else nn.Identity()
+        self.body = mlp(body, act, leaky_slope, dropout, last_act=True) if hidden else nn.Identity()
         # The article's feature layer is linear: a 2-D picture of D's last hidden representation.
         self.feature = nn.Linear(body[-1], feature_dim) if feature_dim else nn.Identity()
         self.init_head(feature_dim or body[-1], num_classes)
@@ -106,7 +110,7 @@ def build_mlp(cfg: ModelConfig, shape: tuple[int, ...], num_classes: int = 0) ->
     classes = num_classes if cfg.conditional else 0
     g = MLPGenerator(cfg.z_dim, shape, cfg.g_hidden, cfg.g_activation, cfg.g_output, cfg.leaky_slope, classes)
     d = MLPDiscriminator(shape, cfg.d_hidden, cfg.d_activation, cfg.d_feature_dim, cfg.leaky_slope, cfg.pack,
-                         classes)
+                         classes, cfg.d_dropout)
     init_weights(g, cfg.init, cfg.init_std)
     init_weights(d, cfg.init, cfg.init_std)
     if cfg.spectral_norm:

@@ -223,7 +223,7 @@ def save_grid(images: np.ndarray, path: Path, per_row: int = 8, min_side: int = 
     """A grid PNG, enlarged with sharp pixels so small images (28x28) stay readable."""
     grid = image_grid(images, per_row)
     im = Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid)
-    scale = max(1, min_side // max(im.size))
+    scale = max(1, -(-min_side // max(im.size)))  # round up: small grids always get enlarged
     if scale > 1:
         im = im.resize((im.size[0] * scale, im.size[1] * scale), Image.Resampling.NEAREST)
     path.parent.mkdir(parents=True, exist_ok=True)
