@@ -12,6 +12,7 @@ import io
 import pickle
 import struct
 import urllib.request
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -73,7 +74,7 @@ def read_idx(path: Path) -> np.ndarray:
     """An IDX file (gzipped or raw) as a uint8 array; a damaged file is one clear error."""
     try:
         raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+    except (OSError, EOFError, zlib.error) as exc:  # BadGzipFile is an OSError
         raise UserError(f"'{path}' is damaged ({exc}); download it again")
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
         raise UserError(f"'{path}' is not an IDX file of bytes (bad magic number); is it the right file?")

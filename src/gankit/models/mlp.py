@@ -83,7 +83,7 @@ NORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
 
 def init_weights(module: nn.Module, scheme: str, std: float = 0.02) -> None:
     """'default' keeps PyTorch's; 'xavier_uniform' matches TensorFlow's layers; 'normal' is N(0, std)
-    for weights and N(1, std) for batch-norm scales (Radford et al. 2015). Embeddings keep N(0, 1)."""
+    for weights and N(1, std) for batch-norm scales (Radford et al. 2015). Embeddings keep their own."""
     if scheme == "default":
         return
     for layer in module.modules():
