@@ -39,11 +39,7 @@ class Discriminator(nn.Module):
     def init_head(self, feature_dim: int, num_classes: int) -> None:
         self.logit = nn.Linear(feature_dim, 1)
         self.project = nn.Embedding(num_classes, feature_dim) if num_classes else None
-        if self.project is not None:
-            # On the scale of the linear logit's weights, not Embedding's N(0, 1): over thousands of
-            # features N(0, 1) makes the class term swamp D's logit from the first step.
-            bound = feature_dim ** -0.5
-            nn.init.uniform_(self.project.weight, -bound, bound)
+
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
