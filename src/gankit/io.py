@@ -8,7 +8,6 @@ import numpy as np
 
 
 VECTOR_FORMATS = (".npz", ".npy", ".csv", ".png")
-IMAGE_FORMATS = (".npz", ".png", "a directory")
 
 
 def check_target(out: Path, is_image: bool) -> None:
