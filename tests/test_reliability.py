@@ -113,12 +113,13 @@ def wait_for(path, proc, timeout=60):
         time.sleep(0.05)
 
 
-def test_sigint_saves_a_checkpoint_and_says_how_to_resume(tmp_path):
+@pytest.mark.parametrize("sig,status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_stop_signal_saves_a_checkpoint_and_says_how_to_resume(tmp_path, sig, status):
     proc = start_training(tmp_path)
     wait_for(tmp_path / "run" / "checkpoints" / "step-000003.pt", proc)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130
+    assert proc.returncode == status
     assert "gankit resume" in err
     step = ckpt.load_checkpoint(tmp_path / "run" / "checkpoints" / "latest.pt")["step"]
     assert step >= 3 and f"checkpoint saved at step {step}." in err
