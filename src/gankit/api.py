@@ -19,6 +19,7 @@ from gankit.config import RunConfig
 from gankit.data.images import to_uint8
 from gankit.data.toy import validate_points
 from gankit.errors import UserError
+from gankit.io import prepare_out_dir
 from gankit.models import MODELS
 from gankit.models.noise import sample_noise
 from gankit.training import checkpoint as ckpt
@@ -43,6 +44,7 @@ class GAN:
         from gankit.training import Trainer
 
         run_dir = Path(self.out) if self.out else Path(tempfile.mkdtemp(prefix="gankit-run-"))
+        prepare_out_dir(run_dir, overwrite=True)  # a notebook cell run again replaces its own run
         cfg = self.config
         if X is not None:
             run_dir.mkdir(parents=True, exist_ok=True)

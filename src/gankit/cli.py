@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -15,8 +14,8 @@ from gankit import __version__
 from gankit import config as config_mod
 from gankit.config import RunConfig
 from gankit.errors import TrainingError, UserError
+from gankit.io import prepare_out_dir
 
-RUN_ENTRIES = ("config.toml", "metrics.jsonl", "checkpoints", "snapshots", "samples", "plots", "report.html")
 LIST_KINDS = ("presets", "datasets", "models", "losses")
 
 
@@ -41,27 +40,6 @@ def resolve_config(target: str, settings: list[str]) -> RunConfig:
     return config_mod.with_overrides(cfg, settings)
 
 
-def prepare_out_dir(out: Path, overwrite: bool) -> None:
-    """Refuse to mix two runs in one folder; with --overwrite remove only gankit's own entries."""
-    if not out.exists():
-        return
-    if not out.is_dir():
-        raise UserError(f"--out '{out}' is a file; give a directory path")
-    entries = [p.name for p in out.iterdir()]
-    is_run = any(name in RUN_ENTRIES for name in entries)
-    if is_run and not overwrite:
-        raise UserError(f"'{out}' already holds a run; continue it with `gankit resume {out}`, "
-                        "or pass --overwrite to start again, or choose another --out")
-    if not is_run and entries:
-        raise UserError(f"'{out}' exists and is not empty; choose another --out")
-    for name in RUN_ENTRIES + ("data.npy",):
-        path = out / name
-        if path.is_dir():
-            shutil.rmtree(path)
-        elif path.exists():
-            path.unlink()
-
-
 def cmd_train(args: argparse.Namespace) -> None:
     from gankit.data import make_source
     from gankit.losses import LOSSES
@@ -79,7 +57,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     LOSSES.get(cfg.loss.name)
     resolve_device(cfg.train.device)
     out = Path(args.out) if args.out else Path("runs") / f"{cfg.preset or 'run'}-{time.strftime('%Y%m%d-%H%M%S')}"
-    prepare_out_dir(out, args.overwrite)
+    prepare_out_dir(out, args.overwrite)  # before any file is written
     trainer = Trainer(cfg, out, source=source)
     print(f"gankit: training '{cfg.preset or args.target}' for {cfg.train.steps} steps on {trainer.device}; "
           f"run directory: {out}", file=sys.stderr)

@@ -1,19 +1,42 @@
-"""Writing generated samples to the formats users ask for, without leaving half-written files."""
+"""Writing to disk for users: run folders made safely, samples in the formats users ask for,
+never a half-written file."""
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
 
+from gankit.errors import UserError
 
 VECTOR_FORMATS = (".npz", ".npy", ".csv", ".png")
+RUN_ENTRIES = ("config.toml", "metrics.jsonl", "checkpoints", "snapshots", "samples", "plots", "report.html")
+
+
+def prepare_out_dir(out: Path, overwrite: bool) -> None:
+    """Refuse to mix two runs in one folder; with --overwrite remove only gankit's own entries."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise UserError(f"--out '{out}' is a file; give a directory path")
+    entries = [p.name for p in out.iterdir()]
+    is_run = any(name in RUN_ENTRIES for name in entries)
+    if is_run and not overwrite:
+        raise UserError(f"'{out}' already holds a run; continue it with `gankit resume {out}`, "
+                        "or pass --overwrite to start again, or choose another --out")
+    if not is_run and entries:
+        raise UserError(f"'{out}' exists and is not empty; choose another --out")
+    for name in RUN_ENTRIES + ("data.npy",):
+        path = out / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
 
 
 def check_target(out: Path, is_image: bool) -> None:
     """Refuse an output path the samples cannot be written to, before any work is done."""
-    from gankit.errors import UserError
-
     if is_image:
         if out.suffix and out.suffix.lower() not in (".npz", ".png"):
             raise UserError(f"--out '{out}' must be x.npz (uint8 images), x.png (one grid) or a directory "
