@@ -236,3 +236,19 @@ def test_download_checks_the_official_md5(tmp_path, monkeypatch):
     monkeypatch.setattr(urllib.request, "urlopen", lambda url, timeout=None: io.BytesIO(b"tampered"))
     with pytest.raises(UserError, match="MD5"):
         make_source(config.DataConfig(name="mnist", root=str(tmp_path / "other"), split="test", download=True))
+
+
+def test_folder_dcgan_trains_on_a_users_folder(tmp_path, capsys):
+    rng = np.random.default_rng(1)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(6):
+        Image.fromarray(rng.integers(0, 255, (70, 90, 3), dtype=np.uint8)).save(photos / f"{i}.jpg")
+    run = tmp_path / "run"
+    args = ["train", "folder-dcgan", "--set", f"data.name=folder:{photos}", "--out", str(run), "--quiet",
+            *[a for item in ("train.steps=2", "train.batch_size=4", "model.conv_width=2", "train.snapshot_every=2")
+              for a in ("--set", item)]]
+    assert main(args) == 0, capsys.readouterr().err
+    assert (run / "samples" / "grid-step-000002.png").exists()
+    assert main(["sample", str(run), "-n", "3", "--out", str(tmp_path / "s.npz")]) == 0
+    assert np.load(tmp_path / "s.npz")["samples"].shape == (3, 64, 64, 3)
