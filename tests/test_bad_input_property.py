@@ -10,6 +10,7 @@ import hashlib
 import io
 import tempfile
 import typing
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -25,13 +26,16 @@ SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[Healt
 
 
 def run_cli(args):
+    """Run the CLI in-process; a Python warning counts as stderr output, as it would for a user."""
     err = io.StringIO()
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()), \
+            warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         try:
             code = main(args)
         except SystemExit as stop:
             code = stop.code
-    return code, err.getvalue()
+    return code, err.getvalue() + "".join(f"{w.category.__name__}: {w.message}\n" for w in caught)
 
 
 def assert_one_line_error(code, err):

@@ -13,6 +13,7 @@ import hashlib
 import os
 import re
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -114,7 +115,11 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     if not path.is_file():
         raise UserError(f"checkpoint '{path}' does not exist")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():
+            # Damaged bytes can make torch warn (e.g. about an odd pickle protocol) before it fails;
+            # the user gets one line from us instead, and an intact file is proved by its checksum.
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - damaged bytes surface as almost any exception type
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"checkpoint '{path}' is corrupt or not a gankit checkpoint ({reason[:160]})")
