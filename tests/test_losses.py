@@ -78,8 +78,8 @@ class Squeeze(nn.Module):
 def test_gan_loss_adds_r1_scaled_by_gamma_over_two():
     d = Squeeze(linear_d())
     real, fake = torch.zeros(4, 2), torch.zeros(4, 2)
-    base, _ = losses.GANLoss(LossConfig(name="ns"), 10).d_loss(d, real, fake, 0)
-    with_r1, stats = losses.GANLoss(LossConfig(name="ns", r1_gamma=2.0), 10).d_loss(d, real, fake, 0)
+    base, _ = losses.GANLoss(LossConfig(name="ns")).d_loss(d, real, fake, 0)
+    with_r1, stats = losses.GANLoss(LossConfig(name="ns", r1_gamma=2.0)).d_loss(d, real, fake, 0)
     assert base.item() == pytest.approx(2 * math.log(2), rel=1e-6)
     assert with_r1.item() - base.item() == pytest.approx(0.5 * 2.0 * 4.0, rel=1e-5)
     assert stats["d_real"].item() == pytest.approx(0.5)
@@ -88,16 +88,16 @@ def test_gan_loss_adds_r1_scaled_by_gamma_over_two():
 def test_wgan_gp_loss_includes_penalty():
     d = Squeeze(linear_d())
     real, fake = torch.ones(4, 2), torch.zeros(4, 2)
-    loss, stats = losses.GANLoss(LossConfig(name="wgan-gp", gp_weight=10.0), 10).d_loss(d, real, fake, 0)
+    loss, stats = losses.GANLoss(LossConfig(name="wgan-gp", gp_weight=10.0)).d_loss(d, real, fake, 0)
     # E D(fake) - E D(real) = 0 - 2, plus 10 * (|w| - 1)^2 = 10
     assert loss.item() == pytest.approx(-2.0 + 10.0, rel=1e-5)
     assert stats["gp"].item() == pytest.approx(1.0, rel=1e-5)
 
 
 def test_instance_noise_anneals_linearly_to_zero():
-    loss = losses.GANLoss(LossConfig(instance_noise=0.4, instance_noise_anneal=100), 200)
+    loss = losses.GANLoss(LossConfig(instance_noise=0.4, instance_noise_anneal=100))
     assert [loss.noise_std(s) for s in (0, 50, 100, 150)] == pytest.approx([0.4, 0.2, 0.0, 0.0])
-    constant = losses.GANLoss(LossConfig(instance_noise=0.4), 200)
+    constant = losses.GANLoss(LossConfig(instance_noise=0.4))
     assert constant.noise_std(150) == pytest.approx(0.4)
 
 

@@ -113,10 +113,9 @@ def r1_penalty(d: nn.Module, real: Tensor, labels: Tensor | None = None) -> Tens
 class GANLoss:
     """One adversarial loss plus its regularisers, applied to a generator and a discriminator."""
 
-    def __init__(self, cfg: LossConfig, total_steps: int):
+    def __init__(self, cfg: LossConfig):
         self.cfg = cfg
         self.pair: LossPair = LOSSES.get(cfg.name)
-        self.total_steps = total_steps
 
     def noise_std(self, step: int) -> float:
         """Instance noise, annealed linearly to 0 over `instance_noise_anneal` steps."""

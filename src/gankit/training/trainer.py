@@ -60,7 +60,7 @@ class Trainer:
         self.ema = self._make_ema()
         self.opt_g = make_optimizer(self.g.parameters(), cfg.optim_g)
         self.opt_d = make_optimizer(self.d.parameters(), cfg.optim_d)
-        self.loss = GANLoss(cfg.loss, cfg.train.steps)
+        self.loss = GANLoss(cfg.loss)
         self.data_rng = torch.Generator().manual_seed(cfg.train.seed + 1)
         self.noise_rng = torch.Generator(self.device).manual_seed(cfg.train.seed + 2)
         self.step, self.elapsed = 0, 0.0
