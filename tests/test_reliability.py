@@ -98,10 +98,11 @@ def test_diversity_is_logged(tiny_cfg, tmp_path):
     assert all(r["diversity"] > 0 for r in lines(tmp_path) if "d_loss" in r)
 
 
-def start_training(tmp_path, steps=100000):
+def start_training(tmp_path, steps=100000, keep=3):
     return subprocess.Popen([sys.executable, "-m", "gankit.cli", "train", "quadratic", "--out", str(tmp_path / "run"),
                              "--quiet", "--no-plots", *SETS, "--steps", str(steps),
-                             "--set", "train.checkpoint_every=3", "--set", "train.snapshot_every=0"],
+                             "--set", "train.checkpoint_every=3", "--set", "train.snapshot_every=0",
+                             "--set", f"train.keep_checkpoints={keep}"],
                             env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -115,7 +116,7 @@ def wait_for(path, proc, timeout=60):
 
 @pytest.mark.parametrize("sig,status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_a_stop_signal_saves_a_checkpoint_and_says_how_to_resume(tmp_path, sig, status):
-    proc = start_training(tmp_path)
+    proc = start_training(tmp_path, keep=100000)  # step 3's file must stay for the wait below to see it
     wait_for(tmp_path / "run" / "checkpoints" / "step-000003.pt", proc)
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
