@@ -8,6 +8,7 @@ import contextlib
 import dataclasses
 import hashlib
 import io
+import os
 import tempfile
 import typing
 import warnings
@@ -22,7 +23,10 @@ from gankit import config
 from gankit.cli import main
 from tests.conftest import TINY
 
-SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+# CI replays a fixed set of examples (derandomize) so a merge is never decided by luck; runs on a
+# developer's machine keep exploring new ones.
+SETTINGS = settings(max_examples=40, deadline=None, derandomize=bool(os.environ.get("CI")),
+                    suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
 def run_cli(args):
