@@ -131,7 +131,7 @@ class Sampler:
     @torch.no_grad()
     def generate(self, z: torch.Tensor, labels: torch.Tensor | None) -> np.ndarray:
         """Vectors: float32 (n, dim) in the data's units. Images: uint8 (n, H, W, C)."""
-        out = self.generator(z) if labels is None else self.generator(z, labels)
+        out = self.generator(z, labels)
         if self.is_image:
             return to_uint8(out, self.config.model.g_output).transpose(0, 2, 3, 1)
         return (out * self.std + self.mean).numpy().astype(np.float32)

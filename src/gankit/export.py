@@ -31,7 +31,7 @@ class _Export(nn.Module):
         self.register_buffer("std", std.float())
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        out = self.g(z) if labels is None else self.g(z, labels)
+        out = self.g(z, labels)
         if not self.is_image:
             return out * self.std + self.mean
         x = (out.clamp(-1, 1) + 1) / 2 if self.tanh else out.clamp(0, 1)

@@ -161,6 +161,6 @@ class GANLoss:
 
     def g_loss(self, g: nn.Module, d: nn.Module, z: Tensor, step: int,
                generator: torch.Generator | None = None, labels: Tensor | None = None) -> Tensor:
-        fake = g(z) if labels is None else g(z, labels)
+        fake = g(z, labels)  # a gankit Generator takes labels=None when unconditional
         fake = self._noisy(fake, self.noise_std(step), generator)
         return self.pair.g(judge(d, fake, labels))

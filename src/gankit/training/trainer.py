@@ -122,7 +122,7 @@ class Trainer:
 
     @torch.no_grad()
     def generate(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        return self.g(z) if labels is None else self.g(z, labels)
+        return self.g(z, labels)
 
     def train_step(self, snapshot: bool = False) -> tuple[dict[str, torch.Tensor], dict[str, np.ndarray]]:
         """n_d D updates then n_g G updates. Generated batches use the real batch's labels.
@@ -181,7 +181,7 @@ class Trainer:
         g = self.sampler_g
         was_training = g.training
         g.eval()
-        images = g(z) if labels is None else g(z, labels)
+        images = g(z, labels)
         g.train(was_training)
         return to_uint8(images, self.cfg.model.g_output)
 
