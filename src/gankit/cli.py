@@ -16,7 +16,7 @@ from gankit.config import RunConfig
 from gankit.errors import TrainingError, UserError
 from gankit.io import prepare_out_dir
 
-LIST_KINDS = ("presets", "datasets", "models", "losses")
+LIST_KINDS = ("presets", "datasets", "models", "losses", "metrics")
 
 
 class Parser(argparse.ArgumentParser):
@@ -53,6 +53,11 @@ def cmd_train(args: argparse.Namespace) -> None:
         cfg = config_mod.replace(cfg, "train", **train_changes)
     # Check every name and file before anything is written.
     source = make_source(cfg.data)
+    if cfg.eval.every or cfg.eval.metrics:
+        from gankit.metrics.evaluate import EvalTarget, check_metrics, default_metrics
+
+        target = EvalTarget(source, sample=None)
+        check_metrics(list(cfg.eval.metrics) or default_metrics(target), target)
     MODELS.get(cfg.model.name)
     LOSSES.get(cfg.loss.name)
     resolve_device(cfg.train.device)
@@ -143,6 +148,33 @@ def cmd_plot(args: argparse.Namespace) -> None:
     print(f"gankit: drew {len(made)} files under {run_dir / 'plots'} and {run_dir / 'samples'}")
 
 
+def cmd_eval(args: argparse.Namespace) -> None:
+    import json
+
+    from gankit.metrics.evaluate import check_metrics, default_metrics, evaluate
+    from gankit.training import Trainer
+
+    if not Path(args.run).exists():
+        raise UserError(f"'{args.run}' does not exist; give a run directory or one of its checkpoints/*.pt files")
+    bad = [s for s in args.set if not s.strip().startswith("data.")]
+    if bad:
+        raise UserError(f"--set '{bad[0]}': gankit eval only takes data.* settings (where the real data is)")
+    if args.n is not None and args.n < 10:
+        raise UserError(f"-n {args.n} is too few samples to score; give at least 10")
+    trainer = Trainer.resume(args.run, args.set)
+    target = trainer.eval_target()
+    names = [m.strip() for m in (args.metrics or "").split(",") if m.strip()] or default_metrics(target)
+    check_metrics(names, target)
+    print(f"gankit: evaluating {args.run} at step {trainer.step}: {', '.join(names)}", file=sys.stderr)
+    scores = {"step": trainer.step, **evaluate(target, names, args.n, args.seed, progress=True)}
+    if args.json:
+        print(json.dumps(scores))
+    else:
+        width = max(len(k) for k in scores)
+        for key, value in scores.items():
+            print(f"{key:<{width}}  {value:.6g}" if isinstance(value, float) else f"{key:<{width}}  {value}")
+
+
 # --------------------------------------------------------------------------- list / config
 
 def cmd_list(args: argparse.Namespace) -> None:
@@ -153,9 +185,11 @@ def cmd_list(args: argparse.Namespace) -> None:
     else:
         from gankit.data import DATASETS
         from gankit.losses import LOSSES
+        from gankit.metrics.evaluate import METRICS
         from gankit.models import MODELS
 
-        rows = list({"datasets": DATASETS, "models": MODELS, "losses": LOSSES}[args.kind].describe())
+        registries = {"datasets": DATASETS, "models": MODELS, "losses": LOSSES, "metrics": METRICS}
+        rows = list(registries[args.kind].describe())
     width = max(len(name) for name, _ in rows)
     for name, text in rows:
         print(f"{name:<{width}}  {text}")
@@ -210,7 +244,17 @@ def build_parser() -> Parser:
     plot.add_argument("run_dir")
     plot.set_defaults(func=cmd_plot)
 
-    lister = verbs.add_parser("list", help="list presets, datasets, models or losses")
+    evaluate = verbs.add_parser("eval", help="score a run's generator with the metrics that fit its data")
+    evaluate.add_argument("run", help="run directory or .pt checkpoint")
+    evaluate.add_argument("--metrics", help="comma-separated names from `gankit list metrics` "
+                                            "(default: those that fit the data)")
+    evaluate.add_argument("-n", type=int, help="generated samples (default: 2,500 vectors, 10,000 images)")
+    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--json", action="store_true", help="print one JSON object")
+    _add_set(evaluate)
+    evaluate.set_defaults(func=cmd_eval)
+
+    lister = verbs.add_parser("list", help="list presets, datasets, models, losses or metrics")
     lister.add_argument("kind", choices=LIST_KINDS)
     lister.set_defaults(func=cmd_list)
 

@@ -87,6 +87,8 @@ class TrainConfig:
     n_g: int = 1
     reuse_batch: bool = False  # one real batch and one noise batch for all updates of a step
     ema_decay: float = 0.0  # exponential moving average of G's weights (0: off)
+    lr_schedule: Literal["constant", "linear", "cosine"] = "constant"  # both learning rates over train.steps
+    lr_final: float = 0.0  # linear/cosine: the last step's rate as a fraction of the first's
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     log_every: int = 10
@@ -106,6 +108,13 @@ class VizConfig:
 
 
 @dataclass(frozen=True)
+class EvalConfig:
+    every: int = 0  # evaluate the generator every this many steps and at the end (0: off)
+    n: int = 0  # samples per evaluation (0: 2,500 for vectors, 10,000 for images)
+    metrics: tuple[str, ...] = ()  # names from `gankit list metrics` (empty: those that fit the data)
+
+
+@dataclass(frozen=True)
 class RunConfig:
     preset: str = ""
     data: DataConfig = field(default_factory=DataConfig)
@@ -115,6 +124,7 @@ class RunConfig:
     optim_d: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     viz: VizConfig = field(default_factory=VizConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
 
     def __post_init__(self) -> None:
         check_ranges(self)
@@ -126,7 +136,7 @@ def _describe(tp: Any) -> str:
     if get_origin(tp) is Literal:
         return "one of " + ", ".join(repr(a) for a in get_args(tp))
     if get_origin(tp) is tuple:
-        return "a list of integers"
+        return "a list of strings" if get_args(tp)[0] is str else "a list of integers"
     return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(tp, str(tp))
 
 
@@ -136,6 +146,11 @@ def coerce(key: str, value: Any, tp: Any) -> Any:
     if origin is Literal:
         if value in get_args(tp):
             return value
+    elif origin is tuple and get_args(tp)[0] is str:
+        if isinstance(value, str):  # --set eval.metrics=modes,mmd
+            return tuple(v.strip() for v in value.split(",") if v.strip())
+        if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+            return tuple(value)
     elif origin is tuple:
         if isinstance(value, (list, tuple)) and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
             return tuple(value)
@@ -184,6 +199,7 @@ def check_ranges(cfg: RunConfig) -> None:
     _require(0.0 < t.nonfinite_lr_factor <= 1.0, "train.nonfinite_lr_factor", t.nonfinite_lr_factor,
              "must be in (0, 1]")
     _require(t.snapshot_every >= 0, "train.snapshot_every", t.snapshot_every, "must be >= 0 (0: off)")
+    _require(0.0 <= t.lr_final <= 1.0, "train.lr_final", t.lr_final, "must be in [0, 1]")
     _require(0.0 <= t.ema_decay < 1.0, "train.ema_decay", t.ema_decay, "must be in [0, 1) (0: off)")
     _require(0.0 <= lo.label_smoothing < 0.5, "loss.label_smoothing", lo.label_smoothing, "must be in [0, 0.5)")
     for key in ("gp_weight", "r1_gamma", "instance_noise"):
@@ -199,6 +215,8 @@ def check_ranges(cfg: RunConfig) -> None:
             _require(0.0 <= getattr(o, key) < 1.0, f"{section}.{key}", getattr(o, key), "must be in [0, 1)")
         _require(o.eps > 0, f"{section}.eps", o.eps, "must be > 0")
         _require(o.rms_init >= 0, f"{section}.rms_init", o.rms_init, "must be >= 0")
+    _require(cfg.eval.every >= 0, "eval.every", cfg.eval.every, "must be >= 0 (0: off)")
+    _require(cfg.eval.n == 0 or cfg.eval.n >= 10, "eval.n", cfg.eval.n, "must be 0 (the default) or >= 10")
     _require(cfg.viz.n_points >= 1, "viz.n_points", cfg.viz.n_points, "must be >= 1")
     _require(cfg.viz.grid_size >= 2, "viz.grid_size", cfg.viz.grid_size, "must be >= 2")
 

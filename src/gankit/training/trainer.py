@@ -7,6 +7,7 @@ run needs to continue exactly (weights, optimisers, EMA, step, every random stat
 from __future__ import annotations
 
 import json
+import math
 import signal
 import sys
 import time
@@ -27,6 +28,7 @@ from gankit.data import Source, make_source
 from gankit.data.images import to_uint8
 from gankit.errors import TrainingError, UserError
 from gankit.losses import GANLoss
+from gankit.metrics import evaluate as metrics_eval
 from gankit.models import MODELS
 from gankit.models.noise import sample_noise
 from gankit.training import checkpoint as ckpt
@@ -66,7 +68,7 @@ class Trainer:
         self.step, self.elapsed = 0, 0.0
         self.fixed_real, self.fixed_z, self.fixed_labels = self._fixed_inputs()
         self._stop_signal: int | None = None
-        self._rollbacks = 0
+        self._rollbacks, self._lr_scale = 0, 1.0
         self.health = HealthMonitor()
 
     # ------------------------------------------------------------------ set-up helpers
@@ -206,7 +208,24 @@ class Trainer:
             self._exit_on_signal()
         return self
 
+    def _set_learning_rates(self, step: int, total: int) -> None:
+        """Base rate x schedule factor at this step x the rollback scale. Computed from the step, so a
+        resumed run continues the same schedule without extra state."""
+        t = self.cfg.train
+        progress = min(step / max(total, 1), 1.0)
+        if t.lr_schedule == "linear":
+            factor = 1.0 - (1.0 - t.lr_final) * progress
+        elif t.lr_schedule == "cosine":
+            factor = t.lr_final + (1.0 - t.lr_final) * 0.5 * (1 + math.cos(math.pi * progress))
+        else:
+            factor = 1.0
+        for opt, section in ((self.opt_g, self.cfg.optim_g), (self.opt_d, self.cfg.optim_d)):
+            for group in opt.param_groups:
+                group["lr"] = section.lr * factor * self._lr_scale
+
     def _run_one_step(self, total: int) -> None:
+        if self.cfg.train.lr_schedule != "constant" or self._lr_scale != 1.0:
+            self._set_learning_rates(self.step, self.cfg.train.steps)  # the run's length, not this call's
         snap = self._is_snapshot_step(self.step + 1, total)
         stats, views = self.train_step(snapshot=snap)
         self.step += 1
@@ -221,6 +240,9 @@ class Trainer:
                 self._event("warning", kind=kind, message=message)
         if views:
             self._save_views(views)
+        every = self.cfg.eval.every
+        if every > 0 and (self.step % every == 0 or self.step == total):
+            self.evaluate()
         if self.step % self.cfg.train.checkpoint_every == 0 and self.step < total:
             self._save_or_warn()
         self._bar.update(1)
@@ -257,6 +279,71 @@ class Trainer:
         text = fields.get("message", "")
         tqdm.write(f"gankit: {event} at step {self.step}: {text}", file=sys.stderr)
 
+    # ------------------------------------------------------------------ evaluation
+    def eval_target(self) -> metrics_eval.EvalTarget:
+        """What the metrics need: the data, samples of the sampling generator and, for vector data
+        judged one point at a time, sigmoid D."""
+        vector_d = not self.is_image and self.cfg.model.pack == 1
+        return metrics_eval.EvalTarget(self.source, self._eval_samples, self._d_prob if vector_d else None)
+
+    @torch.no_grad()
+    def _eval_samples(self, n: int, seed: int) -> np.ndarray:
+        m, rng = self.cfg.model, torch.Generator().manual_seed(seed)
+        z = sample_noise(n, m.z_dim, m.noise, rng).to(self.device)
+        labels = (torch.arange(n) % self.num_classes).to(self.device) if self.num_classes else None
+        parts = []
+        for i in range(0, n, 1000):
+            zi, li = z[i:i + 1000], labels[i:i + 1000] if labels is not None else None
+            if self.is_image:
+                parts.append(self.sample_images(zi, li).transpose(0, 2, 3, 1))
+            else:
+                g = self.sampler_g
+                was_training = g.training
+                g.eval()
+                parts.append(self.norm.to_data(g(zi)).cpu().numpy())
+                g.train(was_training)
+        return np.concatenate(parts)
+
+    @torch.no_grad()
+    def _d_prob(self, x: np.ndarray) -> np.ndarray:
+        was_training = self.d.training
+        self.d.eval()
+        logits = self.d(self.norm.to_model(torch.as_tensor(x, dtype=torch.float32, device=self.device)))
+        self.d.train(was_training)
+        return torch.sigmoid(logits).double().cpu().numpy()
+
+    def evaluate(self) -> dict[str, Any]:
+        """Score the generator now; log the numbers to metrics.jsonl (rows with "eval": true) and,
+        on 2-D data of known density, save the probability view (D, D*, densities) as a snapshot."""
+        target, e = self.eval_target(), self.cfg.eval
+        names = list(e.metrics) or metrics_eval.default_metrics(target)
+        started = time.perf_counter()
+        scores = metrics_eval.evaluate(target, names, e.n or None, seed=0)
+        row = {"step": self.step, "eval": True,
+               **{k: round(v, 6) if isinstance(v, float) else v for k, v in scores.items()},
+               "eval_seconds": round(time.perf_counter() - started, 3)}
+        self._append_metrics(row)
+        if "probability" in names:
+            self._save_probability_view(target)
+        shown = ", ".join(f"{k} {v:.4g}" for k, v in scores.items() if isinstance(v, (int, float)) and k != "n")
+        tqdm.write(f"gankit: eval at step {self.step}: {shown}", file=sys.stderr)
+        return row
+
+    def _save_probability_view(self, target: metrics_eval.EvalTarget) -> None:
+        from gankit.metrics.probability import GeneratedDensity, probability_grid
+
+        fake = target.sample(self.cfg.eval.n or 2500, 0)
+        real = self.fixed_real.numpy()
+        points = np.concatenate([real, fake])
+        low, high = np.percentile(points, 0.5, axis=0), np.percentile(points, 99.5, axis=0)
+        low, high = np.minimum(low, real.min(0)), np.maximum(high, real.max(0))
+        pad = 0.1 * (high - low) + 1e-6
+        grid = probability_grid(self.source.log_prob, GeneratedDensity(fake), target.d_prob, low - pad, high + pad)
+        folder = self.run_dir / "snapshots"
+        folder.mkdir(exist_ok=True)
+        np.savez_compressed(folder / f"prob-step-{self.step:06d}.npz", step=self.step, real=real,
+                            fake=fake[:1000], **grid)
+
     # ------------------------------------------------------------------ guards
     def _on_nonfinite(self, bad: list[str]) -> None:
         """Roll back to the last checkpoint with lower learning rates, or stop with a diagnosis."""
@@ -270,9 +357,8 @@ class Trainer:
         latest = self.run_dir / "checkpoints" / "latest.pt"
         self.load_state_dict(ckpt.load_checkpoint(latest, map_location=self.device))
         scale = t.nonfinite_lr_factor ** (self._rollbacks + 1)
-        for opt, section in ((self.opt_g, self.cfg.optim_g), (self.opt_d, self.cfg.optim_d)):
-            for group in opt.param_groups:
-                group["lr"] = section.lr * scale
+        self._lr_scale = scale
+        self._set_learning_rates(self.step, t.steps)
         self._rollbacks += 1
         self._truncate_metrics()
         self._event("rollback", message=f"{where}; back to step {self.step} with learning rates x{scale:g}")
@@ -370,14 +456,16 @@ class Trainer:
         restore_rng(state["rng"], self.data_rng, self.noise_rng)
 
     @classmethod
-    def resume(cls, run_dir: str | Path) -> "Trainer":
-        """The trainer of an existing run, at its latest checkpoint."""
-        run_dir = Path(run_dir)
-        file = ckpt.find_checkpoint(run_dir)
+    def resume(cls, path: str | Path, settings: list[str] | tuple[str, ...] = ()) -> "Trainer":
+        """The trainer of an existing run (a run directory or one of its checkpoint files) at that
+        checkpoint; `settings` (key=value) may change the config, e.g. where the data lives."""
+        path = Path(path)
+        file = ckpt.find_checkpoint(path)
         state = ckpt.load_checkpoint(file)
         try:
             cfg = config_mod.loads(state["config"], source=f"the config inside {file}")
-            trainer = cls(cfg, run_dir)
+            cfg = config_mod.with_overrides(cfg, list(settings))
+            trainer = cls(cfg, path if path.is_dir() else file.parent.parent)
             trainer.load_state_dict(state)
         except ckpt.STATE_ERRORS as exc:
             raise ckpt.incompatible(file, exc) from exc

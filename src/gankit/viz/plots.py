@@ -8,6 +8,10 @@ class for conditional runs) and plots/samples.gif. Vector runs:
 - plots/features/{d,g}-update-step-N.png and GIFs: D's feature-layer view of real and generated
   points before and after the D update, and before and after the G update, with centroids.
 - plots/surface/step-N.png and plots/surface.gif: sigmoid D over the data plane, with the points.
+
+With periodic evaluation (eval.every): plots/eval.png, every metric over training; on 2-D data of
+known density, plots/probability/step-N.png and plots/probability.gif: the trained sigmoid D beside
+the optimal D* = p_data / (p_data + p_g), and the JSD and V(D, G) curves against their optimum.
 """
 from __future__ import annotations
 
@@ -175,6 +179,94 @@ def plot_surface(snap: dict, step: int, path: Path) -> Path:
     return _save(fig, path)
 
 
+# --------------------------------------------------------------------------- evaluation
+
+SKIP_IN_EVAL_PLOT = {"step", "eval", "n", "eval_seconds", "kde_bandwidth", "mmd_bandwidth"}
+
+
+def plot_eval(run_dir: Path) -> Path | None:
+    """Every logged metric over training, one small panel each; the probability view's values are
+    drawn against their theoretical optimum (JSD 0, V = -log 4)."""
+    rows = [r for r in read_metrics(run_dir) if r.get("eval")]
+    if not rows:
+        return None
+    keys = [k for k in rows[-1] if k not in SKIP_IN_EVAL_PLOT and not k.endswith("_std")
+            and isinstance(rows[-1][k], (int, float)) and k != "value_d_star"]
+    cols = min(3, len(keys))
+    nrows = -(-len(keys) // cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(4.2 * cols, 3.0 * nrows), squeeze=False, constrained_layout=True)
+    for ax, key in zip(axes.ravel(), keys):
+        pts = [(r["step"], r[key]) for r in rows if r.get(key) is not None]
+        if not pts:
+            continue
+        ax.plot(*zip(*pts), marker="o", ms=3, lw=1, color=FAKE, label=key)
+        if key == "jsd":
+            ax.axhline(math.log(2), color="gray", ls=":", lw=1, label="log 2: no overlap")
+            ax.axhline(0, color="black", ls="--", lw=1, label="0: p_g = p_data")
+        if key == "value_d":
+            star = [(r["step"], r["value_d_star"]) for r in rows if r.get("value_d_star") is not None]
+            ax.plot(*zip(*star), marker="s", ms=3, lw=1, color=REAL, label="V(D*, G) = -log 4 + 2 JSD")
+            ax.axhline(-math.log(4), color="black", ls="--", lw=1, label="-log 4: the optimum")
+            ax.set_title("V(D, G), trained D", fontsize=9)
+        else:
+            ax.set_title(key, fontsize=9)
+        ax.set_xlabel("step", fontsize=8)
+        ax.legend(fontsize=7)
+    for ax in axes.ravel()[len(keys):]:
+        ax.axis("off")
+    fig.suptitle("Evaluation during training", fontsize=10)
+    return _save(fig, run_dir / "plots" / "eval.png")
+
+
+def plot_probability(snap: dict, step: int, scores: dict, path: Path) -> Path:
+    """Left: p_data (shaded) and generated points. Middle: trained sigmoid D. Right: D* for this G.
+    Grey where neither density has mass (D* = 0/0 there, and D is never trained there)."""
+    xs, ys = snap["prob_x"], snap["prob_y"]
+    lpd, lpg = snap["log_p_data"], snap["log_p_g"]
+    pooled = np.logaddexp(lpd, lpg)
+    empty = pooled < pooled.max() - np.log(1e4)
+    has_d = "d_model" in snap
+    fig, axes = plt.subplots(1, 3 if has_d else 2, figsize=(15 if has_d else 10, 4.6), constrained_layout=True)
+    ax = axes[0]
+    ax.pcolormesh(xs, ys, np.exp(lpd - lpd.max()), cmap="Blues", shading="auto", vmin=0, vmax=1)
+    ax.contour(xs, ys, np.exp(lpg - lpg.max()), levels=[0.05, 0.3], colors=FAKE, linewidths=0.8)
+    ax.scatter(snap["fake"][:, 0], snap["fake"][:, 1], s=2, c=FAKE, alpha=0.4, linewidths=0)
+    ax.set_title("p_data (blue) and p_g (red: samples, KDE contours)", fontsize=9)
+    cmap = plt.get_cmap("RdBu_r").with_extremes(bad="#d9d9d9")
+    panels = ([("d_model", "trained D: sigmoid D(x)")] if has_d else []) + [("d_star", "optimal D* = p_data / (p_data + p_g)")]
+    for ax, (key, title) in zip(axes[1:], panels):
+        mesh = ax.pcolormesh(xs, ys, np.ma.masked_where(empty, snap[key]), cmap=cmap, vmin=0, vmax=1, shading="auto")
+        ax.set_title(title, fontsize=9)
+    fig.colorbar(mesh, ax=axes[1:].tolist(), label="P(real); grey: no mass under either density")
+    for ax in axes:
+        ax.set_xlabel("x")
+        ax.set_aspect("equal", adjustable="box")
+    axes[0].set_ylabel("y")
+    facts = [f"step {step}"]
+    if scores.get("jsd") is not None:
+        facts.append(f"JSD(p_data || p_g) ~ {scores['jsd']:.3f} nats (0 = same, log 2 = {math.log(2):.3f} = disjoint)")
+    if scores.get("d_star_error") is not None:
+        facts.append(f"mean |D - D*| = {scores['d_star_error']:.3f}")
+    fig.suptitle("The probability view: " + "; ".join(facts), fontsize=10)
+    return _save(fig, path)
+
+
+def _plot_probability_snapshots(run_dir: Path) -> list[Path]:
+    scores = {r["step"]: r for r in read_metrics(run_dir) if r.get("eval")}
+    frames = []
+    for file in sorted((run_dir / "snapshots").glob("prob-step-*.npz")):
+        try:
+            with np.load(file, allow_pickle=False) as data:
+                snap = {k: data[k] for k in data.files}
+        except (OSError, ValueError):
+            continue
+        step = int(snap["step"])
+        frames.append(plot_probability(snap, step, scores.get(step, {}),
+                                       run_dir / "plots" / "probability" / f"step-{step:06d}.png"))
+    gif = make_gif(frames, run_dir / "plots" / "probability.gif", ms_per_frame=900)
+    return frames + ([gif] if gif else [])
+
+
 def make_gif(frames: list[Path], path: Path, ms_per_frame: int = 700) -> Path | None:
     if not frames:
         return None
@@ -250,6 +342,7 @@ def plot_run(run_dir: str | Path) -> list[Path]:
         made += _plot_image_snapshots(run_dir, snaps)
     elif snaps:
         made += _plot_snapshots(run_dir, snaps)
+    made += [plot_eval(run_dir)] + _plot_probability_snapshots(run_dir)
     return [p for p in made if p is not None]
 
 

@@ -1,0 +1,219 @@
+"""Evaluation in the workflow: `gankit eval`, eval.every during training, the bundled classifier,
+cached real features and learning-rate schedules."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from gankit import config
+from gankit.cli import main
+from gankit.errors import UserError
+from gankit.metrics import classifier as clf
+from gankit.metrics import evaluate as ev
+from gankit.presets import load_preset
+from gankit.training import Trainer
+from tests.conftest import TINY
+
+
+def eval_rows(run_dir):
+    return [r for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines()) if r.get("eval")]
+
+
+@pytest.fixture(scope="module")
+def ring_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("eval") / "ring"
+    sets = [a for item in TINY + ["eval.every=10", "eval.n=400"] for a in ("--set", item)]
+    assert main(["train", "ring8", "--out", str(run_dir), "--quiet", *sets]) == 0
+    return run_dir
+
+
+def test_training_logs_evaluations_and_draws_them(ring_run):
+    rows = eval_rows(ring_run)
+    assert [r["step"] for r in rows] == [10, 20]
+    for key in ("modes", "high_quality", "reverse_kl", "jsd", "value_d", "value_d_star", "d_star_error", "mmd2",
+                "wasserstein"):
+        assert key in rows[-1], key
+    assert 0 <= rows[-1]["jsd"] <= math.log(2) + 1e-6
+    assert rows[-1]["value_d_star"] == pytest.approx(-math.log(4) + 2 * rows[-1]["jsd"], abs=1e-5)
+    for name in ("plots/eval.png", "plots/probability.gif", "plots/probability/step-000020.png",
+                 "snapshots/prob-step-000020.npz"):
+        assert (ring_run / name).exists(), name
+    with np.load(ring_run / "snapshots" / "prob-step-000020.npz") as snap:
+        assert snap["d_star"].shape == snap["d_model"].shape
+        assert np.all((snap["d_model"] >= 0) & (snap["d_model"] <= 1))
+
+
+def test_eval_cli_prints_json(ring_run, capsys):
+    code = main(["eval", str(ring_run), "--json", "-n", "300", "--metrics", "modes,mmd"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    scores = json.loads(out)
+    assert scores["step"] == 20 and scores["n"] == 300
+    assert set(scores) == {"step", "n", "modes", "high_quality", "reverse_kl", "mmd2", "mmd_bandwidth"}
+
+
+def test_eval_matches_the_metric_on_sampled_points(ring_run, tmp_path, capsys):
+    """gankit eval scores exactly what gankit sample gives (same seed, same generator)."""
+    from gankit.data.toy import ring8
+    from gankit.metrics.toy import mixture_scores
+
+    assert main(["sample", str(ring_run), "-n", "300", "--seed", "4", "--out", str(tmp_path / "s.npy")]) == 0
+    capsys.readouterr()
+    assert main(["eval", str(ring_run), "--json", "-n", "300", "--seed", "4", "--metrics", "modes"]) == 0
+    scores = json.loads(capsys.readouterr()[0])
+    source = ring8()
+    expect = mixture_scores(np.load(tmp_path / "s.npy"), source.centres.numpy(), source.std)
+    assert scores["high_quality"] == pytest.approx(expect["high_quality"])
+    assert scores["modes"] == expect["modes"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--metrics", "fid"], "does not apply"),
+    (["--metrics", "modez"], "did you mean 'modes'"),
+    (["-n", "3"], "at least 10"),
+    (["--set", "train.steps=3"], "only takes data"),
+])
+def test_eval_bad_input(ring_run, capsys, args, message):
+    assert main(["eval", str(ring_run), *args]) == 2
+    err = capsys.readouterr()[1]
+    assert message in err and err.count("\n") == 1
+
+
+def test_eval_of_a_missing_run(tmp_path, capsys):
+    assert main(["eval", str(tmp_path / "nope")]) == 2
+    assert "does not exist" in capsys.readouterr()[1]
+
+
+def test_unknown_metric_in_config_fails_before_training(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "ring8", "--out", str(out), "--quiet", "--set", "eval.metrics=modes,fidd"]) == 2
+    assert "unknown metric 'fidd'" in capsys.readouterr()[1]
+    assert not out.exists()
+
+
+def test_list_metrics(capsys):
+    assert main(["list", "metrics"]) == 0
+    out = capsys.readouterr()[0]
+    for name in ("modes", "probability", "fid", "kid", "prdc", "classifier", "fid_inception"):
+        assert name in out
+
+
+def test_inception_metrics_say_how_to_get_them(ring_run, tmp_path, capsys, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_fidelity(name, *args, **kwargs):
+        if name.startswith("torch_fidelity"):
+            raise ImportError("No module named 'torch_fidelity'")
+        return real_import(name, *args, **kwargs)
+
+    from gankit.metrics import inception
+
+    inception.load_inception.cache_clear()
+    monkeypatch.setattr(builtins, "__import__", no_fidelity)
+    with pytest.raises(UserError, match="pip install gankit\\[inception\\]"):
+        inception.inception_features(np.zeros((2, 28, 28, 1), np.uint8))
+    inception.load_inception.cache_clear()
+
+
+# --------------------------------------------------------------------------- image metrics on a tiny run
+
+def test_image_run_is_scored_with_the_classifier(tmp_path, monkeypatch):
+    monkeypatch.setenv("GANKIT_CACHE", str(tmp_path / "cache"))
+    rng = np.random.default_rng(0)
+    images = (rng.random((64, 28, 28)) * 255).astype(np.uint8)
+    np.save(tmp_path / "imgs.npy", images)
+    cfg = config.with_overrides(load_preset("mnist-dcgan"), [
+        f"data.name=images:{tmp_path / 'imgs.npy'}", "train.steps=2", "train.batch_size=8", "model.conv_width=4",
+        "train.snapshot_every=0", "eval.every=2", "eval.n=40", "eval.metrics=fid,kid,prdc,classifier"])
+    trainer = Trainer(cfg, tmp_path / "run").fit(progress=False)
+    row = eval_rows(tmp_path / "run")[-1]
+    for key in ("fid", "kid", "precision", "recall", "density", "coverage", "classifier_score", "confident",
+                "classes_covered", "class_kl"):
+        assert key in row, key
+    assert list((tmp_path / "cache" / "features").glob("*.npz"))  # real features cached
+    again = ev.evaluate(trainer.eval_target(), ["fid"], 40, seed=0)
+    assert again["fid"] == pytest.approx(row["fid"], rel=1e-5)  # from the cache: same numbers
+
+
+def test_bundled_classifier_is_intact_and_reads_digits():
+    model = clf.load_classifier()
+    assert clf.sha256(clf.WEIGHTS) == clf.WEIGHTS_SHA256
+    feats, probs = clf.features_and_probs(np.zeros((3, 28, 28, 1), np.uint8), model)
+    assert feats.shape == (3, clf.FEATURE_DIM) and probs.shape == (3, 10)
+    assert np.allclose(probs.sum(1), 1, atol=1e-5)
+
+
+def test_classifier_accuracy_on_the_shared_mnist_test_set():
+    from pathlib import Path
+
+    from gankit.data.images import load_idx_dataset
+
+    root = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
+    if not root.is_dir():
+        pytest.skip("../shared/data/mnist is not on this machine")
+    test = load_idx_dataset("mnist", str(root), "test", download=False)
+    _, probs = clf.features_and_probs(test.images[:2000].numpy())
+    assert (probs.argmax(1) == test.labels[:2000].numpy()).mean() > 0.97
+
+
+def test_damaged_classifier_weights_are_refused(tmp_path):
+    bad = tmp_path / "w.pt"
+    bad.write_bytes(clf.WEIGHTS.read_bytes()[:-10] + b"0123456789")
+    with pytest.raises(UserError, match="SHA-256"):
+        clf.load_classifier.__wrapped__(bad)
+    with pytest.raises(UserError, match="missing"):
+        clf.load_classifier.__wrapped__(tmp_path / "none.pt")
+
+
+def test_classifier_rejects_other_image_shapes():
+    with pytest.raises(UserError, match="28x28 grey"):
+        clf.features_and_probs(np.zeros((2, 32, 32, 3), np.uint8))
+
+
+def test_cached_features_survive_a_damaged_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("GANKIT_CACHE", str(tmp_path))
+    calls = []
+
+    def compute(x):
+        calls.append(1)
+        return (x.astype(np.float64) * 2,)
+
+    x = np.arange(12, dtype=np.uint8).reshape(3, 4)
+    first = ev.cached_features(x, "double", compute)[0]
+    second = ev.cached_features(x, "double", compute)[0]
+    assert len(calls) == 1 and np.array_equal(first, second)
+    for f in (tmp_path / "features").glob("*.npz"):
+        f.write_bytes(b"garbage")
+    assert np.array_equal(ev.cached_features(x, "double", compute)[0], first) and len(calls) == 2
+    ev.cached_features(x + 1, "double", compute)  # other images: another entry
+    assert len(calls) == 3
+
+
+# --------------------------------------------------------------------------- learning-rate schedules
+
+@pytest.mark.parametrize("schedule, last", [("constant", 1.0), ("linear", 0.1), ("cosine", 0.1)])
+def test_lr_schedule_reaches_its_final_rate(tiny_cfg, tmp_path, schedule, last):
+    cfg = config.with_overrides(tiny_cfg, [f"train.lr_schedule={schedule}", "train.lr_final=0.1"])
+    trainer = Trainer(cfg, tmp_path).fit(progress=False)
+    # the rate used by the last step (step 19 of 20), from the formula
+    progress = 19 / 20
+    factor = {"constant": 1.0, "linear": 1 - 0.9 * progress,
+              "cosine": 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))}[schedule]
+    assert trainer.opt_g.param_groups[0]["lr"] == pytest.approx(cfg.optim_g.lr * factor)
+    assert trainer.opt_d.param_groups[0]["lr"] == pytest.approx(cfg.optim_d.lr * factor)
+    assert factor == pytest.approx(last, abs=0.1)
+
+
+def test_lr_schedule_resumes_exactly(tiny_cfg, tmp_path):
+    cfg = config.with_overrides(tiny_cfg, ["train.lr_schedule=linear", "train.lr_final=0.0"])
+    straight = Trainer(cfg, tmp_path / "a").fit(progress=False)
+    Trainer(cfg, tmp_path / "b").fit(steps=10, progress=False)
+    resumed = Trainer.resume(tmp_path / "b").fit(steps=20, progress=False)
+    for p, q in zip(straight.g.parameters(), resumed.g.parameters()):
+        assert torch.equal(p, q)
