@@ -26,7 +26,7 @@ def eval_rows(run_dir):
 @pytest.fixture(scope="module")
 def ring_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("eval") / "ring"
-    sets = [a for item in TINY + ["eval.every=10", "eval.n=400"] for a in ("--set", item)]
+    sets = [a for item in TINY + ["eval.every=10", "eval.n=400", "model.pack=1"] for a in ("--set", item)]
     assert main(["train", "ring8", "--out", str(run_dir), "--quiet", *sets]) == 0
     return run_dir
 
@@ -217,3 +217,11 @@ def test_lr_schedule_resumes_exactly(tiny_cfg, tmp_path):
     resumed = Trainer.resume(tmp_path / "b").fit(steps=20, progress=False)
     for p, q in zip(straight.g.parameters(), resumed.g.parameters()):
         assert torch.equal(p, q)
+
+
+def test_packed_discriminator_gets_jsd_but_no_pointwise_d(tmp_path):
+    """With PacGAN packing D judges groups of samples: D(x) of one point does not exist."""
+    cfg = config.with_overrides(load_preset("ring8"), TINY + ["eval.every=0", "model.pack=4"])
+    trainer = Trainer(cfg, tmp_path).fit(progress=False)
+    scores = ev.evaluate(trainer.eval_target(), ["probability"], 200)
+    assert "jsd" in scores and "value_d" not in scores and "d_star_error" not in scores

@@ -89,9 +89,12 @@ class GaussianMixture2D(VectorSource):
         which = torch.randint(len(self.centres), (n,), generator=generator)
         return self.centres[which] + self.std * torch.randn(n, 2, generator=generator)
 
-    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+    def log_prob(self, x: torch.Tensor, blur: float = 0.0) -> torch.Tensor:
+        """log density; with `blur` > 0, that of the data plus N(0, blur^2 I) noise (exact: each
+        component's variance grows by blur^2), to compare with a kernel estimate of that bandwidth."""
+        var = self.std**2 + blur**2
         sq = ((x[:, None, :] - self.centres[None].to(x)) ** 2).sum(-1)
-        log_component = -sq / (2 * self.std**2) - math.log(2 * math.pi * self.std**2)
+        log_component = -sq / (2 * var) - math.log(2 * math.pi * var)
         return torch.logsumexp(log_component, dim=1) - math.log(len(self.centres))
 
 

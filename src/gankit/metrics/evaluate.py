@@ -122,7 +122,16 @@ def _known_density_2d(t: EvalTarget) -> bool:
            "vector", _known_density_2d)
 def _probability(b: Batch) -> dict:
     density = b.shared("density", lambda: prob.GeneratedDensity(b.fake))
-    return prob.probability_view(b.target.source.log_prob, b.real, density, b.target.d_prob)
+    return prob.probability_view(blurred_log_prob(b.target.source, density), b.real, density, b.target.d_prob)
+
+
+def blurred_log_prob(source, density: "prob.GeneratedDensity") -> Callable[[torch.Tensor], torch.Tensor]:
+    """p_data blurred by the KDE's own kernel when the source can say so exactly (Gaussian mixtures):
+    both densities then carry the same smoothing, and the JSD estimate loses the bias of comparing a
+    sharp p_data with a smoothed p_g (which can even make it negative)."""
+    if isinstance(source, GaussianMixture2D):
+        return lambda x: source.log_prob(x, blur=density.bandwidth)
+    return source.log_prob
 
 
 # --------------------------------------------------------------------------- image metrics

@@ -338,7 +338,9 @@ class Trainer:
         low, high = np.percentile(points, 0.5, axis=0), np.percentile(points, 99.5, axis=0)
         low, high = np.minimum(low, real.min(0)), np.maximum(high, real.max(0))
         pad = 0.1 * (high - low) + 1e-6
-        grid = probability_grid(self.source.log_prob, GeneratedDensity(fake), target.d_prob, low - pad, high + pad)
+        density = GeneratedDensity(fake)
+        log_p_data = metrics_eval.blurred_log_prob(self.source, density)
+        grid = probability_grid(log_p_data, density, target.d_prob, low - pad, high + pad)
         folder = self.run_dir / "snapshots"
         folder.mkdir(exist_ok=True)
         np.savez_compressed(folder / f"prob-step-{self.step:06d}.npz", step=self.step, real=real,
