@@ -1,9 +1,11 @@
 """ring8 and grid25 over many seeds, scored as VEEGAN and PacGAN score them (2,500 samples).
 
-Each run is `gankit train PRESET --seed S` in its own process (one thread each), then
-`gankit eval RUN --metrics modes --json`. Prints one Markdown table row per preset: modes covered,
-% high-quality samples, reverse KL (mean +- standard error over seeds), runs with every mode,
-and the mean wall time of a run (training + evaluation, no plots).
+Each run is `gankit train PRESET --seed S --no-plots` in its own process (one thread each), then
+`gankit eval RUN --metrics modes -n 2500 --json`, and the same with `--raw` when the run fitted a
+rejection critic (train.drs_steps). Prints Markdown table rows per preset, for G's own samples and,
+where there is a critic, for the samples it keeps: modes covered, % high-quality samples, reverse KL
+(mean +- standard error over seeds), runs with every mode, and the mean wall time of training (the
+critic's fit included; evaluation and plots not).
 
     python benchmarks/mixtures.py --presets ring8 grid25 --seeds 0-9 --jobs 2
 """
@@ -35,9 +37,12 @@ def one_run(preset: str, seed: int, out: Path, settings: list[str]) -> dict:
     started = time.perf_counter()
     sets = [a for s in settings for a in ("--set", s)]
     gankit("train", preset, "--seed", str(seed), "--out", str(run), "--overwrite", "--quiet", "--no-plots", *sets)
-    scores = json.loads(gankit("eval", str(run), "--metrics", "modes", "-n", "2500", "--json"))
-    scores["seconds"] = time.perf_counter() - started
-    return scores
+    seconds = time.perf_counter() - started
+    scores = {"raw": json.loads(gankit("eval", str(run), "--metrics", "modes", "-n", "2500", "--json", "--raw"))}
+    scored = json.loads(gankit("eval", str(run), "--metrics", "modes", "-n", "2500", "--json"))
+    if scored["drs"]:
+        scores["drs"] = scored
+    return {**scores, "seconds": seconds}
 
 
 def mean_se(values: list[float]) -> str:
@@ -62,18 +67,26 @@ def main() -> None:
     parser.add_argument("--out", default="runs/bench-mixtures")
     args = parser.parse_args()
     seeds = parse_seeds(args.seeds)
-    print("| preset | seeds | modes (of K) | high quality | reverse KL | runs with every mode | wall time / run |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print("| preset | samples | seeds | modes (of K) | high quality | reverse KL | runs with every mode | "
+          "training time / run |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for preset in args.presets:
         with ThreadPoolExecutor(args.jobs) as pool:
             rows = list(pool.map(lambda s: one_run(preset, s, Path(args.out), args.set), seeds))
         for seed, r in zip(seeds, rows):
             print(f"<!-- {preset} seed {seed}: {json.dumps(r)} -->", file=sys.stderr)
-        kl = [r["reverse_kl"] if r["reverse_kl"] is not None else float("nan") for r in rows]
-        full = sum(r["modes"] == TOTAL_MODES.get(preset, -1) for r in rows)
-        print(f"| `{preset}` | {len(seeds)} | {mean_se([r['modes'] for r in rows])} (of {TOTAL_MODES.get(preset, '?')}) | "
-              f"{mean_se([100 * r['high_quality'] for r in rows])}% | {mean_se(kl)} | {full}/{len(rows)} | "
-              f"{np.mean([r['seconds'] for r in rows]):.0f} s |", flush=True)
+        seconds = np.mean([r["seconds"] for r in rows])
+        for kind, label in (("raw", "G alone"), ("drs", "kept by the critic (DRS)")):
+            if all(kind in r for r in rows):
+                print(table_row(preset, label, [r[kind] for r in rows], seconds), flush=True)
+
+
+def table_row(preset: str, label: str, scores: list[dict], seconds: float) -> str:
+    kl = [s["reverse_kl"] if s["reverse_kl"] is not None else float("nan") for s in scores]
+    full = sum(s["modes"] == TOTAL_MODES.get(preset, -1) for s in scores)
+    return (f"| `{preset}` | {label} | {len(scores)} | {mean_se([s['modes'] for s in scores])} "
+            f"(of {TOTAL_MODES.get(preset, '?')}) | {mean_se([100 * s['high_quality'] for s in scores])}% | "
+            f"{mean_se(kl)} | {full}/{len(scores)} | {seconds:.0f} s |")
 
 
 if __name__ == "__main__":

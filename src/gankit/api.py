@@ -23,6 +23,7 @@ from gankit.io import prepare_out_dir
 from gankit.models import MODELS
 from gankit.models.noise import sample_noise
 from gankit.training import checkpoint as ckpt
+from gankit.training.rejection import Critic, generator_draw, rejection_sample
 
 
 class GAN:
@@ -56,10 +57,11 @@ class GAN:
         self._sampler = Sampler.from_state(trainer.state_dict())
         return self
 
-    def sample(self, n: int, seed: int | None = None, label: int | None = None) -> np.ndarray:
+    def sample(self, n: int, seed: int | None = None, label: int | None = None, raw: bool = False) -> np.ndarray:
         """n samples: vectors as float32 (n, dim) in the data's units; images as uint8 (n, H, W, C).
-        For a conditional run, `label` picks the class (default: classes in turn)."""
-        return self.sampler.sample(n, seed, label)[0]
+        For a conditional run, `label` picks the class (default: classes in turn). Runs trained with
+        train.drs_steps keep only the samples their rejection critic accepts, unless raw."""
+        return self.sampler.sample(n, seed, label, raw)[0]
 
     @property
     def sampler(self) -> "Sampler":
@@ -97,6 +99,7 @@ class Sampler:
     std: torch.Tensor
     shape: tuple[int, ...]
     num_classes: int
+    critic: Critic | None = None  # discriminator rejection sampling, when the run fitted one
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> "Sampler":
@@ -108,7 +111,8 @@ class Sampler:
         else:
             weights = state["g"]
         g.load_state_dict(weights)
-        return cls(cfg, g.eval(), state["norm"]["mean"], state["norm"]["std"], shape, classes)
+        critic = Critic.from_state(state["critic"], cfg, shape, classes) if state.get("critic") else None
+        return cls(cfg, g.eval(), state["norm"]["mean"], state["norm"]["std"], shape, classes, critic)
 
     @property
     def is_image(self) -> bool:
@@ -130,17 +134,28 @@ class Sampler:
 
     @torch.no_grad()
     def generate(self, z: torch.Tensor, labels: torch.Tensor | None) -> np.ndarray:
-        """Vectors: float32 (n, dim) in the data's units. Images: uint8 (n, H, W, C)."""
-        out = self.generator(z, labels)
+        """G(z) as it comes, in the data's units. Vectors: float32 (n, dim). Images: uint8 (n, H, W, C)."""
+        return self.to_data(self.generator(z, labels))
+
+    def to_data(self, out: torch.Tensor) -> np.ndarray:
         if self.is_image:
             return to_uint8(out, self.config.model.g_output).transpose(0, 2, 3, 1)
         return (out * self.std + self.mean).numpy().astype(np.float32)
 
-    def sample(self, n: int, seed: int | None = None, label: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    def sample(self, n: int, seed: int | None = None, label: int | None = None,
+               raw: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+        """n samples (and their labels when conditional). When the run fitted a rejection critic
+        (train.drs_steps), only the samples it keeps, unless raw."""
         if n < 1:
             raise UserError(f"number of samples must be >= 1, got {n}")
         labels = self.labels(n, label, seed)
-        out = self.generate(self.noise(n, seed), labels)
+        if self.critic is not None and not raw:
+            rng = torch.Generator()
+            rng.manual_seed(seed) if seed is not None else rng.seed()
+            draw = generator_draw(self.generator, self.config, self.num_classes, torch.device("cpu"))
+            out = self.to_data(rejection_sample(self.critic, draw, n, rng, labels))
+        else:
+            out = self.generate(self.noise(n, seed), labels)
         return out, (labels.numpy() if labels is not None else None)
 
     def interpolate(self, rows: int, steps: int = 10, seed: int | None = None,

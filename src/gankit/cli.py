@@ -117,7 +117,7 @@ def cmd_sample(args: argparse.Namespace) -> None:
         write_images(rows, None, out, per_row=10)
         print(f"gankit: wrote {args.interpolate} latent interpolations to {out}", file=sys.stderr)
         return
-    samples, labels = sampler.sample(args.n, seed=args.seed, label=args.label)
+    samples, labels = sampler.sample(args.n, seed=args.seed, label=args.label, raw=args.raw)
     if sampler.is_image:
         per_row = 10 if sampler.num_classes == 10 and args.label is None else 8
         write_images(samples, labels, out, per_row)
@@ -162,11 +162,16 @@ def cmd_eval(args: argparse.Namespace) -> None:
     if args.n is not None and args.n < 10:
         raise UserError(f"-n {args.n} is too few samples to score; give at least 10")
     trainer = Trainer.resume(args.run, args.set)
+    if args.raw:
+        trainer.critic = None
     target = trainer.eval_target()
     names = [m.strip() for m in (args.metrics or "").split(",") if m.strip()] or default_metrics(target)
     check_metrics(names, target)
     print(f"gankit: evaluating {args.run} at step {trainer.step}: {', '.join(names)}", file=sys.stderr)
-    scores = {"step": trainer.step, **evaluate(target, names, args.n, args.seed, progress=True)}
+    drs = {"drs": trainer.critic is not None}
+    if trainer.critic is not None:
+        drs["drs_acceptance"] = trainer.critic.acceptance
+    scores = {"step": trainer.step, **drs, **evaluate(target, names, args.n, args.seed, progress=True)}
     if args.json:
         print(json.dumps(scores))
     else:
@@ -231,6 +236,8 @@ def build_parser() -> Parser:
                              "images: x.npz (uint8 N,H,W,C), x.png (grid) or DIR (one PNG each)")
     sample.add_argument("--seed", type=int, default=0)
     sample.add_argument("--label", type=int, help="class to generate (conditional runs)")
+    sample.add_argument("--raw", action="store_true",
+                        help="every sample of G, even when the run fitted a rejection critic (train.drs_steps)")
     sample.add_argument("--interpolate", type=int, metavar="ROWS",
                         help="image runs: ROWS latent interpolations of 10 steps each, as one .png grid")
     sample.set_defaults(func=cmd_sample)
@@ -251,6 +258,8 @@ def build_parser() -> Parser:
     evaluate.add_argument("-n", type=int, help="generated samples (default: 2,500 vectors, 10,000 images)")
     evaluate.add_argument("--seed", type=int, default=0)
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
+    evaluate.add_argument("--raw", action="store_true",
+                          help="score every sample of G, even when the run fitted a rejection critic")
     _add_set(evaluate)
     evaluate.set_defaults(func=cmd_eval)
 

@@ -44,6 +44,7 @@ class ModelConfig:
     g_hidden: tuple[int, ...] = (16, 16)
     g_activation: Activation = "leaky_relu"
     g_output: OutputActivation = "none"
+    g_batch_norm: bool = False  # mlp: batch norm after each hidden layer of G but the first
     d_hidden: tuple[int, ...] = (16, 16)
     d_activation: Activation = "leaky_relu"
     d_feature_dim: int = 2  # a linear feature layer before the logit (0: none)
@@ -89,6 +90,8 @@ class TrainConfig:
     ema_decay: float = 0.0  # exponential moving average of G's weights (0: off)
     lr_schedule: Literal["constant", "linear", "cosine"] = "constant"  # both learning rates over train.steps
     lr_final: float = 0.0  # linear/cosine: the last step's rate as a fraction of the first's
+    drs_steps: int = 0  # after training, fit a critic this many steps for discriminator rejection sampling (0: off)
+    drs_hidden: tuple[int, ...] = ()  # mlp: the critic's hidden widths (empty: model.d_hidden)
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     log_every: int = 10

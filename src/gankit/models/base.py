@@ -11,23 +11,61 @@ from torch import nn
 
 
 class Generator(nn.Module):
-    """Subclasses define `decode(inputs)`; inputs are z, with a label embedding appended when conditional."""
+    """Subclasses define `decode(inputs, y)`. A conditional generator either gets a label embedding
+    of `embed_dim` appended to z (inputs), or, with embed_dim 0, uses the labels y itself (through
+    ConditionalBatchNorm layers)."""
 
     def __init__(self, z_dim: int, num_classes: int = 0, embed_dim: int = 0):
         super().__init__()
         self.z_dim, self.num_classes = z_dim, num_classes
-        self.embed = nn.Embedding(num_classes, embed_dim) if num_classes else None
-        self.in_dim = z_dim + (embed_dim if num_classes else 0)
+        self.embed = nn.Embedding(num_classes, embed_dim) if num_classes and embed_dim else None
+        self.in_dim = z_dim + (embed_dim if self.embed is not None else 0)
 
-    def decode(self, inputs: torch.Tensor) -> torch.Tensor:
+    def decode(self, inputs: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
         raise NotImplementedError
 
     def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        if self.num_classes and y is None:
+            raise ValueError("a conditional generator needs labels")
         if self.embed is not None:
-            if y is None:
-                raise ValueError("a conditional generator needs labels")
             z = torch.cat([z, self.embed(y)], dim=1)
-        return self.decode(z)
+        return self.decode(z, y)
+
+
+class ConditionalBatchNorm(nn.Module):
+    """Batch norm whose scale and shift are looked up per class (de Vries et al. 2017, as in Miyato &
+    Koyama 2018's conditional generators); plain batch norm when num_classes is 0.
+
+    Why not append a label embedding to z: batch norm after G's first layer then normalises with
+    statistics dominated by the ten class offsets, shrinking what z contributes within a class, and G
+    learns one image per class. Here the statistics come from z alone and the label moves them after.
+    """
+
+    def __init__(self, features: int, num_classes: int = 0, image: bool = True):
+        super().__init__()
+        norm = nn.BatchNorm2d if image else nn.BatchNorm1d
+        self.norm = norm(features, affine=not num_classes)
+        self.gain = nn.Embedding(num_classes, features) if num_classes else None
+        self.shift = nn.Embedding(num_classes, features) if num_classes else None
+        if num_classes:
+            nn.init.ones_(self.gain.weight)
+            nn.init.zeros_(self.shift.weight)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        x = self.norm(x)
+        if self.gain is None:
+            return x
+        view = (-1, x.shape[1]) + (1,) * (x.dim() - 2)
+        return x * self.gain(y).view(view) + self.shift(y).view(view)
+
+
+class ConditionedSequential(nn.Sequential):
+    """nn.Sequential that hands the labels to the layers that take them (ConditionalBatchNorm)."""
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:  # type: ignore[override]
+        for layer in self:
+            x = layer(x, y) if isinstance(layer, ConditionalBatchNorm) else layer(x)
+        return x
 
 
 class Discriminator(nn.Module):

@@ -16,24 +16,25 @@ from torch import nn
 
 from gankit.config import ModelConfig
 from gankit.errors import UserError
-from gankit.models.base import Discriminator, Generator
+from gankit.models.base import ConditionalBatchNorm, ConditionedSequential, Discriminator, Generator
 from gankit.models.mlp import OUTPUTS, init_weights, with_spectral_norm
 
 
 class DCGAN28Generator(Generator):
     def __init__(self, z_dim: int, channels: int, width: int = 64, output: str = "tanh", num_classes: int = 0):
-        super().__init__(z_dim, num_classes, embed_dim=50)
-        w = width
-        self.dense = nn.Sequential(nn.Linear(self.in_dim, 7 * 7 * 4 * w, bias=False), nn.BatchNorm1d(7 * 7 * 4 * w),
-                                   nn.LeakyReLU(0.3))
+        super().__init__(z_dim, num_classes)
+        w, k = width, num_classes
+        self.dense = ConditionedSequential(nn.Linear(self.in_dim, 7 * 7 * 4 * w, bias=False),
+                                           ConditionalBatchNorm(7 * 7 * 4 * w, k, image=False), nn.LeakyReLU(0.3))
         self.width = w
-        self.convs = nn.Sequential(
-            nn.ConvTranspose2d(4 * w, 2 * w, 5, 1, 2, bias=False), nn.BatchNorm2d(2 * w), nn.LeakyReLU(0.3),
-            nn.ConvTranspose2d(2 * w, w, 5, 2, 2, output_padding=1, bias=False), nn.BatchNorm2d(w), nn.LeakyReLU(0.3),
+        self.convs = ConditionedSequential(
+            nn.ConvTranspose2d(4 * w, 2 * w, 5, 1, 2, bias=False), ConditionalBatchNorm(2 * w, k), nn.LeakyReLU(0.3),
+            nn.ConvTranspose2d(2 * w, w, 5, 2, 2, output_padding=1, bias=False), ConditionalBatchNorm(w, k),
+            nn.LeakyReLU(0.3),
             nn.ConvTranspose2d(w, channels, 5, 2, 2, output_padding=1), OUTPUTS[output]())
 
-    def decode(self, inputs: torch.Tensor) -> torch.Tensor:
-        return self.convs(self.dense(inputs).view(-1, 4 * self.width, 7, 7))
+    def decode(self, inputs: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        return self.convs(self.dense(inputs, y).view(-1, 4 * self.width, 7, 7), y)
 
 
 class DCGAN28Discriminator(Discriminator):
@@ -52,18 +53,19 @@ class DCGAN28Discriminator(Discriminator):
 class DCGANGenerator(Generator):
     def __init__(self, z_dim: int, channels: int, size: int, width: int = 64, output: str = "tanh",
                  num_classes: int = 0):
-        super().__init__(z_dim, num_classes, embed_dim=50)
+        super().__init__(z_dim, num_classes)
         ups = int(math.log2(size)) - 2  # 4x4 doubled `ups` times
         widths = [width * 2 ** (ups - 1 - i) for i in range(ups)]
         layers: list[nn.Module] = [nn.ConvTranspose2d(self.in_dim, widths[0], 4, 1, 0, bias=False),
-                                   nn.BatchNorm2d(widths[0]), nn.ReLU(True)]
+                                   ConditionalBatchNorm(widths[0], num_classes), nn.ReLU(True)]
         for w_in, w_out in zip(widths[:-1], widths[1:]):
-            layers += [nn.ConvTranspose2d(w_in, w_out, 4, 2, 1, bias=False), nn.BatchNorm2d(w_out), nn.ReLU(True)]
+            layers += [nn.ConvTranspose2d(w_in, w_out, 4, 2, 1, bias=False), ConditionalBatchNorm(w_out, num_classes),
+                       nn.ReLU(True)]
         layers += [nn.ConvTranspose2d(widths[-1], channels, 4, 2, 1), OUTPUTS[output]()]
-        self.net = nn.Sequential(*layers)
+        self.net = ConditionedSequential(*layers)
 
-    def decode(self, inputs: torch.Tensor) -> torch.Tensor:
-        return self.net(inputs[:, :, None, None])
+    def decode(self, inputs: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        return self.net(inputs[:, :, None, None], y)
 
 
 class DCGANDiscriminator(Discriminator):

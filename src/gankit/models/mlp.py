@@ -26,13 +26,16 @@ def activation(name: str, leaky_slope: float) -> nn.Module:
 
 
 def mlp(widths: list[int], act: str, leaky_slope: float, dropout: float = 0.0,
-        last_act: bool = False) -> nn.Sequential:
+        last_act: bool = False, batch_norm: bool = False) -> nn.Sequential:
     """Linear layers of the given widths with `act` (and dropout) after each but the last, or after
-    every one with last_act."""
+    every one with last_act. batch_norm: before the activation of every hidden layer but the first
+    (the first sees raw noise, whose statistics are already fixed)."""
     layers: list[nn.Module] = []
     for i, (n_in, n_out) in enumerate(zip(widths[:-1], widths[1:])):
         layers.append(nn.Linear(n_in, n_out))
         if i < len(widths) - 2 or last_act:
+            if batch_norm and i > 0:
+                layers.append(nn.BatchNorm1d(n_out))
             layers.append(activation(act, leaky_slope))
             if dropout > 0:
                 layers.append(nn.Dropout(dropout))
@@ -43,14 +46,15 @@ class MLPGenerator(Generator):
     """z (batch, z_dim) -> sample of `out_shape` (a vector, or an image (C, H, W))."""
 
     def __init__(self, z_dim: int, out_shape: tuple[int, ...] | int, hidden: tuple[int, ...],
-                 act: str = "leaky_relu", output: str = "none", leaky_slope: float = 0.2, num_classes: int = 0):
+                 act: str = "leaky_relu", output: str = "none", leaky_slope: float = 0.2, num_classes: int = 0,
+                 batch_norm: bool = False):
         super().__init__(z_dim, num_classes, embed_dim=min(50, 4 * num_classes))
         self.out_shape = (out_shape,) if isinstance(out_shape, int) else tuple(out_shape)
         self.out_dim = math.prod(self.out_shape)
-        self.net = mlp([self.in_dim, *hidden, self.out_dim], act, leaky_slope)
+        self.net = mlp([self.in_dim, *hidden, self.out_dim], act, leaky_slope, batch_norm=batch_norm)
         self.out = OUTPUTS[output]()
 
-    def decode(self, inputs: torch.Tensor) -> torch.Tensor:
+    def decode(self, inputs: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         return self.out(self.net(inputs)).reshape(-1, *self.out_shape)
 
 
@@ -94,7 +98,7 @@ def init_weights(module: nn.Module, scheme: str, std: float = 0.02) -> None:
                 nn.init.normal_(layer.weight, 0.0, std)
             if layer.bias is not None:
                 nn.init.zeros_(layer.bias)
-        elif isinstance(layer, NORMS) and scheme == "normal":
+        elif isinstance(layer, NORMS) and layer.affine and scheme == "normal":
             nn.init.normal_(layer.weight, 1.0, std)
             nn.init.zeros_(layer.bias)
 
@@ -108,7 +112,8 @@ def with_spectral_norm(module: nn.Module) -> nn.Module:
 
 def build_mlp(cfg: ModelConfig, shape: tuple[int, ...], num_classes: int = 0) -> tuple[MLPGenerator, MLPDiscriminator]:
     classes = num_classes if cfg.conditional else 0
-    g = MLPGenerator(cfg.z_dim, shape, cfg.g_hidden, cfg.g_activation, cfg.g_output, cfg.leaky_slope, classes)
+    g = MLPGenerator(cfg.z_dim, shape, cfg.g_hidden, cfg.g_activation, cfg.g_output, cfg.leaky_slope, classes,
+                     cfg.g_batch_norm)
     d = MLPDiscriminator(shape, cfg.d_hidden, cfg.d_activation, cfg.d_feature_dim, cfg.leaky_slope, cfg.pack,
                          classes, cfg.d_dropout)
     init_weights(g, cfg.init, cfg.init_std)

@@ -34,6 +34,7 @@ from gankit.models.noise import sample_noise
 from gankit.training import checkpoint as ckpt
 from gankit.training.health import HealthMonitor, nonfinite
 from gankit.training.optim import make_optimizer
+from gankit.training.rejection import Critic, fit_critic, generator_draw, rejection_sample
 from gankit.training.state import Normalizer, capture_rng, restore_rng
 from gankit.training.views import decision_grid, features
 
@@ -70,6 +71,7 @@ class Trainer:
         self._stop_signal: int | None = None
         self._rollbacks, self._lr_scale = 0, 1.0
         self.health = HealthMonitor()
+        self.critic: Critic | None = None  # discriminator rejection sampling, fitted after training
 
     # ------------------------------------------------------------------ set-up helpers
     def _make_normalizer(self) -> Normalizer:
@@ -111,12 +113,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ one step
     def draw_real(self) -> tuple[torch.Tensor, torch.Tensor | None]:
-        batch, labels = self.source.sample_labeled(self.cfg.train.batch_size, self.data_rng)
-        batch = self.norm.to_model(batch.to(self.device, non_blocking=True)) if not self.is_image \
-            else batch.to(self.device, non_blocking=True)
-        if labels is not None and self.num_classes:
-            return batch, labels.to(self.device, non_blocking=True)
-        return batch, None
+        return self._draw_real_with(self.cfg.train.batch_size, self.data_rng)
 
     def draw_noise(self) -> torch.Tensor:
         m = self.cfg.model
@@ -197,16 +194,49 @@ class Trainer:
         self._bar = tqdm(total=total, initial=self.step, desc="train", unit="step", file=sys.stderr,
                          disable=not progress, dynamic_ncols=True, mininterval=0.5)
         self._started = time.perf_counter() - self.elapsed
+        if self.step < total:
+            self.critic = None  # G is about to change: a critic of the old G would be wrong
         with self._handle_stop_signals():
             while self.step < total and self._stop_signal is None:
                 self._run_one_step(total)
-        self._bar.close()
-        if self._save_or_warn() is None:
-            raise TrainingError(f"the final checkpoint of {self.run_dir} could not be written; free disk space, "
-                                f"then `gankit resume {self.run_dir}` continues from the last one saved")
+            self._bar.close()
+            self._save_final()
+            if self._stop_signal is None and self.cfg.train.drs_steps and self.critic is None:
+                self.fit_rejection_critic(progress)
+                self._save_final()
         if self._stop_signal is not None:
             self._exit_on_signal()
         return self
+
+    def _save_final(self) -> None:
+        if self._save_or_warn() is None:
+            raise TrainingError(f"the final checkpoint of {self.run_dir} could not be written; free disk space, "
+                                f"then `gankit resume {self.run_dir}` continues from the last one saved")
+
+    def fit_rejection_critic(self, progress: bool = True) -> Critic:
+        """Fit the density-ratio critic of the finished G (training/rejection.py); from then on
+        sampling and evaluation keep only the samples it accepts. Evaluates again when eval.every is set."""
+        started = time.perf_counter()
+        self.critic = fit_critic(self.cfg, self.source.shape, self.num_classes, self._draw_real_with,
+                                 self._draw_fake, self.device, progress)
+        seconds = time.perf_counter() - started
+        self._event("drs_critic", steps=self.cfg.train.drs_steps, acceptance=round(self.critic.acceptance, 4),
+                    seconds=round(seconds, 3))
+        tqdm.write(f"gankit: rejection-sampling critic fitted in {seconds:.1f} s; it keeps "
+                   f"{100 * self.critic.acceptance:.1f}% of G's samples", file=sys.stderr)
+        if self.cfg.eval.every > 0:
+            self.evaluate()
+        return self.critic
+
+    def _draw_real_with(self, n: int, rng: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
+        batch, labels = self.source.sample_labeled(n, rng)
+        batch = batch.to(self.device, non_blocking=True)
+        batch = batch if self.is_image else self.norm.to_model(batch)
+        return batch, (labels.to(self.device, non_blocking=True) if labels is not None and self.num_classes else None)
+
+    @property
+    def _draw_fake(self):
+        return generator_draw(self.sampler_g, self.cfg, self.num_classes, self.device)
 
     def _set_learning_rates(self, step: int, total: int) -> None:
         """Base rate x schedule factor at this step x the rollback scale. Computed from the step, so a
@@ -288,21 +318,25 @@ class Trainer:
 
     @torch.no_grad()
     def _eval_samples(self, n: int, seed: int) -> np.ndarray:
+        """n samples in the data's units (uint8 NHWC images), through the rejection critic if fitted."""
         m, rng = self.cfg.model, torch.Generator().manual_seed(seed)
+        labels = torch.arange(n) % self.num_classes if self.num_classes else None
+        if self.critic is not None:
+            return self._to_data(rejection_sample(self.critic, self._draw_fake, n, rng, labels))
         z = sample_noise(n, m.z_dim, m.noise, rng).to(self.device)
-        labels = (torch.arange(n) % self.num_classes).to(self.device) if self.num_classes else None
-        parts = []
-        for i in range(0, n, 1000):
-            zi, li = z[i:i + 1000], labels[i:i + 1000] if labels is not None else None
-            if self.is_image:
-                parts.append(self.sample_images(zi, li).transpose(0, 2, 3, 1))
-            else:
-                g = self.sampler_g
-                was_training = g.training
-                g.eval()
-                parts.append(self.norm.to_data(g(zi)).cpu().numpy())
-                g.train(was_training)
+        labels = labels.to(self.device) if labels is not None else None
+        g = self.sampler_g
+        was_training = g.training
+        g.eval()
+        parts = [self._to_data(g(z[i:i + 1000], labels[i:i + 1000] if labels is not None else None))
+                 for i in range(0, n, 1000)]
+        g.train(was_training)
         return np.concatenate(parts)
+
+    def _to_data(self, x: torch.Tensor) -> np.ndarray:
+        if self.is_image:
+            return to_uint8(x, self.cfg.model.g_output).transpose(0, 2, 3, 1)
+        return self.norm.to_data(x).cpu().numpy()
 
     @torch.no_grad()
     def _d_prob(self, x: np.ndarray) -> np.ndarray:
@@ -317,9 +351,11 @@ class Trainer:
         on 2-D data of known density, save the probability view (D, D*, densities) as a snapshot."""
         target, e = self.eval_target(), self.cfg.eval
         names = list(e.metrics) or metrics_eval.default_metrics(target)
+        if self.critic is not None:  # D vs D* is about the training D and G alone, not the refined sampler
+            names = [name for name in names if name != "probability"]
         started = time.perf_counter()
         scores = metrics_eval.evaluate(target, names, e.n or None, seed=0)
-        row = {"step": self.step, "eval": True,
+        row = {"step": self.step, "eval": True, **({"drs": True} if self.critic is not None else {}),
                **{k: round(v, 6) if isinstance(v, float) else v for k, v in scores.items()},
                "eval_seconds": round(time.perf_counter() - started, 3)}
         self._append_metrics(row)
@@ -444,6 +480,7 @@ class Trainer:
             "opt_d": self.opt_d.state_dict(),
             "norm": self.norm.state_dict(),
             "rng": capture_rng(self.data_rng, self.noise_rng),
+            "critic": self.critic.state_dict() if self.critic is not None else None,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -456,6 +493,9 @@ class Trainer:
         self.norm = Normalizer(state["norm"]["mean"], state["norm"]["std"])
         self.step, self.elapsed = int(state["step"]), float(state["elapsed"])
         restore_rng(state["rng"], self.data_rng, self.noise_rng)
+        if state.get("critic") is not None:
+            self.critic = Critic.from_state(state["critic"], self.cfg, self.source.shape, self.num_classes)
+            self.critic.net.to(self.device)
 
     @classmethod
     def resume(cls, path: str | Path, settings: list[str] | tuple[str, ...] = ()) -> "Trainer":

@@ -1,0 +1,154 @@
+"""Discriminator rejection sampling: the acceptance rule, the critic's density-ratio estimate, and the
+workflow (train.drs_steps, gankit sample/eval with and without --raw, resume)."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+from torch import nn
+
+from gankit import config
+from gankit.api import load
+from gankit.cli import main
+from gankit.errors import UserError
+from gankit.presets import load_preset
+from gankit.training import Trainer
+from gankit.training.rejection import Critic, fit_critic, rejection_sample
+from tests.conftest import TINY
+
+
+class LogRatio(nn.Module):
+    """A known critic: logit = log(2x), the density ratio of p(x) = 2x to U(0, 1) on [0, 1]."""
+
+    def forward(self, x, labels=None):
+        return torch.log(2 * x[:, 0].clamp_min(1e-12))
+
+
+def uniform_draw(n, rng, label=None):
+    x = torch.rand(n, 1, generator=rng)
+    return x, (torch.full((n,), label) if label is not None else None)
+
+
+def test_rejection_turns_proposals_into_the_target_density():
+    """G ~ U(0, 1) and the exact ratio 2x: kept samples must follow p(x) = 2x, CDF x^2."""
+    critic = Critic(LogRatio(), log_max=math.log(2), acceptance=0.5)
+    x = rejection_sample(critic, uniform_draw, 4000, torch.Generator().manual_seed(0)).numpy()[:, 0]
+    assert len(x) == 4000
+    assert stats.kstest(x, lambda v: np.clip(v, 0, 1) ** 2).pvalue > 0.01
+    assert stats.kstest(x, "uniform").pvalue < 1e-6  # and no longer the proposal
+
+
+def test_rejection_keeps_the_asked_labels_in_order():
+    critic = Critic(LogRatio(), log_max=math.log(2), acceptance=0.5)
+    labels = torch.arange(30) % 3
+    seen = []
+
+    def draw(n, rng, label=None):
+        seen.append(label)
+        x = torch.rand(n, 1, generator=rng)
+        return x + 10 * label, torch.full((n,), label)  # each class lives in its own interval
+
+    class ShiftedRatio(nn.Module):
+        def forward(self, x, y):
+            return torch.log(2 * (x[:, 0] - 10 * y).clamp_min(1e-12))
+
+    out = rejection_sample(Critic(ShiftedRatio(), math.log(2), 0.5), draw, 30, torch.Generator().manual_seed(1),
+                           labels)
+    assert set(seen) == {0, 1, 2}
+    assert torch.equal(torch.div(out[:, 0], 10, rounding_mode="floor").long(), labels)
+
+
+def test_a_critic_that_rejects_everything_is_a_clear_error():
+    class Never(nn.Module):
+        def forward(self, x, labels=None):
+            return torch.full((len(x),), -1e4)
+
+    with pytest.raises(UserError, match="--raw"):
+        rejection_sample(Critic(Never(), 0.0, 1.0), uniform_draw, 5, torch.Generator().manual_seed(0))
+
+
+def test_the_fitted_critic_estimates_the_log_density_ratio():
+    """Real N(0, I), generated N(0, 2^2 I) in 2-D: the critic's logit should approach
+    log N(x; 0, I) - log N(x; 0, 4I) = 2 log 2 - 3|x|^2 / 8."""
+    cfg = config.with_overrides(load_preset("ring8"), [
+        "model.d_hidden=[64, 64]", "train.drs_steps=400", "train.batch_size=256", "optim_d.lr=0.003"])
+
+    def real(n, rng):
+        return torch.randn(n, 2, generator=rng), None
+
+    def fake(n, rng, label=None):
+        return 2 * torch.randn(n, 2, generator=rng), None
+
+    critic = fit_critic(cfg, (2,), 0, real, fake, torch.device("cpu"), progress=False)
+    x = torch.randn(2000, 2, generator=torch.Generator().manual_seed(9)) * 1.2
+    truth = 2 * math.log(2) - 3 * (x**2).sum(1) / 8
+    estimate = critic.log_ratio(x, None)
+    assert torch.corrcoef(torch.stack([truth, estimate]))[0, 1] > 0.95
+    assert (estimate - truth).abs().median() < 0.3
+    assert 0 < critic.acceptance <= 1 and critic.log_max >= estimate.max() - 1.0
+
+
+@pytest.fixture(scope="module")
+def drs_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("drs") / "ring"
+    sets = [a for item in TINY + ["train.drs_steps=30", "eval.every=10", "eval.n=300", "model.pack=1"]
+            for a in ("--set", item)]
+    assert main(["train", "ring8", "--out", str(run_dir), "--quiet", *sets]) == 0
+    return run_dir
+
+
+def test_training_fits_the_critic_and_scores_with_it(drs_run):
+    rows = [json.loads(line) for line in (drs_run / "metrics.jsonl").read_text().splitlines()]
+    fitted = [r for r in rows if r.get("event") == "drs_critic"]
+    assert len(fitted) == 1 and 0 < fitted[0]["acceptance"] <= 1
+    evals = [r for r in rows if r.get("eval")]
+    assert [(r["step"], r.get("drs", False)) for r in evals] == [(10, False), (20, False), (20, True)]
+    assert "jsd" in evals[1] and "jsd" not in evals[2]  # D vs D* belongs to the training D and raw G
+    assert load(drs_run).sampler.critic is not None
+
+
+def test_sample_and_eval_use_the_critic_unless_raw(drs_run, tmp_path, capsys):
+    for flag, name in (([], "kept"), (["--raw"], "raw")):
+        assert main(["sample", str(drs_run), "-n", "200", "--seed", "3", "--out", str(tmp_path / f"{name}.npy"),
+                     *flag]) == 0
+    kept, raw = np.load(tmp_path / "kept.npy"), np.load(tmp_path / "raw.npy")
+    assert kept.shape == raw.shape == (200, 2) and not np.allclose(kept, raw)
+    gan = load(drs_run)
+    np.testing.assert_array_equal(gan.sample(200, seed=3), kept)  # seeded: reproducible
+    np.testing.assert_array_equal(gan.sample(200, seed=3, raw=True), raw)
+    capsys.readouterr()
+    scores = {}
+    for flag in ([], ["--raw"]):
+        assert main(["eval", str(drs_run), "--json", "-n", "200", "--metrics", "modes", *flag]) == 0
+        scores[bool(flag)] = json.loads(capsys.readouterr().out)
+    assert scores[False]["drs"] is True and 0 < scores[False]["drs_acceptance"] <= 1
+    assert scores[True]["drs"] is False and "drs_acceptance" not in scores[True]
+
+
+def test_resuming_for_more_steps_refits_the_critic(drs_run, tmp_path):
+    trainer = Trainer.resume(drs_run)
+    old = trainer.critic.state_dict()["net"]
+    trainer.fit(steps=25, progress=False)
+    assert trainer.step == 25 and trainer.critic is not None
+    new = trainer.critic.state_dict()["net"]
+    assert any(not torch.equal(old[k], new[k]) for k in old)
+
+
+def test_conditional_image_run_keeps_its_labels_under_rejection(tmp_path):
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "imgs.npz", images=(rng.random((40, 28, 28)) * 255).astype(np.uint8),
+             labels=np.arange(40) % 4)
+    cfg = config.with_overrides(load_preset("mnist-cdcgan"), [
+        f"data.name=images:{tmp_path / 'imgs.npz'}", "train.steps=2", "train.batch_size=8", "model.conv_width=4",
+        "train.snapshot_every=0", "train.drs_steps=3"])
+    Trainer(cfg, tmp_path / "run").fit(progress=False)
+    assert main(["sample", str(tmp_path / "run"), "-n", "12", "--out", str(tmp_path / "s.npz")]) == 0
+    with np.load(tmp_path / "s.npz") as f:
+        assert f["samples"].shape == (12, 28, 28, 1) and list(f["labels"]) == [i % 4 for i in range(12)]
+    assert main(["sample", str(tmp_path / "run"), "-n", "5", "--label", "2", "--out", str(tmp_path / "t.npz")]) == 0
+    with np.load(tmp_path / "t.npz") as f:
+        assert list(f["labels"]) == [2] * 5
