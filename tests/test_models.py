@@ -58,3 +58,54 @@ def test_spectral_norm_bounds_each_layer():
     for layer in d.modules():
         if isinstance(layer, nn.Linear):
             assert torch.linalg.matrix_norm(layer.weight, ord=2).item() == pytest.approx(1.0, abs=0.05)
+
+
+def test_mlp_generator_batch_norm_skips_the_noise_layer():
+    from gankit.config import ModelConfig
+    from gankit.models.mlp import build_mlp
+
+    g, _ = build_mlp(ModelConfig(g_hidden=(8, 16, 32), g_batch_norm=True), (2,))
+    norms = [m for m in g.modules() if isinstance(m, nn.BatchNorm1d)]
+    assert [n.num_features for n in norms] == [16, 32]
+
+
+def test_conditional_batch_norm_scales_and_shifts_per_class():
+    from gankit.models.base import ConditionalBatchNorm
+
+    torch.manual_seed(0)
+    cbn = ConditionalBatchNorm(3, num_classes=2)
+    with torch.no_grad():
+        cbn.gain.weight[1] = 2.0
+        cbn.shift.weight[1] = 5.0
+    x = torch.randn(64, 3, 4, 4)
+    normed = nn.BatchNorm2d(3, affine=False)(x)
+    y = torch.tensor([0] * 32 + [1] * 32)
+    out = cbn(x, y)
+    torch.testing.assert_close(out[:32], normed[:32])
+    torch.testing.assert_close(out[32:], 2 * normed[32:] + 5)
+
+
+def test_conditional_dcgan_generator_uses_label_and_noise():
+    from gankit.config import ModelConfig
+    from gankit.models.dcgan import build_dcgan
+
+    torch.manual_seed(0)
+    g, _ = build_dcgan(ModelConfig(name="dcgan", z_dim=8, conv_width=4, conditional=True, g_output="tanh",
+                                   init="normal"), (1, 28, 28), num_classes=3)
+    with torch.no_grad():  # give each class its own scale and shift, as training would
+        for m in g.modules():
+            if hasattr(m, "gain") and m.gain is not None:
+                m.gain.weight.normal_(1, 0.5)
+                m.shift.weight.normal_(0, 0.5)
+    g.train()
+    with torch.no_grad():
+        for _ in range(40):  # settle the running statistics
+            g(torch.randn(64, 8), torch.arange(64) % 3)
+    g.eval()
+    z = torch.randn(4, 8)
+    same_z = g(z[:1].repeat(3, 1), torch.arange(3))
+    same_label = g(z, torch.zeros(4, dtype=torch.long))
+    scale = same_label.std()
+    assert (same_z[0] - same_z[1]).abs().mean() > 0.1 * scale  # the label matters
+    assert (same_label[0] - same_label[1]).abs().mean() > 0.1 * scale  # and so does z within a class
+    assert not any(isinstance(m, nn.Embedding) and m.embedding_dim == 50 for m in g.modules())  # no z-concat
