@@ -152,3 +152,18 @@ def test_conditional_image_run_keeps_its_labels_under_rejection(tmp_path):
     assert main(["sample", str(tmp_path / "run"), "-n", "5", "--label", "2", "--out", str(tmp_path / "t.npz")]) == 0
     with np.load(tmp_path / "t.npz") as f:
         assert list(f["labels"]) == [2] * 5
+
+
+def test_a_stop_signal_ends_the_critic_fit_without_a_critic():
+    cfg = config.with_overrides(load_preset("ring8"), ["train.drs_steps=1000"])
+    draws = []
+
+    def real(n, rng):
+        draws.append(n)
+        return torch.randn(n, 2, generator=rng), None
+
+    def fake(n, rng, label=None):
+        return torch.randn(n, 2, generator=rng), None
+
+    assert fit_critic(cfg, (2,), 0, real, fake, torch.device("cpu"), False, should_stop=lambda: len(draws) >= 3) is None
+    assert len(draws) == 3

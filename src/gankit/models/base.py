@@ -59,6 +59,14 @@ class ConditionalBatchNorm(nn.Module):
         return x * self.gain(y).view(view) + self.shift(y).view(view)
 
 
+def batch_norm(features: int, num_classes: int = 0, image: bool = True) -> nn.Module:
+    """Conditional batch norm for a conditional G; plain batch norm otherwise (whose weights keep the
+    names unconditional checkpoints have always used)."""
+    if num_classes:
+        return ConditionalBatchNorm(features, num_classes, image)
+    return nn.BatchNorm2d(features) if image else nn.BatchNorm1d(features)
+
+
 class ConditionedSequential(nn.Sequential):
     """nn.Sequential that hands the labels to the layers that take them (ConditionalBatchNorm)."""
 

@@ -16,7 +16,7 @@ from torch import nn
 
 from gankit.config import ModelConfig
 from gankit.errors import UserError
-from gankit.models.base import ConditionalBatchNorm, ConditionedSequential, Discriminator, Generator
+from gankit.models.base import ConditionedSequential, Discriminator, Generator, batch_norm
 from gankit.models.mlp import OUTPUTS, init_weights, with_spectral_norm
 
 
@@ -25,11 +25,11 @@ class DCGAN28Generator(Generator):
         super().__init__(z_dim, num_classes)
         w, k = width, num_classes
         self.dense = ConditionedSequential(nn.Linear(self.in_dim, 7 * 7 * 4 * w, bias=False),
-                                           ConditionalBatchNorm(7 * 7 * 4 * w, k, image=False), nn.LeakyReLU(0.3))
+                                           batch_norm(7 * 7 * 4 * w, k, image=False), nn.LeakyReLU(0.3))
         self.width = w
         self.convs = ConditionedSequential(
-            nn.ConvTranspose2d(4 * w, 2 * w, 5, 1, 2, bias=False), ConditionalBatchNorm(2 * w, k), nn.LeakyReLU(0.3),
-            nn.ConvTranspose2d(2 * w, w, 5, 2, 2, output_padding=1, bias=False), ConditionalBatchNorm(w, k),
+            nn.ConvTranspose2d(4 * w, 2 * w, 5, 1, 2, bias=False), batch_norm(2 * w, k), nn.LeakyReLU(0.3),
+            nn.ConvTranspose2d(2 * w, w, 5, 2, 2, output_padding=1, bias=False), batch_norm(w, k),
             nn.LeakyReLU(0.3),
             nn.ConvTranspose2d(w, channels, 5, 2, 2, output_padding=1), OUTPUTS[output]())
 
@@ -57,9 +57,9 @@ class DCGANGenerator(Generator):
         ups = int(math.log2(size)) - 2  # 4x4 doubled `ups` times
         widths = [width * 2 ** (ups - 1 - i) for i in range(ups)]
         layers: list[nn.Module] = [nn.ConvTranspose2d(self.in_dim, widths[0], 4, 1, 0, bias=False),
-                                   ConditionalBatchNorm(widths[0], num_classes), nn.ReLU(True)]
+                                   batch_norm(widths[0], num_classes), nn.ReLU(True)]
         for w_in, w_out in zip(widths[:-1], widths[1:]):
-            layers += [nn.ConvTranspose2d(w_in, w_out, 4, 2, 1, bias=False), ConditionalBatchNorm(w_out, num_classes),
+            layers += [nn.ConvTranspose2d(w_in, w_out, 4, 2, 1, bias=False), batch_norm(w_out, num_classes),
                        nn.ReLU(True)]
         layers += [nn.ConvTranspose2d(widths[-1], channels, 4, 2, 1), OUTPUTS[output]()]
         self.net = ConditionedSequential(*layers)

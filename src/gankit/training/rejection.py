@@ -89,9 +89,11 @@ def generator_draw(g: nn.Module, cfg: RunConfig, num_classes: int, device: torch
 
 
 def fit_critic(cfg: RunConfig, shape: tuple[int, ...], num_classes: int, draw_real: DrawReal,
-               draw_fake: DrawFake, device: torch.device, progress: bool = True) -> Critic:
+               draw_fake: DrawFake, device: torch.device, progress: bool = True,
+               should_stop: Callable[[], bool] = lambda: False) -> Critic | None:
     """Train the critic for train.drs_steps steps on fresh real and generated batches (model space),
-    Adam at D's learning rate decaying linearly to 0, then set M from POOL generated samples."""
+    Adam at D's learning rate decaying linearly to 0, then set M from POOL generated samples.
+    None when should_stop() turns true first (Ctrl-C)."""
     t = cfg.train
     torch.manual_seed(t.seed + 4)
     net = build_critic(cfg, shape, num_classes).to(device)
@@ -100,6 +102,9 @@ def fit_critic(cfg: RunConfig, shape: tuple[int, ...], num_classes: int, draw_re
     bar = tqdm(range(t.drs_steps), desc="drs critic", unit="step", file=sys.stderr, disable=not progress,
                dynamic_ncols=True, mininterval=0.5)
     for i in bar:
+        if should_stop():
+            bar.close()
+            return None
         for group in opt.param_groups:
             group["lr"] = cfg.optim_d.lr * (1 - i / t.drs_steps)
         real, real_labels = draw_real(t.batch_size, rng)

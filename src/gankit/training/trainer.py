@@ -202,8 +202,8 @@ class Trainer:
             self._bar.close()
             self._save_final()
             if self._stop_signal is None and self.cfg.train.drs_steps and self.critic is None:
-                self.fit_rejection_critic(progress)
-                self._save_final()
+                if self.fit_rejection_critic(progress) is not None:
+                    self._save_final()
         if self._stop_signal is not None:
             self._exit_on_signal()
         return self
@@ -213,12 +213,15 @@ class Trainer:
             raise TrainingError(f"the final checkpoint of {self.run_dir} could not be written; free disk space, "
                                 f"then `gankit resume {self.run_dir}` continues from the last one saved")
 
-    def fit_rejection_critic(self, progress: bool = True) -> Critic:
+    def fit_rejection_critic(self, progress: bool = True) -> Critic | None:
         """Fit the density-ratio critic of the finished G (training/rejection.py); from then on
-        sampling and evaluation keep only the samples it accepts. Evaluates again when eval.every is set."""
+        sampling and evaluation keep only the samples it accepts. Evaluates again when eval.every is set.
+        None when a stop signal came first (`gankit resume RUN` fits it then)."""
         started = time.perf_counter()
         self.critic = fit_critic(self.cfg, self.source.shape, self.num_classes, self._draw_real_with,
-                                 self._draw_fake, self.device, progress)
+                                 self._draw_fake, self.device, progress, lambda: self._stop_signal is not None)
+        if self.critic is None:
+            return None
         seconds = time.perf_counter() - started
         self._event("drs_critic", steps=self.cfg.train.drs_steps, acceptance=round(self.critic.acceptance, 4),
                     seconds=round(seconds, 3))
