@@ -11,7 +11,7 @@ torch.set_num_threads(1)  # tests may run beside a CLI subprocess; 1 thread each
 TINY = [
     "train.steps=20", "train.batch_size=32", "train.log_every=5", "train.snapshot_every=10",
     "train.checkpoint_every=10", "model.g_hidden=[16, 16]", "model.d_hidden=[16, 16]",
-    "viz.n_points=64", "viz.grid_size=12",
+    "viz.n_points=64", "viz.grid_size=12", "train.drs_steps=0",
 ]
 
 

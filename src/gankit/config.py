@@ -236,7 +236,7 @@ def from_dict(raw: dict[str, Any]) -> RunConfig:
     kwargs: dict[str, Any] = {}
     for key, value in raw.items():
         if key not in top_types:
-            raise ConfigError(f"unknown config section '{key}'{did_you_mean(key, list(top_types))}; "
+            raise ConfigError(f"unknown config section {key!r}{did_you_mean(key, list(top_types))}; "
                               f"valid: {', '.join(top_types)}")
         section_type = top_types[key]
         if not dataclasses.is_dataclass(section_type):
@@ -253,7 +253,7 @@ def _build_section(name: str, cls: type, values: dict[str, Any]) -> Any:
     checked = {}
     for key, value in values.items():
         if key not in types_:
-            raise ConfigError(f"unknown config key '{name}.{key}'{did_you_mean(key, list(types_))}; "
+            raise ConfigError(f"unknown config key {name + '.' + key!r}{did_you_mean(key, list(types_))}; "
                               f"valid keys of [{name}]: {', '.join(types_)}")
         checked[key] = coerce(f"{name}.{key}", value, types_[key])
     return cls(**checked)
@@ -284,10 +284,15 @@ def toml_value_table(raw: dict[str, Any]) -> str:
     tables = []
     for key, value in raw.items():
         if isinstance(value, dict):
-            tables.append(f"\n[{key}]\n" + "".join(f"{k} = {toml_value(v)}\n" for k, v in value.items()))
+            tables.append(f"\n[{toml_key(key)}]\n" + "".join(f"{toml_key(k)} = {toml_value(v)}\n" for k, v in value.items()))
         else:
-            lines.append(f"{key} = {toml_value(value)}\n")
+            lines.append(f"{toml_key(key)} = {toml_value(value)}\n")
     return "".join(lines) + "".join(tables)
+
+
+def toml_key(key: str) -> str:
+    """A bare key when TOML allows one (A-Z a-z 0-9 _ -), else a quoted one: `# = 1` would be a comment."""
+    return key if key and all(c.isascii() and (c.isalnum() or c in "_-") for c in key) else json.dumps(key)
 
 
 def toml_value(value: Any) -> str:
@@ -345,7 +350,7 @@ def with_overrides(cfg: RunConfig, items: list[str]) -> RunConfig:
         section, key = parts
         if section not in raw or not isinstance(raw[section], dict):
             sections = [k for k, v in raw.items() if isinstance(v, dict)]
-            raise ConfigError(f"unknown config section '{section}'{did_you_mean(section, sections)}; "
+            raise ConfigError(f"unknown config section {section!r}{did_you_mean(section, sections)}; "
                               f"valid: {', '.join(sections)}")
         raw[section][key] = value
     return from_dict(raw)

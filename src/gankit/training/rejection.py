@@ -152,7 +152,7 @@ def _kept(critic: Critic, draw_fake: DrawFake, n: int, rng: torch.Generator, lab
         kept.append(x[mask])
         have += int(mask.sum())
         tries += size
-        if have < n and tries > 1000 * n + 100_000:
+        if have < n and tries > 10_000 * n + 1_000_000:  # acceptance under about 1 in 10,000
             raise UserError(f"rejection sampling kept {have} of {tries} samples: the critic rejects nearly "
                             "everything; sample with --raw, or refit it with more train.drs_steps")
     return torch.cat(kept)[:n]
