@@ -151,7 +151,10 @@ class Sampler:
         labels = self.labels(n, label, seed)
         if self.critic is not None and not raw:
             rng = torch.Generator()
-            rng.manual_seed(seed) if seed is not None else rng.seed()
+            if seed is None:
+                rng.seed()  # a fresh random seed, as unseeded noise gets
+            else:
+                rng.manual_seed(seed)
             draw = generator_draw(self.generator, self.config, self.num_classes, torch.device("cpu"))
             out = self.to_data(rejection_sample(self.critic, draw, n, rng, labels))
         else:

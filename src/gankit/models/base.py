@@ -6,8 +6,23 @@ discriminator of Miyato & Koyama (2018).
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
+from typing import Iterator
+
 import torch
 from torch import nn
+
+
+@contextmanager
+def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
+    """The module in eval mode (batch norm on running statistics, no dropout) for the block, then
+    back in whatever mode it was in."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield module
+    finally:
+        module.train(was_training)
 
 
 class Generator(nn.Module):

@@ -16,14 +16,16 @@ import sys
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
 from gankit.config import RunConfig
 from gankit.errors import UserError
+from gankit.losses import ns_d
 from gankit.models import MODELS
+from gankit.models.base import eval_mode
 from gankit.models.noise import sample_noise
+from gankit.training.optim import make_optimizer
 
 # Candidates drawn to set M (the largest log-ratio seen) once the critic is trained.
 POOL = 20_000
@@ -79,11 +81,8 @@ def generator_draw(g: nn.Module, cfg: RunConfig, num_classes: int, device: torch
         if num_classes:
             labels = torch.full((n,), label) if label is not None else torch.randint(num_classes, (n,), generator=rng)
             labels = labels.to(device)
-        was_training = g.training
-        g.eval()
-        x = g(z, labels)
-        g.train(was_training)
-        return x, labels
+        with eval_mode(g):
+            return g(z, labels), labels
 
     return draw
 
@@ -92,12 +91,12 @@ def fit_critic(cfg: RunConfig, shape: tuple[int, ...], num_classes: int, draw_re
                draw_fake: DrawFake, device: torch.device, progress: bool = True,
                should_stop: Callable[[], bool] = lambda: False) -> Critic | None:
     """Train the critic for train.drs_steps steps on fresh real and generated batches (model space),
-    Adam at D's learning rate decaying linearly to 0, then set M from POOL generated samples.
+    with D's optimiser settings, its learning rate decaying linearly to 0, then set M from POOL generated samples.
     None when should_stop() turns true first (Ctrl-C)."""
     t = cfg.train
     torch.manual_seed(t.seed + 4)
     net = build_critic(cfg, shape, num_classes).to(device)
-    opt = torch.optim.Adam(net.parameters(), lr=cfg.optim_d.lr, betas=(0.5, 0.999))
+    opt = make_optimizer(net.parameters(), cfg.optim_d)
     rng = torch.Generator().manual_seed(t.seed + 5)
     bar = tqdm(range(t.drs_steps), desc="drs critic", unit="step", file=sys.stderr, disable=not progress,
                dynamic_ncols=True, mininterval=0.5)
@@ -110,7 +109,7 @@ def fit_critic(cfg: RunConfig, shape: tuple[int, ...], num_classes: int, draw_re
         real, real_labels = draw_real(t.batch_size, rng)
         fake, fake_labels = draw_fake(t.batch_size, rng, None)
         # Separate forward passes: a critic with batch norm must not mix real and fake statistics.
-        loss = F.softplus(-net(real, real_labels)).mean() + F.softplus(net(fake, fake_labels)).mean()
+        loss = ns_d(net(real, real_labels), net(fake, fake_labels))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

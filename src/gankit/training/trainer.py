@@ -30,6 +30,7 @@ from gankit.errors import TrainingError, UserError
 from gankit.losses import GANLoss
 from gankit.metrics import evaluate as metrics_eval
 from gankit.models import MODELS
+from gankit.models.base import eval_mode
 from gankit.models.noise import sample_noise
 from gankit.training import checkpoint as ckpt
 from gankit.training.health import HealthMonitor, nonfinite
@@ -177,12 +178,8 @@ class Trainer:
     @torch.no_grad()
     def sample_images(self, z: torch.Tensor, labels: torch.Tensor | None) -> np.ndarray:
         """uint8 (N, C, H, W) from the sampling generator in eval mode: what `gankit sample` gives."""
-        g = self.sampler_g
-        was_training = g.training
-        g.eval()
-        images = g(z, labels)
-        g.train(was_training)
-        return to_uint8(images, self.cfg.model.g_output)
+        with eval_mode(self.sampler_g) as g:
+            return to_uint8(g(z, labels), self.cfg.model.g_output)
 
     # ------------------------------------------------------------------ the loop
     def fit(self, steps: int | None = None, progress: bool = True) -> "Trainer":
@@ -328,12 +325,9 @@ class Trainer:
             return self._to_data(rejection_sample(self.critic, self._draw_fake, n, rng, labels))
         z = sample_noise(n, m.z_dim, m.noise, rng).to(self.device)
         labels = labels.to(self.device) if labels is not None else None
-        g = self.sampler_g
-        was_training = g.training
-        g.eval()
-        parts = [self._to_data(g(z[i:i + 1000], labels[i:i + 1000] if labels is not None else None))
-                 for i in range(0, n, 1000)]
-        g.train(was_training)
+        with eval_mode(self.sampler_g) as g:
+            parts = [self._to_data(g(z[i:i + 1000], labels[i:i + 1000] if labels is not None else None))
+                     for i in range(0, n, 1000)]
         return np.concatenate(parts)
 
     def _to_data(self, x: torch.Tensor) -> np.ndarray:
@@ -343,10 +337,8 @@ class Trainer:
 
     @torch.no_grad()
     def _d_prob(self, x: np.ndarray) -> np.ndarray:
-        was_training = self.d.training
-        self.d.eval()
-        logits = self.d(self.norm.to_model(torch.as_tensor(x, dtype=torch.float32, device=self.device)))
-        self.d.train(was_training)
+        with eval_mode(self.d) as d:
+            logits = d(self.norm.to_model(torch.as_tensor(x, dtype=torch.float32, device=self.device)))
         return torch.sigmoid(logits).double().cpu().numpy()
 
     def evaluate(self) -> dict[str, Any]:
