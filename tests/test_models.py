@@ -1,4 +1,5 @@
-"""MLP networks: shapes, feature layer, packing, activations, initialisation, spectral norm."""
+"""Networks: MLP shapes, feature layer, packing, activations, initialisation, spectral norm; DCGAN
+batch norm (plain and conditional) and dropout."""
 import pytest
 import torch
 from torch import nn
@@ -109,3 +110,29 @@ def test_conditional_dcgan_generator_uses_label_and_noise():
     assert (same_z[0] - same_z[1]).abs().mean() > 0.1 * scale  # the label matters
     assert (same_label[0] - same_label[1]).abs().mean() > 0.1 * scale  # and so does z within a class
     assert not any(isinstance(m, nn.Embedding) and m.embedding_dim == 50 for m in g.modules())  # no z-concat
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+def test_dcgan28_discriminator_takes_dropout_from_the_config(dropout):
+    from gankit.models.dcgan import build_dcgan
+
+    _, d = build_dcgan(ModelConfig(name="dcgan", z_dim=8, conv_width=4, d_dropout=dropout), (1, 28, 28))
+    rates = [m.p for m in d.modules() if isinstance(m, nn.Dropout)]
+    assert rates == [dropout, dropout]
+    x = torch.randn(6, 1, 28, 28)
+    d.train()
+    noisy = d(x) - d(x)  # dropout draws a new mask each pass; without it D is deterministic
+    assert (noisy.abs().max() > 0) == (dropout > 0)
+
+
+def test_dcgan28_discriminator_batch_norm_option_keeps_the_layout_of_the_plain_one():
+    from gankit.models.dcgan import build_dcgan
+
+    _, plain = build_dcgan(ModelConfig(name="dcgan", z_dim=8, conv_width=4), (1, 28, 28))
+    _, normed = build_dcgan(ModelConfig(name="dcgan", z_dim=8, conv_width=4, d_batch_norm=True), (1, 28, 28))
+    assert plain.joint_batch and not normed.joint_batch  # batch norm: real and fake get their own statistics
+    assert [m for m in normed.modules() if isinstance(m, nn.BatchNorm2d)]
+    conv_keys = {k for k in plain.state_dict() if "bias" not in k}
+    assert conv_keys <= set(normed.state_dict())  # the same convolutions at the same places
+    normed.train()
+    assert normed(torch.randn(6, 1, 28, 28)).shape == (6,)

@@ -45,10 +45,11 @@ class ModelConfig:
     g_activation: Activation = "leaky_relu"
     g_output: OutputActivation = "none"
     g_batch_norm: bool = False  # mlp: batch norm after each hidden layer of G but the first
+    d_batch_norm: bool = False  # 28x28 dcgan: batch norm after D's second convolution
     d_hidden: tuple[int, ...] = (16, 16)
     d_activation: Activation = "leaky_relu"
     d_feature_dim: int = 2  # a linear feature layer before the logit (0: none)
-    d_dropout: float = 0.0  # mlp: dropout after each hidden layer of D
+    d_dropout: float = 0.0  # dropout after each hidden layer of D (mlp, 28x28 dcgan)
     leaky_slope: float = 0.2
     init: Literal["default", "xavier_uniform", "normal"] = "default"
     init_std: float = 0.02  # for init = "normal"

@@ -2,7 +2,8 @@
 
 - 28x28 (MNIST-sized): the TensorFlow DCGAN tutorial's networks. G: dense -> 7x7x(4w) -> transposed
   convolutions 5x5 (stride 1, 2, 2) with batch norm and LeakyReLU -> tanh. D: two 5x5 stride-2
-  convolutions with LeakyReLU and dropout -> dense -> one logit.
+  convolutions with LeakyReLU and dropout (`model.d_dropout`; the tutorial's 0.3) or batch norm on the
+  second (`model.d_batch_norm`, Radford et al.) -> dense -> one logit.
 - 32x32 and 64x64: the paper's networks. G: transposed 4x4 convolutions from 4x4 up, batch norm,
   ReLU, tanh. D: 4x4 stride-2 convolutions, batch norm (not on the first layer), LeakyReLU 0.2,
   down to 4x4 -> one logit.
@@ -38,12 +39,18 @@ class DCGAN28Generator(Generator):
 
 
 class DCGAN28Discriminator(Discriminator):
-    def __init__(self, channels: int, width: int = 64, pack: int = 1, num_classes: int = 0, dropout: float = 0.3):
+    def __init__(self, channels: int, width: int = 64, pack: int = 1, num_classes: int = 0, dropout: float = 0.0,
+                 batch_norm: bool = False):
         super().__init__()
         self.pack = pack
+        # Batch norm (Radford et al.: every D layer but the first) makes D learn several times faster,
+        # so it keeps up with G; real and generated batches then need their own statistics.
+        norm = nn.BatchNorm2d(2 * width) if batch_norm else nn.Identity()
+        self.joint_batch = not batch_norm
         self.convs = nn.Sequential(
             nn.Conv2d(channels * pack, width, 5, 2, 2), nn.LeakyReLU(0.3), nn.Dropout(dropout),
-            nn.Conv2d(width, 2 * width, 5, 2, 2), nn.LeakyReLU(0.3), nn.Dropout(dropout), nn.Flatten())
+            nn.Conv2d(width, 2 * width, 5, 2, 2, bias=not batch_norm), norm, nn.LeakyReLU(0.3), nn.Dropout(dropout),
+            nn.Flatten())
         self.init_head(2 * width * 7 * 7, num_classes)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
@@ -104,7 +111,8 @@ def build_dcgan(cfg: ModelConfig, shape: tuple[int, ...], num_classes: int = 0) 
                         "set data.image_size to 32 or 64")
     if height == 28:
         g: Generator = DCGAN28Generator(cfg.z_dim, channels, cfg.conv_width, cfg.g_output, classes)
-        d: Discriminator = DCGAN28Discriminator(channels, cfg.conv_width, cfg.pack, classes)
+        d: Discriminator = DCGAN28Discriminator(channels, cfg.conv_width, cfg.pack, classes, cfg.d_dropout,
+                                                cfg.d_batch_norm)
     else:
         g = DCGANGenerator(cfg.z_dim, channels, height, cfg.conv_width, cfg.g_output, classes)
         # Spectral norm replaces batch norm in D, as in Miyato et al. 2018.
