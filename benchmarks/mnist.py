@@ -2,7 +2,7 @@
 
 For each preset: `gankit train PRESET --set data.root=ROOT --set data.split=test`, then the final
 fixed-noise grid is copied to docs/images/PRESET.png and one table row printed (steps, wall time,
-final D(x) and D(G(z))). Judge the grids by eye; issue-4 metrics will score them.
+final D(x) and D(G(z))). Judge the grids by eye; benchmarks/mnist_metrics.py scores them.
 
     python benchmarks/mnist.py --presets seed-mnist-mlp mnist-mlp mnist-dcgan mnist-cdcgan
 """
