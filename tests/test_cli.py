@@ -33,6 +33,15 @@ def test_train_writes_run_and_plots(trained):
         assert (trained / name).exists(), name
 
 
+def test_train_summary_names_the_plots_it_drew(tmp_path, capsys):
+    code, out, _ = run(["train", "quadratic", "--out", str(tmp_path / "r"), "--quiet", *SETS], capsys)
+    plots_line = next(line for line in out.splitlines() if "plots:" in line)
+    assert code == 0 and "losses.png" in plots_line and "surface.gif" in plots_line
+    code, out, _ = run(["train", "quadratic", "--out", str(tmp_path / "bare"), "--quiet", "--no-plots", *SETS],
+                       capsys)
+    assert code == 0 and "none yet: gankit plot RUN" in out
+
+
 def test_plot_redraws(trained, capsys):
     (trained / "plots" / "losses.png").unlink()
     code, out, _ = run(["plot", str(trained)], capsys)

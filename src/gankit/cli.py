@@ -96,9 +96,15 @@ def _finish(trainer, args: argparse.Namespace, total: int | None = None) -> None
           f"  run directory: {out}\n"
           f"  metrics:       {out / 'metrics.jsonl'}\n"
           f"  checkpoint:    {out / 'checkpoints' / 'latest.pt'}\n"
-          f"  plots:         {out / 'plots'}  (losses.png, scatter.gif, features-*.gif, surface.gif)\n"
+          f"  plots:         {out / 'plots'}  ({_plot_names(out / 'plots')})\n"
           f"  samples:       {out / 'samples'}\n"
           f"Next: gankit sample {out} -n 1000 --out samples.npz")
+
+
+def _plot_names(folder: Path) -> str:
+    """The plots a run has (toy and image runs draw different ones), or why there are none."""
+    names = sorted(p.name for p in folder.glob("*") if p.is_file()) if folder.is_dir() else []
+    return ", ".join(names) if names else "none yet: gankit plot RUN draws them"
 
 
 # --------------------------------------------------------------------------- sample / plot
