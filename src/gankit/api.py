@@ -16,13 +16,13 @@ from torch import nn
 
 from gankit import config as config_mod
 from gankit.config import RunConfig
-from gankit.data.images import to_uint8
 from gankit.data.toy import validate_points
 from gankit.errors import UserError
 from gankit.io import prepare_out_dir
 from gankit.models import MODELS
 from gankit.models.noise import sample_noise
 from gankit.training import checkpoint as ckpt
+from gankit.training.state import Normalizer, output_to_data
 from gankit.training.rejection import Critic, generator_draw, rejection_sample
 
 
@@ -138,9 +138,8 @@ class Sampler:
         return self.to_data(self.generator(z, labels))
 
     def to_data(self, out: torch.Tensor) -> np.ndarray:
-        if self.is_image:
-            return to_uint8(out, self.config.model.g_output).transpose(0, 2, 3, 1)
-        return (out * self.std + self.mean).numpy().astype(np.float32)
+        image_output = self.config.model.g_output if self.is_image else None
+        return output_to_data(out, Normalizer(self.mean, self.std), image_output)
 
     def sample(self, n: int, seed: int | None = None, label: int | None = None,
                raw: bool = False) -> tuple[np.ndarray, np.ndarray | None]:

@@ -1,4 +1,5 @@
-"""What a checkpoint needs beyond weights: the data scale and every random-number state."""
+"""What a checkpoint needs beyond weights: the data scale and every random-number state; and the way
+back from the generator's output to what a user sees."""
 from __future__ import annotations
 
 import random
@@ -6,6 +7,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from gankit.data.images import to_uint8
 
 
 class Normalizer:
@@ -26,6 +29,14 @@ class Normalizer:
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {"mean": self.mean, "std": self.std}
+
+
+def output_to_data(x: torch.Tensor, norm: Normalizer, image_output: str | None = None) -> np.ndarray:
+    """G's output as the user gets it: images (when image_output names G's output activation) as
+    uint8 (N, H, W, C); vectors as float32 (N, dim) in the data's units."""
+    if image_output is not None:
+        return to_uint8(x, image_output).transpose(0, 2, 3, 1)
+    return norm.to_data(x).cpu().numpy().astype(np.float32)
 
 
 def capture_rng(data_rng: torch.Generator, noise_rng: torch.Generator) -> dict[str, Any]:

@@ -36,7 +36,7 @@ from gankit.training import checkpoint as ckpt
 from gankit.training.health import HealthMonitor, nonfinite
 from gankit.training.optim import make_optimizer
 from gankit.training.rejection import Critic, fit_critic, generator_draw, rejection_sample
-from gankit.training.state import Normalizer, capture_rng, restore_rng
+from gankit.training.state import Normalizer, capture_rng, output_to_data, restore_rng
 from gankit.training.views import decision_grid, features
 
 
@@ -331,9 +331,7 @@ class Trainer:
         return np.concatenate(parts)
 
     def _to_data(self, x: torch.Tensor) -> np.ndarray:
-        if self.is_image:
-            return to_uint8(x, self.cfg.model.g_output).transpose(0, 2, 3, 1)
-        return self.norm.to_data(x).cpu().numpy()
+        return output_to_data(x, self.norm, self.cfg.model.g_output if self.is_image else None)
 
     @torch.no_grad()
     def _d_prob(self, x: np.ndarray) -> np.ndarray:
