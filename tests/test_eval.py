@@ -225,3 +225,22 @@ def test_packed_discriminator_gets_jsd_but_no_pointwise_d(tmp_path):
     trainer = Trainer(cfg, tmp_path).fit(progress=False)
     scores = ev.evaluate(trainer.eval_target(), ["probability"], 200)
     assert "jsd" in scores and "value_d" not in scores and "d_star_error" not in scores
+
+
+def test_probability_view_scores_the_live_generator_not_its_ema(tmp_path):
+    """D was trained against the live G: D* and V(D, G) must use its samples, not the EMA copy's."""
+    from gankit.metrics import probability as prob
+
+    cfg = config.with_overrides(load_preset("ring8"), TINY + ["eval.every=0", "model.pack=1", "train.ema_decay=0.9"])
+    trainer = Trainer(cfg, tmp_path).fit(progress=False)
+    target = trainer.eval_target()
+    scores = ev.evaluate(target, ["probability"], 200)
+
+    def view(samples):
+        density = prob.GeneratedDensity(samples)
+        return prob.probability_view(ev.blurred_log_prob(trainer.source, density), ev.real_samples(target, 200, 0),
+                                     density, target.d_prob)
+
+    live, ema = view(trainer._live_samples(200, 0)), view(target.sample(200, 0))
+    assert {k: v for k, v in scores.items() if k != "n"} == pytest.approx(live)
+    assert ema["value_d"] != pytest.approx(live["value_d"])  # early in training JSD saturates at log 2 for both

@@ -107,7 +107,9 @@ def test_training_fits_the_critic_and_scores_with_it(drs_run):
     assert len(fitted) == 1 and 0 < fitted[0]["acceptance"] <= 1
     evals = [r for r in rows if r.get("eval")]
     assert [(r["step"], r.get("drs", False)) for r in evals] == [(10, False), (20, False), (20, True)]
-    assert "jsd" in evals[1] and "jsd" not in evals[2]  # D vs D* belongs to the training D and raw G
+    # the probability view is about D and the live G, which the critic does not change
+    assert evals[2]["jsd"] == evals[1]["jsd"] and evals[2]["d_star_error"] == evals[1]["d_star_error"]
+    assert evals[2]["mmd2"] != evals[1]["mmd2"]  # while the sampler's scores do change
     assert load(drs_run).sampler.critic is not None
 
 

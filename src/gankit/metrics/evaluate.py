@@ -31,10 +31,16 @@ class EvalTarget:
     source: Source
     sample: Callable[[int, int], np.ndarray]  # (n, seed) -> samples
     d_prob: Callable[[np.ndarray], np.ndarray] | None = None  # data-unit points -> sigmoid D
+    # samples of the generator D was trained against, where the sampler is another one (EMA, critic)
+    live_sample: Callable[[int, int], np.ndarray] | None = None
 
     @property
     def is_image(self) -> bool:
         return self.source.kind == "image"
+
+    def game_sample(self, n: int, seed: int) -> np.ndarray:
+        """Samples of the G in the game with D: the live generator, which the sampler may refine."""
+        return (self.live_sample or self.sample)(n, seed)
 
 
 @dataclass
@@ -121,7 +127,9 @@ def _known_density_2d(t: EvalTarget) -> bool:
 @_register("probability", "known densities: JSD(p_data||p_g), V(D,G) vs V(D*,G) = -log 4 + 2 JSD, |D - D*|",
            "vector", _known_density_2d)
 def _probability(b: Batch) -> dict:
-    density = b.shared("density", lambda: prob.GeneratedDensity(b.fake))
+    # D* and V(D, G) are about the G that D was trained against, so the live G's samples, not the sampler's
+    fake = b.fake if b.target.live_sample is None else b.target.game_sample(len(b.fake), b.seed)
+    density = prob.GeneratedDensity(fake)
     return prob.probability_view(blurred_log_prob(b.target.source, density), b.real, density, b.target.d_prob)
 
 

@@ -312,20 +312,33 @@ class Trainer:
     # ------------------------------------------------------------------ evaluation
     def eval_target(self) -> metrics_eval.EvalTarget:
         """What the metrics need: the data, samples of the sampling generator and, for vector data
-        judged one point at a time, sigmoid D."""
+        judged one point at a time, sigmoid D. The probability view compares D with D* for the
+        generator D was trained against, so it gets the live G's samples when the sampler differs
+        (an EMA copy of G, or the rejection critic on top)."""
         vector_d = not self.is_image and self.cfg.model.pack == 1
-        return metrics_eval.EvalTarget(self.source, self._eval_samples, self._d_prob if vector_d else None)
+        sampler_differs = self.ema is not None or self.critic is not None
+        return metrics_eval.EvalTarget(self.source, self._eval_samples, self._d_prob if vector_d else None,
+                                       self._live_samples if sampler_differs else None)
 
     @torch.no_grad()
     def _eval_samples(self, n: int, seed: int) -> np.ndarray:
         """n samples in the data's units (uint8 NHWC images), through the rejection critic if fitted."""
-        m, rng = self.cfg.model, torch.Generator().manual_seed(seed)
-        labels = torch.arange(n) % self.num_classes if self.num_classes else None
         if self.critic is not None:
+            rng = torch.Generator().manual_seed(seed)
+            labels = torch.arange(n) % self.num_classes if self.num_classes else None
             return self._to_data(rejection_sample(self.critic, self._draw_fake, n, rng, labels))
+        return self._samples_of(self.sampler_g, n, seed)
+
+    def _live_samples(self, n: int, seed: int) -> np.ndarray:
+        return self._samples_of(self.g, n, seed)
+
+    @torch.no_grad()
+    def _samples_of(self, generator: nn.Module, n: int, seed: int) -> np.ndarray:
+        """n samples of `generator` in the data's units, in eval mode, 1,000 at a time."""
+        m, rng = self.cfg.model, torch.Generator().manual_seed(seed)
         z = sample_noise(n, m.z_dim, m.noise, rng).to(self.device)
-        labels = labels.to(self.device) if labels is not None else None
-        with eval_mode(self.sampler_g) as g:
+        labels = (torch.arange(n) % self.num_classes).to(self.device) if self.num_classes else None
+        with eval_mode(generator) as g:
             parts = [self._to_data(g(z[i:i + 1000], labels[i:i + 1000] if labels is not None else None))
                      for i in range(0, n, 1000)]
         return np.concatenate(parts)
@@ -344,8 +357,6 @@ class Trainer:
         on 2-D data of known density, save the probability view (D, D*, densities) as a snapshot."""
         target, e = self.eval_target(), self.cfg.eval
         names = list(e.metrics) or metrics_eval.default_metrics(target)
-        if self.critic is not None:  # D vs D* is about the training D and G alone, not the refined sampler
-            names = [name for name in names if name != "probability"]
         started = time.perf_counter()
         scores = metrics_eval.evaluate(target, names, e.n or None, seed=0)
         row = {"step": self.step, "eval": True, **({"drs": True} if self.critic is not None else {}),
@@ -361,7 +372,7 @@ class Trainer:
     def _save_probability_view(self, target: metrics_eval.EvalTarget) -> None:
         from gankit.metrics.probability import GeneratedDensity, probability_grid
 
-        fake = target.sample(self.cfg.eval.n or 2500, 0)
+        fake = target.game_sample(self.cfg.eval.n or 2500, 0)
         real = self.fixed_real.numpy()
         points = np.concatenate([real, fake])
         low, high = np.percentile(points, 0.5, axis=0), np.percentile(points, 99.5, axis=0)
