@@ -25,6 +25,7 @@ def test_seed_preset_holds_the_articles_hyperparameters():
     assert cfg.optim_g.name == cfg.optim_d.name == "rmsprop" and cfg.optim_g.lr == cfg.optim_d.lr == 0.001
     assert (cfg.train.batch_size, cfg.train.n_d, cfg.train.n_g, cfg.train.steps) == (256, 10, 10, 10001)
     assert cfg.train.reuse_batch and not cfg.data.normalize and cfg.train.log_every == 10
+    assert cfg.train.ema_decay == 0.99  # gankit's sampler only: training is untouched (test_trainer.py)
 
 
 def test_overrides_parse_toml_values_and_bare_words():

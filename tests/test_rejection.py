@@ -169,3 +169,18 @@ def test_a_stop_signal_ends_the_critic_fit_without_a_critic():
 
     assert fit_critic(cfg, (2,), 0, real, fake, torch.device("cpu"), False, should_stop=lambda: len(draws) >= 3) is None
     assert len(draws) == 3
+
+
+def test_live_samples_the_last_iterate_without_ema_or_critic(drs_run, tmp_path, capsys):
+    """--live: G as training left it (the run has an EMA copy and a critic; both are skipped)."""
+    assert main(["sample", str(drs_run), "-n", "200", "--seed", "3", "--out", str(tmp_path / "live.npy"),
+                 "--live"]) == 0
+    live = np.load(tmp_path / "live.npy")
+    trainer = Trainer.resume(drs_run)
+    assert trainer.ema is not None and trainer.critic is not None
+    np.testing.assert_allclose(live, trainer._live_samples(200, 3), rtol=1e-6, atol=1e-6)
+    assert not np.allclose(live, load(drs_run).sample(200, seed=3, raw=True))  # the EMA copy differs
+    np.testing.assert_array_equal(load(drs_run, live=True).sample(200, seed=3), live)
+    capsys.readouterr()
+    assert main(["eval", str(drs_run), "--json", "-n", "200", "--metrics", "modes", "--live"]) == 0
+    assert json.loads(capsys.readouterr().out)["drs"] is False

@@ -109,3 +109,16 @@ def test_stabilisers_train_and_snapshot(tiny_cfg, tmp_path, setting):
     Trainer(cfg, tmp_path).fit(progress=False)
     assert np.isfinite(metrics(tmp_path)[-1]["d_loss"])
     assert (tmp_path / "snapshots" / "step-000010.npz").exists()
+
+
+def test_ema_of_g_leaves_training_untouched(tiny_cfg, tmp_path):
+    """The EMA copy only changes what is sampled: D, G and the logged losses are those of a run without it."""
+    plain = Trainer(config.with_overrides(tiny_cfg, ["train.ema_decay=0"]), tmp_path / "plain").fit(progress=False)
+    ema = Trainer(config.with_overrides(tiny_cfg, ["train.ema_decay=0.9"]), tmp_path / "ema").fit(progress=False)
+    for a, b in zip([*plain.g.parameters(), *plain.d.parameters()], [*ema.g.parameters(), *ema.d.parameters()]):
+        assert torch.equal(a, b)
+    losses = [(r["d_loss"], r["g_loss"]) for r in map(json.loads, (tmp_path / "plain" / "metrics.jsonl").open())
+              if "d_loss" in r]
+    assert losses == [(r["d_loss"], r["g_loss"]) for r in map(json.loads, (tmp_path / "ema" / "metrics.jsonl").open())
+                      if "d_loss" in r]
+    assert not torch.equal(next(ema.sampler_g.parameters()), next(ema.g.parameters()))

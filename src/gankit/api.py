@@ -70,12 +70,13 @@ class GAN:
         return self._sampler
 
     @classmethod
-    def load(cls, path: str | Path) -> "GAN":
-        """A trained GAN from a run directory or checkpoint file, ready to sample."""
+    def load(cls, path: str | Path, live: bool = False) -> "GAN":
+        """A trained GAN from a run directory or checkpoint file, ready to sample. live: sample the
+        last training iterate of G itself, not its EMA copy or rejection critic (see Sampler)."""
         file = ckpt.find_checkpoint(path)
         state = ckpt.load_checkpoint(file)
         try:
-            sampler = Sampler.from_state(state)
+            sampler = Sampler.from_state(state, live)
         except ckpt.STATE_ERRORS as exc:
             raise ckpt.incompatible(file, exc) from exc
         gan = cls(sampler.config)
@@ -85,8 +86,8 @@ class GAN:
         return gan
 
 
-def load(path: str | Path) -> GAN:
-    return GAN.load(path)
+def load(path: str | Path, live: bool = False) -> GAN:
+    return GAN.load(path, live)
 
 
 @dataclasses.dataclass
@@ -102,16 +103,19 @@ class Sampler:
     critic: Critic | None = None  # discriminator rejection sampling, when the run fitted one
 
     @classmethod
-    def from_state(cls, state: dict[str, Any]) -> "Sampler":
+    def from_state(cls, state: dict[str, Any], live: bool = False) -> "Sampler":
+        """The run's sampler: G's EMA copy when it has one, through the rejection critic when fitted.
+        live: G as the last training step left it, alone (the critic was fitted for the sampler's G)."""
         cfg = config_mod.loads(state["config"], source="the config inside the checkpoint")
         shape, classes = tuple(int(v) for v in state["data_shape"]), int(state["num_classes"])
         g, _ = MODELS.get(cfg.model.name)(cfg.model, shape, classes)
-        if state.get("ema") is not None:
+        if state.get("ema") is not None and not live:
             weights = {k[len("module."):]: v for k, v in state["ema"].items() if k.startswith("module.")}
         else:
             weights = state["g"]
         g.load_state_dict(weights)
-        critic = Critic.from_state(state["critic"], cfg, shape, classes) if state.get("critic") else None
+        use_critic = state.get("critic") and not live
+        critic = Critic.from_state(state["critic"], cfg, shape, classes) if use_critic else None
         return cls(cfg, g.eval(), state["norm"]["mean"], state["norm"]["std"], shape, classes, critic)
 
     @property

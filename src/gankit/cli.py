@@ -114,7 +114,7 @@ def cmd_sample(args: argparse.Namespace) -> None:
     from gankit.io import check_target, write_images, write_samples
 
     out = Path(args.out)
-    sampler = GAN.load(args.run).sampler
+    sampler = GAN.load(args.run, live=args.live).sampler
     check_target(out, sampler.is_image)
     if args.interpolate:
         if not sampler.is_image or out.suffix.lower() != ".png":
@@ -168,8 +168,10 @@ def cmd_eval(args: argparse.Namespace) -> None:
     if args.n is not None and args.n < 10:
         raise UserError(f"-n {args.n} is too few samples to score; give at least 10")
     trainer = Trainer.resume(args.run, args.set)
-    if args.raw:
+    if args.raw or args.live:
         trainer.critic = None
+    if args.live:
+        trainer.ema = None  # the sampler is then G itself
     target = trainer.eval_target()
     names = [m.strip() for m in (args.metrics or "").split(",") if m.strip()] or default_metrics(target)
     check_metrics(names, target)
@@ -212,6 +214,10 @@ def cmd_config(args: argparse.Namespace) -> None:
 
 # --------------------------------------------------------------------------- parser
 
+LIVE_HELP = ("G as the last training step left it: not its EMA copy (train.ema_decay), "
+             "nor through the rejection critic")
+
+
 def build_parser() -> Parser:
     parser = Parser(prog="gankit", description="Train, understand and evaluate GANs.")
     parser.add_argument("--version", action="version", version=f"gankit {__version__}")
@@ -244,6 +250,7 @@ def build_parser() -> Parser:
     sample.add_argument("--label", type=int, help="class to generate (conditional runs)")
     sample.add_argument("--raw", action="store_true",
                         help="every sample of G, even when the run fitted a rejection critic (train.drs_steps)")
+    sample.add_argument("--live", action="store_true", help=LIVE_HELP)
     sample.add_argument("--interpolate", type=int, metavar="ROWS",
                         help="image runs: ROWS latent interpolations of 10 steps each, as one .png grid")
     sample.set_defaults(func=cmd_sample)
@@ -266,6 +273,7 @@ def build_parser() -> Parser:
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
     evaluate.add_argument("--raw", action="store_true",
                           help="score every sample of G, even when the run fitted a rejection critic")
+    evaluate.add_argument("--live", action="store_true", help=LIVE_HELP)
     _add_set(evaluate)
     evaluate.set_defaults(func=cmd_eval)
 
