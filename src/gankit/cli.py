@@ -61,12 +61,47 @@ def cmd_train(args: argparse.Namespace) -> None:
     MODELS.get(cfg.model.name)
     LOSSES.get(cfg.loss.name)
     resolve_device(cfg.train.device)
+    world = _join_processes(cfg.train.device)
     out = Path(args.out) if args.out else Path("runs") / f"{cfg.preset or 'run'}-{time.strftime('%Y%m%d-%H%M%S')}"
-    prepare_out_dir(out, args.overwrite)  # before any file is written
+    out = _on_main(world, lambda: prepare_out_dir(out, args.overwrite) or out)  # before any file is written
     trainer = Trainer(cfg, out, source=source)
-    print(f"gankit: training '{cfg.preset or args.target}' for {cfg.train.steps} steps on {trainer.device}; "
-          f"run directory: {out}", file=sys.stderr)
+    _say(world, f"gankit: training '{cfg.preset or args.target}' for {cfg.train.steps} steps on {trainer.device}"
+                f"{_processes(world)}; run directory: {out}")
     _finish(trainer, args)
+
+
+def _join_processes(device: str):
+    """Under torchrun, join the other processes (training/distributed.py); else a world of one."""
+    from gankit.training import distributed
+
+    return distributed.start(device) if distributed.launched_by_torchrun() else distributed.World()
+
+
+def _on_main(world, work):
+    """Run `work` on process 0 alone and give its result, or its UserError, to every process."""
+    if not world.active:
+        return work()
+    from gankit.training import distributed
+
+    result: object = None
+    if world.is_main:
+        try:
+            result = work()
+        except UserError as exc:
+            result = exc
+    result = distributed.from_main(result)
+    if isinstance(result, UserError):
+        raise result
+    return result
+
+
+def _say(world, text: str) -> None:
+    if world.is_main:
+        print(text, file=sys.stderr)
+
+
+def _processes(world) -> str:
+    return f" x {world.size} processes" if world.active else ""
 
 
 def cmd_resume(args: argparse.Namespace) -> None:
@@ -74,18 +109,22 @@ def cmd_resume(args: argparse.Namespace) -> None:
 
     if not Path(args.run_dir).is_dir():
         raise UserError(f"'{args.run_dir}' is not a run directory; `gankit resume` takes the folder given to --out")
+    saved = Path(args.run_dir) / "config.toml"
+    world = _join_processes(config_mod.load(saved).train.device if saved.is_file() else "auto")
     trainer = Trainer.resume(args.run_dir)
     total = args.steps or trainer.cfg.train.steps
     if total < trainer.step:
         raise UserError(f"--steps {total} is below the {trainer.step} steps already done; give a larger total")
     if total > trainer.cfg.train.steps:
         trainer.cfg = config_mod.replace(trainer.cfg, "train", steps=total)
-    print(f"gankit: resuming {args.run_dir} at step {trainer.step} of {total}", file=sys.stderr)
+    _say(world, f"gankit: resuming {args.run_dir} at step {trainer.step} of {total}{_processes(world)}")
     _finish(trainer, args, total)
 
 
 def _finish(trainer, args: argparse.Namespace, total: int | None = None) -> None:
     trainer.fit(total, progress=not args.quiet)
+    if not trainer.world.is_main:
+        return  # process 0 draws the plots and sums up
     out = trainer.run_dir
     if trainer.cfg.viz.plot_at_end and not args.no_plots:
         from gankit.viz.plots import plot_run
@@ -311,6 +350,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("gankit: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if "torch.distributed" in sys.modules:  # leave the process group, when torchrun started one
+            from gankit.training.distributed import stop
+
+            stop()
     return 0
 
 

@@ -33,6 +33,7 @@ from gankit.models import MODELS
 from gankit.models.base import eval_mode
 from gankit.models.noise import sample_noise
 from gankit.training import checkpoint as ckpt
+from gankit.training import distributed
 from gankit.training.health import HealthMonitor, nonfinite
 from gankit.training.optim import make_optimizer
 from gankit.training.rejection import Critic, fit_critic, generator_draw, rejection_sample
@@ -40,12 +41,25 @@ from gankit.training.state import Normalizer, capture_rng, output_to_data, resto
 from gankit.training.views import decision_grid, features
 
 
+RANK_SEED_STRIDE = 7919  # each process of a multi-process run draws its own data and noise
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
         raise UserError("train.device = 'cuda' but no CUDA GPU is visible; use --device cpu or auto")
+    if name == "cuda" and distributed.world().active:
+        return torch.device("cuda", distributed.world().local_rank)
     return torch.device(name)
+
+
+def per_process_batch(batch_size: int, processes: int) -> int:
+    """train.batch_size is the batch of one step over all processes; each draws an equal share."""
+    if batch_size % processes:
+        raise UserError(f"train.batch_size = {batch_size} does not split over {processes} processes; "
+                        f"give a multiple of {processes}")
+    return batch_size // processes
 
 
 class Trainer:
@@ -53,6 +67,8 @@ class Trainer:
 
     def __init__(self, cfg: RunConfig, run_dir: str | Path, source: Source | None = None):
         self.cfg, self.run_dir = cfg, Path(run_dir)
+        self.world = distributed.world()
+        self.batch_size = per_process_batch(cfg.train.batch_size, self.world.size)
         self.device = resolve_device(cfg.train.device)
         self.source = source if source is not None else make_source(cfg.data)
         self.is_image = self.source.kind == "image"
@@ -65,12 +81,17 @@ class Trainer:
         self.opt_g = make_optimizer(self.g.parameters(), cfg.optim_g)
         self.opt_d = make_optimizer(self.d.parameters(), cfg.optim_d)
         self.loss = GANLoss(cfg.loss)
-        self.data_rng = torch.Generator().manual_seed(cfg.train.seed + 1)
-        self.noise_rng = torch.Generator(self.device).manual_seed(cfg.train.seed + 2)
+        rank_seed = cfg.train.seed + RANK_SEED_STRIDE * self.world.rank  # the same weights, other batches
+        if self.world.active:
+            torch.manual_seed(rank_seed)  # dropout masks differ between processes too
+        self.data_rng = torch.Generator().manual_seed(rank_seed + 1)
+        self.noise_rng = torch.Generator(self.device).manual_seed(rank_seed + 2)
+        self._rng_ranks: list[dict[str, Any]] | None = None  # every process's random state, at the last save
         self.step, self.elapsed = 0, 0.0
         self.fixed_real, self.fixed_z, self.fixed_labels = self._fixed_inputs()
         self._stop_signal: int | None = None
         self._rollbacks, self._lr_scale = 0, 1.0
+        self._resume_note: str | None = None  # said once training starts, when a resume could not be exact
         self.health = HealthMonitor()
         self.critic: Critic | None = None  # discriminator rejection sampling, fitted after training
 
@@ -114,11 +135,15 @@ class Trainer:
 
     # ------------------------------------------------------------------ one step
     def draw_real(self) -> tuple[torch.Tensor, torch.Tensor | None]:
-        return self._draw_real_with(self.cfg.train.batch_size, self.data_rng)
+        return self._draw_real_with(self.batch_size, self.data_rng)
 
     def draw_noise(self) -> torch.Tensor:
         m = self.cfg.model
-        return sample_noise(self.cfg.train.batch_size, m.z_dim, m.noise, self.noise_rng, self.device)
+        return sample_noise(self.batch_size, m.z_dim, m.noise, self.noise_rng, self.device)
+
+    def _sync_gradients(self, net: nn.Module) -> None:
+        if self.world.active:
+            distributed.average_gradients(net.parameters(), self.world.size)
 
     @torch.no_grad()
     def generate(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
@@ -141,6 +166,7 @@ class Trainer:
             d_loss, stats = self.loss.d_loss(self.d, real, fake, step, self.noise_rng, labels)
             self.opt_d.zero_grad(set_to_none=True)
             d_loss.backward()
+            self._sync_gradients(self.d)
             self.opt_d.step()
         diversity = fake.std(0).mean() / real.std(0).mean().clamp_min(1e-12)
         if article_views:
@@ -151,6 +177,7 @@ class Trainer:
             g_loss = self.loss.g_loss(self.g, self.d, z, step, self.noise_rng, labels)
             self.opt_g.zero_grad(set_to_none=True)
             g_loss.backward()
+            self._sync_gradients(self.g)
             self.opt_g.step()
         if self.ema is not None:
             self.ema.update_parameters(self.g)
@@ -185,28 +212,34 @@ class Trainer:
     def fit(self, steps: int | None = None, progress: bool = True) -> "Trainer":
         """Train until `steps` (default: train.steps) steps are done; resumable at any checkpoint."""
         total = steps or self.cfg.train.steps
-        self._prepare_run_dir()
+        main = self.world.is_main  # in a multi-process run, process 0 alone writes and prints
+        if main:
+            self._prepare_run_dir()
         if self.step == 0:
             self._save_or_warn()  # a point to resume or roll back to from the very start
         self._bar = tqdm(total=total, initial=self.step, desc="train", unit="step", file=sys.stderr,
-                         disable=not progress, dynamic_ncols=True, mininterval=0.5)
+                         disable=not (progress and main), dynamic_ncols=True, mininterval=0.5)
         self._started = time.perf_counter() - self.elapsed
+        if self._resume_note:
+            self._event("warning", kind="resume_processes", message=self._resume_note)
+            self._resume_note = None
         if self.step < total:
             self.critic = None  # G is about to change: a critic of the old G would be wrong
         with self._handle_stop_signals():
             while self.step < total and self._stop_signal is None:
                 self._run_one_step(total)
             self._bar.close()
+            self._check_processes_in_step()
             self._save_final()
-            if self._stop_signal is None and self.cfg.train.drs_steps and self.critic is None:
+            if self._stop_signal is None and self.cfg.train.drs_steps and self.critic is None and main:
                 if self.fit_rejection_critic(progress) is not None:
-                    self._save_final()
+                    self._save_final(gather=False)  # process 0 alone: the others have finished
         if self._stop_signal is not None:
             self._exit_on_signal()
         return self
 
-    def _save_final(self) -> None:
-        if self._save_or_warn() is None:
+    def _save_final(self, gather: bool = True) -> None:
+        if self._save_or_warn(gather) is None:
             raise TrainingError(f"the final checkpoint of {self.run_dir} could not be written; free disk space, "
                                 f"then `gankit resume {self.run_dir}` continues from the last one saved")
 
@@ -256,11 +289,13 @@ class Trainer:
     def _run_one_step(self, total: int) -> None:
         if self.cfg.train.lr_schedule != "constant" or self._lr_scale != 1.0:
             self._set_learning_rates(self.step, self.cfg.train.steps)  # the run's length, not this call's
-        snap = self._is_snapshot_step(self.step + 1, total)
+        snap = self.world.is_main and self._is_snapshot_step(self.step + 1, total)
         stats, views = self.train_step(snapshot=snap)
         self.step += 1
         self.elapsed = time.perf_counter() - self._started
         if self.step % self.cfg.train.log_every == 0 or self.step == total:
+            if self.world.active:
+                stats = distributed.mean_over_processes(stats)
             row = self._log(stats)
             bad = nonfinite(row)
             if bad:
@@ -271,11 +306,22 @@ class Trainer:
         if views:
             self._save_views(views)
         every = self.cfg.eval.every
-        if every > 0 and (self.step % every == 0 or self.step == total):
+        if every > 0 and (self.step % every == 0 or self.step == total) and self.world.is_main:
             self.evaluate()
         if self.step % self.cfg.train.checkpoint_every == 0 and self.step < total:
             self._save_or_warn()
+        if self.world.active and distributed.any_process(self._stop_signal is not None, self.device):
+            self._stop_signal = self._stop_signal or signal.SIGTERM  # stop together, at the same step
         self._bar.update(1)
+
+    def _check_processes_in_step(self) -> None:
+        """Averaged gradients keep every process's networks identical; say so loudly if they are not."""
+        if not self.world.active:
+            return
+        drift = max(distributed.max_difference(self.g, self.device), distributed.max_difference(self.d, self.device))
+        if drift > 0:
+            self._event("warning", kind="process_drift",
+                        message=f"the processes' weights differ by up to {drift:.3g}; process 0's are saved")
 
     def _is_snapshot_step(self, step: int, total: int) -> bool:
         every = self.cfg.train.snapshot_every
@@ -300,12 +346,16 @@ class Trainer:
         return row
 
     def _append_metrics(self, row: dict[str, Any]) -> None:
+        if not self.world.is_main:
+            return
         with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as fh:
             fh.write(json.dumps(row) + "\n")
 
     def _event(self, event: str, **fields: Any) -> None:
         """A line in metrics.jsonl (the run's record) and on stderr."""
         self._append_metrics({"step": self.step, "event": event, **fields})
+        if not self.world.is_main:
+            return
         text = fields.get("message", "")
         tqdm.write(f"gankit: {event} at step {self.step}: {text}", file=sys.stderr)
 
@@ -407,8 +457,13 @@ class Trainer:
         self._bar.n = self.step
         self._bar.refresh()
 
-    def _save_or_warn(self) -> Path | None:
-        """Save a checkpoint; if the disk refuses, say so and keep the previous one."""
+    def _save_or_warn(self, gather: bool = True) -> Path | None:
+        """Save a checkpoint; if the disk refuses, say so and keep the previous one. In a multi-process
+        run every process sends its random state (gather) and process 0 writes."""
+        if self.world.active and gather:
+            self._rng_ranks = distributed.gather_to_main(capture_rng(self.data_rng, self.noise_rng))
+        if not self.world.is_main:
+            return self.run_dir / "checkpoints" / "latest.pt"
         try:
             return self.save()
         except OSError as exc:
@@ -460,8 +515,9 @@ class Trainer:
 
     def _exit_on_signal(self) -> None:
         name = signal.Signals(self._stop_signal).name
-        print(f"\ngankit: {name} received; checkpoint saved at step {self.step}. "
-              f"Continue with: gankit resume {self.run_dir}", file=sys.stderr)
+        if self.world.is_main:
+            print(f"\ngankit: {name} received; checkpoint saved at step {self.step}. "
+                  f"Continue with: gankit resume {self.run_dir}", file=sys.stderr)
         raise SystemExit(128 + int(self._stop_signal))
 
     # ------------------------------------------------------------------ state
@@ -484,6 +540,7 @@ class Trainer:
             "opt_d": self.opt_d.state_dict(),
             "norm": self.norm.state_dict(),
             "rng": capture_rng(self.data_rng, self.noise_rng),
+            "rng_ranks": self._rng_ranks_now(),
             "critic": self.critic.state_dict() if self.critic is not None else None,
         }
 
@@ -496,10 +553,29 @@ class Trainer:
         self.opt_d.load_state_dict(state["opt_d"])
         self.norm = Normalizer(state["norm"]["mean"], state["norm"]["std"])
         self.step, self.elapsed = int(state["step"]), float(state["elapsed"])
-        restore_rng(state["rng"], self.data_rng, self.noise_rng)
+        self._restore_rng(state)
         if state.get("critic") is not None:
             self.critic = Critic.from_state(state["critic"], self.cfg, self.source.shape, self.num_classes)
             self.critic.net.to(self.device)
+
+    def _rng_ranks_now(self) -> list[dict[str, Any]] | None:
+        """Every process's random state for a multi-process run (process 0's as it is now)."""
+        if not self.world.active or self._rng_ranks is None:
+            return None
+        return [capture_rng(self.data_rng, self.noise_rng), *self._rng_ranks[1:]]
+
+    def _restore_rng(self, state: dict[str, Any]) -> None:
+        """Each process continues its own streams when the run is resumed on as many processes as
+        saved it; on another number they start afresh from (seed, step, rank), which is said."""
+        ranks = state.get("rng_ranks") or [state["rng"]]
+        if len(ranks) == self.world.size:
+            restore_rng(ranks[self.world.rank], self.data_rng, self.noise_rng)
+            return
+        seed = self.cfg.train.seed + RANK_SEED_STRIDE * self.world.rank + 1_000_003 * int(state["step"])
+        self.data_rng.manual_seed(seed + 1)
+        self.noise_rng.manual_seed(seed + 2)
+        self._resume_note = (f"saved by {len(ranks)} process(es), resumed on {self.world.size}: the data and noise "
+                             "streams start afresh, so the run is not bit-identical to an uninterrupted one")
 
     @classmethod
     def resume(cls, path: str | Path, settings: list[str] | tuple[str, ...] = ()) -> "Trainer":
