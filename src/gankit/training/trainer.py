@@ -488,7 +488,7 @@ class Trainer:
     def _truncate_metrics(self) -> None:
         """On resume, drop log lines written after the checkpoint: no duplicates, no gaps."""
         path = self.run_dir / "metrics.jsonl"
-        if not path.exists():
+        if not path.exists() or not self.world.is_main:
             return
         kept = [line for line in path.read_text(encoding="utf-8").splitlines()
                 if line.strip() and _line_step(line) <= self.step]
