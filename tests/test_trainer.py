@@ -122,3 +122,16 @@ def test_ema_of_g_leaves_training_untouched(tiny_cfg, tmp_path):
     assert losses == [(r["d_loss"], r["g_loss"]) for r in map(json.loads, (tmp_path / "ema" / "metrics.jsonl").open())
                       if "d_loss" in r]
     assert not torch.equal(next(ema.sampler_g.parameters()), next(ema.g.parameters()))
+
+
+def test_bf16_autocast_trains_in_bfloat16(tiny_cfg, tmp_path):
+    """train.precision = bf16 runs the forward passes in bfloat16 (so the run differs from float32)
+    while the weights stay float32 and the losses finite."""
+    runs = {p: Trainer(config.with_overrides(tiny_cfg, [f"train.precision={p}"]), tmp_path / p).fit(progress=False)
+            for p in ("fp32", "bf16")}
+    assert all(p.dtype == torch.float32 for p in runs["bf16"].g.parameters())
+    rows = [json.loads(line) for line in (tmp_path / "bf16" / "metrics.jsonl").open() if "d_loss" in line]
+    assert rows and all(np.isfinite(r["d_loss"]) and np.isfinite(r["g_loss"]) for r in rows)
+    assert not torch.equal(next(runs["fp32"].g.parameters()), next(runs["bf16"].g.parameters()))
+    with runs["bf16"]._autocast():
+        assert runs["bf16"].g(torch.zeros(4, tiny_cfg.model.z_dim)).dtype == torch.bfloat16

@@ -95,6 +95,7 @@ class TrainConfig:
     drs_hidden: tuple[int, ...] = ()  # mlp: the critic's hidden widths (empty: model.d_hidden)
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["fp32", "bf16"] = "fp32"  # bf16: forward passes autocast to bfloat16 (Ampere+ GPUs)
     log_every: int = 10
     snapshot_every: int = 500  # views of D and G for the plots (0: off)
     checkpoint_every: int = 1000

@@ -141,6 +141,12 @@ class Trainer:
         m = self.cfg.model
         return sample_noise(self.batch_size, m.z_dim, m.noise, self.noise_rng, self.device)
 
+    def _autocast(self) -> torch.autocast:
+        """train.precision = bf16: forward passes in bfloat16 where PyTorch deems it safe (matrix
+        products, convolutions); losses, reductions and the backward's weight updates stay float32.
+        bfloat16 has float32's range, so no loss scaling is needed (float16 would need a GradScaler)."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.train.precision == "bf16")
+
     def _sync_gradients(self, net: nn.Module) -> None:
         if self.world.active:
             distributed.average_gradients(net.parameters(), self.world.size)
@@ -158,23 +164,26 @@ class Trainer:
         article_views = snapshot and not self.is_image
         if article_views:
             views.update(self._views("d0", "g0"))
-        fake = self.generate(z, labels)
+        with self._autocast():
+            fake = self.generate(z, labels)
         for i in range(t.n_d):
-            if i > 0 and not t.reuse_batch:
-                (real, labels), z = self.draw_real(), self.draw_noise()
-                fake = self.generate(z, labels)
-            d_loss, stats = self.loss.d_loss(self.d, real, fake, step, self.noise_rng, labels)
+            with self._autocast():
+                if i > 0 and not t.reuse_batch:
+                    (real, labels), z = self.draw_real(), self.draw_noise()
+                    fake = self.generate(z, labels)
+                d_loss, stats = self.loss.d_loss(self.d, real, fake, step, self.noise_rng, labels)
             self.opt_d.zero_grad(set_to_none=True)
             d_loss.backward()
             self._sync_gradients(self.d)
             self.opt_d.step()
-        diversity = fake.std(0).mean() / real.std(0).mean().clamp_min(1e-12)
+        diversity = fake.float().std(0).mean() / real.float().std(0).mean().clamp_min(1e-12)
         if article_views:
             views.update(self._views("d1", "g0"))
         for _ in range(t.n_g):
             if not t.reuse_batch:
                 z = self.draw_noise()
-            g_loss = self.loss.g_loss(self.g, self.d, z, step, self.noise_rng, labels)
+            with self._autocast():
+                g_loss = self.loss.g_loss(self.g, self.d, z, step, self.noise_rng, labels)
             self.opt_g.zero_grad(set_to_none=True)
             g_loss.backward()
             self._sync_gradients(self.g)
