@@ -181,13 +181,17 @@ def plot_surface(snap: dict, step: int, path: Path) -> Path:
 
 # --------------------------------------------------------------------------- evaluation
 
-SKIP_IN_EVAL_PLOT = {"step", "eval", "n", "eval_seconds", "kde_bandwidth", "mmd_bandwidth"}
+SKIP_IN_EVAL_PLOT = {"step", "eval", "n", "eval_seconds", "kde_bandwidth", "mmd_bandwidth", "drs"}
+# the probability view scores D and the live G, which the rejection critic leaves as they were
+GAME_KEYS = {"jsd", "value_d", "value_d_star", "d_star_error"}
 
 
 def plot_eval(run_dir: Path) -> Path | None:
     """Every logged metric over training, one small panel each; the probability view's values are
     drawn against their theoretical optimum (JSD 0, V = -log 4)."""
-    rows = [r for r in read_metrics(run_dir) if r.get("eval")]
+    scored = [r for r in read_metrics(run_dir) if r.get("eval")]
+    rows = [r for r in scored if not r.get("drs")]
+    critic_rows = [r for r in scored if r.get("drs")]  # the sampler once the rejection critic is fitted
     if not rows:
         return None
     keys = [k for k in rows[-1] if k not in SKIP_IN_EVAL_PLOT and not k.endswith("_std")
@@ -200,6 +204,9 @@ def plot_eval(run_dir: Path) -> Path | None:
         if not pts:
             continue
         ax.plot(*zip(*pts), marker="o", ms=3, lw=1, color=FAKE, label=key)
+        kept = [(r["step"], r[key]) for r in critic_rows if r.get(key) is not None]
+        if kept and key not in GAME_KEYS:
+            ax.plot(*zip(*kept), marker="*", ms=10, ls="none", color="black", label="with the rejection critic")
         if key == "jsd":
             ax.axhline(math.log(2), color="gray", ls=":", lw=1, label="log 2: no overlap")
             ax.axhline(0, color="black", ls="--", lw=1, label="0: p_g = p_data")
