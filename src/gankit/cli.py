@@ -63,11 +63,16 @@ def cmd_train(args: argparse.Namespace) -> None:
     resolve_device(cfg.train.device)
     world = _join_processes(cfg.train.device)
     out = Path(args.out) if args.out else Path("runs") / f"{cfg.preset or 'run'}-{time.strftime('%Y%m%d-%H%M%S')}"
-    out = _on_main(world, lambda: prepare_out_dir(out, args.overwrite) or out)  # before any file is written
+    out = _on_main(world, lambda: _prepared(out, args.overwrite))  # before any file is written; one name for all
     trainer = Trainer(cfg, out, source=source)
     _say(world, f"gankit: training '{cfg.preset or args.target}' for {cfg.train.steps} steps on {trainer.device}"
                 f"{_processes(world)}; run directory: {out}")
     _finish(trainer, args)
+
+
+def _prepared(out: Path, overwrite: bool) -> Path:
+    prepare_out_dir(out, overwrite)
+    return out
 
 
 def _join_processes(device: str):

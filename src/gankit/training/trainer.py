@@ -153,7 +153,9 @@ class Trainer:
 
     @torch.no_grad()
     def generate(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        return self.g(z, labels)
+        """The batch D is trained on (no graph: D's update does not reach G)."""
+        with self._autocast():
+            return self.g(z, labels)
 
     def train_step(self, snapshot: bool = False) -> tuple[dict[str, torch.Tensor], dict[str, np.ndarray]]:
         """n_d D updates then n_g G updates. Generated batches use the real batch's labels.
@@ -164,13 +166,12 @@ class Trainer:
         article_views = snapshot and not self.is_image
         if article_views:
             views.update(self._views("d0", "g0"))
-        with self._autocast():
-            fake = self.generate(z, labels)
+        fake = self.generate(z, labels)
         for i in range(t.n_d):
+            if i > 0 and not t.reuse_batch:
+                (real, labels), z = self.draw_real(), self.draw_noise()
+                fake = self.generate(z, labels)
             with self._autocast():
-                if i > 0 and not t.reuse_batch:
-                    (real, labels), z = self.draw_real(), self.draw_noise()
-                    fake = self.generate(z, labels)
                 d_loss, stats = self.loss.d_loss(self.d, real, fake, step, self.noise_rng, labels)
             self.opt_d.zero_grad(set_to_none=True)
             d_loss.backward()
