@@ -135,3 +135,20 @@ def test_bf16_autocast_trains_in_bfloat16(tiny_cfg, tmp_path):
     assert not torch.equal(next(runs["fp32"].g.parameters()), next(runs["bf16"].g.parameters()))
     with runs["bf16"]._autocast():
         assert runs["bf16"].g(torch.zeros(4, tiny_cfg.model.z_dim)).dtype == torch.bfloat16
+
+
+def test_share_fake_is_the_same_update_with_one_g_forward_fewer(tiny_cfg, tmp_path):
+    """With reuse_batch both versions give G's update the D batch's z, so sharing the generated batch
+    (and its graph) must give the same weights, while G runs once fewer a step."""
+    base = ["train.reuse_batch=true", "train.n_g=2", "train.snapshot_every=0"]
+    runs, forwards = {}, {}
+    for share in ("false", "true"):
+        cfg = config.with_overrides(tiny_cfg, [*base, f"train.share_fake={share}"])
+        trainer = Trainer(cfg, tmp_path / share)
+        calls = []
+        trainer.g.register_forward_hook(lambda *_: calls.append(1))
+        runs[share], forwards[share] = trainer.fit(progress=False), len(calls)
+    for a, b in zip(runs["false"].g.parameters(), runs["true"].g.parameters()):
+        torch.testing.assert_close(a, b)
+    steps = tiny_cfg.train.steps
+    assert forwards["false"] - forwards["true"] == steps  # 3 forwards a step become 2

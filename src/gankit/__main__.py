@@ -1,4 +1,4 @@
 """`python -m gankit ...` (and `torchrun ... -m gankit ...`) is the `gankit` command."""
-from gankit.cli import main
+from gankit.cli import entry
 
-raise SystemExit(main())
+entry()

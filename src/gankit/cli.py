@@ -363,5 +363,20 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def entry() -> None:
+    """The console command: main(), then, in a process torchrun started, a hard exit. Interpreter
+    shutdown can abort such a process while Gloo's threads are torn down around it (seen now and
+    then on CPU runs, after all was written); by then the run is saved and the group left."""
+    try:
+        code = main()
+    except SystemExit as exc:  # a stop signal's exit status, from the trainer
+        code = exc.code if isinstance(exc.code, int) else 1
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    raise SystemExit(code)
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    entry()

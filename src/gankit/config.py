@@ -88,6 +88,7 @@ class TrainConfig:
     n_d: int = 1
     n_g: int = 1
     reuse_batch: bool = False  # one real batch and one noise batch for all updates of a step
+    share_fake: bool = False  # the first G update reuses D's generated batch and its graph: one G forward fewer
     ema_decay: float = 0.0  # exponential moving average of G's weights (0: off)
     lr_schedule: Literal["constant", "linear", "cosine"] = "constant"  # both learning rates over train.steps
     lr_final: float = 0.0  # linear/cosine: the last step's rate as a fraction of the first's

@@ -160,7 +160,10 @@ class GANLoss:
         return logits[:n_real], logits[n_real:]
 
     def g_loss(self, g: nn.Module, d: nn.Module, z: Tensor, step: int,
-               generator: torch.Generator | None = None, labels: Tensor | None = None) -> Tensor:
-        fake = g(z, labels)  # a gankit Generator takes labels=None when unconditional
+               generator: torch.Generator | None = None, labels: Tensor | None = None,
+               fake: Tensor | None = None) -> Tensor:
+        """G's loss on G(z); `fake` is G(z) already computed with its graph (train.share_fake)."""
+        if fake is None:
+            fake = g(z, labels)  # a gankit Generator takes labels=None when unconditional
         fake = self._noisy(fake, self.noise_std(step), generator)
         return self.pair.g(judge(d, fake, labels))

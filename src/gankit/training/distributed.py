@@ -66,8 +66,15 @@ def start(device_name: str) -> World:
 
 
 def stop() -> None:
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+    """Leave the process group once every process is done with it: tearing Gloo down while another
+    process still writes can abort the process (seen as 'terminate called without an active exception')."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    try:
+        dist.barrier()
+    except RuntimeError:
+        pass  # another process has already failed; torchrun reports it
+    dist.destroy_process_group()
 
 
 def average_gradients(params: Iterable[torch.nn.Parameter], size: int) -> None:

@@ -151,10 +151,10 @@ class Trainer:
         if self.world.active:
             distributed.average_gradients(net.parameters(), self.world.size)
 
-    @torch.no_grad()
     def generate(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        """The batch D is trained on (no graph: D's update does not reach G)."""
-        with self._autocast():
+        """The batch D is trained on. Without a graph (D's update does not reach G), unless
+        train.share_fake keeps it for the first G update."""
+        with self._autocast(), torch.set_grad_enabled(self.cfg.train.share_fake):
             return self.g(z, labels)
 
     def train_step(self, snapshot: bool = False) -> tuple[dict[str, torch.Tensor], dict[str, np.ndarray]]:
@@ -177,14 +177,15 @@ class Trainer:
             d_loss.backward()
             self._sync_gradients(self.d)
             self.opt_d.step()
-        diversity = fake.float().std(0).mean() / real.float().std(0).mean().clamp_min(1e-12)
+        diversity = fake.detach().float().std(0).mean() / real.float().std(0).mean().clamp_min(1e-12)
         if article_views:
             views.update(self._views("d1", "g0"))
-        for _ in range(t.n_g):
-            if not t.reuse_batch:
+        for i in range(t.n_g):
+            shared = fake if t.share_fake and i == 0 else None  # G has not changed since it made `fake`
+            if shared is None and not t.reuse_batch:
                 z = self.draw_noise()
             with self._autocast():
-                g_loss = self.loss.g_loss(self.g, self.d, z, step, self.noise_rng, labels)
+                g_loss = self.loss.g_loss(self.g, self.d, z, step, self.noise_rng, labels, fake=shared)
             self.opt_g.zero_grad(set_to_none=True)
             g_loss.backward()
             self._sync_gradients(self.g)
