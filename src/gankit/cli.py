@@ -371,10 +371,13 @@ def entry() -> None:
         code = main()
     except SystemExit as exc:  # a stop signal's exit status, from the trainer
         code = exc.code if isinstance(exc.code, int) else 1
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
+    if "torch.distributed" in sys.modules:  # imported by training; `gankit list` etc. stay light
+        from gankit.training.distributed import launched_by_torchrun
+
+        if launched_by_torchrun():
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
     raise SystemExit(code)
 
 

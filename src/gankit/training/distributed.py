@@ -122,10 +122,6 @@ def gather_to_main(value: Any) -> list[Any] | None:
     return out
 
 
-def barrier() -> None:
-    dist.barrier()
-
-
 def max_difference(module: torch.nn.Module, device: torch.device) -> float:
     """How far this module's weights are apart across processes (0.0 when in sync)."""
     flat = torch.cat([p.detach().reshape(-1).float() for p in module.parameters()]).to(device)

@@ -49,8 +49,9 @@ def resolve_device(name: str) -> torch.device:
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
         raise UserError("train.device = 'cuda' but no CUDA GPU is visible; use --device cpu or auto")
-    if name == "cuda" and distributed.world().active:
-        return torch.device("cuda", distributed.world().local_rank)
+    world = distributed.world()
+    if name == "cuda" and world.active:
+        return torch.device("cuda", world.local_rank)
     return torch.device(name)
 
 
@@ -90,6 +91,7 @@ class Trainer:
         self.step, self.elapsed = 0, 0.0
         self.fixed_real, self.fixed_z, self.fixed_labels = self._fixed_inputs()
         self._stop_signal: int | None = None
+        self._stop_agreed = False  # several processes: every one of them stops after this step
         self._rollbacks, self._lr_scale = 0, 1.0
         self._resume_note: str | None = None  # said once training starts, when a resume could not be exact
         self.health = HealthMonitor()
@@ -237,7 +239,7 @@ class Trainer:
         if self.step < total:
             self.critic = None  # G is about to change: a critic of the old G would be wrong
         with self._handle_stop_signals():
-            while self.step < total and self._stop_signal is None:
+            while self.step < total and not self._stopping():
                 self._run_one_step(total)
             self._bar.close()
             self._check_processes_in_step()
@@ -305,8 +307,11 @@ class Trainer:
         self.step += 1
         self.elapsed = time.perf_counter() - self._started
         if self.step % self.cfg.train.log_every == 0 or self.step == total:
-            if self.world.active:
+            if self.world.active:  # the processes meet here, not every step: no host sync in between
                 stats = distributed.mean_over_processes(stats)
+                if distributed.any_process(self._stop_signal is not None, self.device):
+                    self._stop_signal = self._stop_signal or signal.SIGTERM
+                    self._stop_agreed = True
             row = self._log(stats)
             bad = nonfinite(row)
             if bad:
@@ -321,9 +326,12 @@ class Trainer:
             self.evaluate()
         if self.step % self.cfg.train.checkpoint_every == 0 and self.step < total:
             self._save_or_warn()
-        if self.world.active and distributed.any_process(self._stop_signal is not None, self.device):
-            self._stop_signal = self._stop_signal or signal.SIGTERM  # stop together, at the same step
         self._bar.update(1)
+
+    def _stopping(self) -> bool:
+        """A stop signal ends a one-process run after this step; several processes agree on one
+        step first, at the next log step (_run_one_step)."""
+        return self._stop_signal is not None and (not self.world.active or self._stop_agreed)
 
     def _check_processes_in_step(self) -> None:
         """Averaged gradients keep every process's networks identical; say so loudly if they are not."""
