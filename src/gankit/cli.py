@@ -14,7 +14,7 @@ from gankit import __version__
 from gankit import config as config_mod
 from gankit.config import RunConfig
 from gankit.errors import TrainingError, UserError
-from gankit.io import prepare_out_dir
+from gankit.rundir import prepare_out_dir
 
 LIST_KINDS = ("presets", "datasets", "models", "losses", "metrics")
 
@@ -63,16 +63,22 @@ def cmd_train(args: argparse.Namespace) -> None:
     resolve_device(cfg.train.device)
     world = _join_processes(cfg.train.device)
     out = Path(args.out) if args.out else Path("runs") / f"{cfg.preset or 'run'}-{time.strftime('%Y%m%d-%H%M%S')}"
-    out = _on_main(world, lambda: _prepared(out, args.overwrite))  # before any file is written; one name for all
-    trainer = Trainer(cfg, out, source=source)
-    _say(world, f"gankit: training '{cfg.preset or args.target}' for {cfg.train.steps} steps on {trainer.device}"
-                f"{_processes(world)}; run directory: {out}")
-    _finish(trainer, args)
+    out = _on_main(world, lambda: out)  # one name for all processes
+    trainer = Trainer(cfg, out, source=source)  # builds the networks (and refuses bad combinations) before any write
+    with _holding(world, out):
+        _on_main(world, lambda: prepare_out_dir(out, args.overwrite))
+        _say(world, f"gankit: training '{cfg.preset or args.target}' for {cfg.train.steps} steps on {trainer.device}"
+                    f"{_processes(world)}; run directory: {out}")
+        _finish(trainer, args)
 
 
-def _prepared(out: Path, overwrite: bool) -> Path:
-    prepare_out_dir(out, overwrite)
-    return out
+def _holding(world, run_dir: Path):
+    """Process 0 holds the run directory (rundir.hold_run) while the command works on it."""
+    from contextlib import nullcontext
+
+    from gankit.rundir import hold_run
+
+    return hold_run(run_dir) if world.is_main else nullcontext()
 
 
 def _join_processes(device: str):
@@ -111,19 +117,21 @@ def _processes(world) -> str:
 
 def cmd_resume(args: argparse.Namespace) -> None:
     from gankit.training import Trainer
+    from gankit.training.checkpoint import run_dir_of
 
-    if not Path(args.run_dir).is_dir():
-        raise UserError(f"'{args.run_dir}' is not a run directory; `gankit resume` takes the folder given to --out")
-    saved = Path(args.run_dir) / "config.toml"
+    run_dir = run_dir_of(args.run)
+    config_mod.check_resume_settings(args.set)
+    saved = run_dir / "config.toml"
     world = _join_processes(config_mod.load(saved).train.device if saved.is_file() else "auto")
-    trainer = Trainer.resume(args.run_dir)
-    total = args.steps or trainer.cfg.train.steps
-    if total < trainer.step:
-        raise UserError(f"--steps {total} is below the {trainer.step} steps already done; give a larger total")
-    if total > trainer.cfg.train.steps:
-        trainer.cfg = config_mod.replace(trainer.cfg, "train", steps=total)
-    _say(world, f"gankit: resuming {args.run_dir} at step {trainer.step} of {total}{_processes(world)}")
-    _finish(trainer, args, total)
+    with _holding(world, run_dir):
+        trainer = Trainer.resume(args.run, args.set)
+        total = args.steps or trainer.cfg.train.steps
+        if total < trainer.step:
+            raise UserError(f"--steps {total} is below the {trainer.step} steps already done; give a larger total")
+        if total > trainer.cfg.train.steps:
+            trainer.cfg = config_mod.replace(trainer.cfg, "train", steps=total)
+        _say(world, f"gankit: resuming {run_dir} at step {trainer.step} of {total}{_processes(world)}")
+        _finish(trainer, args, total)
 
 
 def _finish(trainer, args: argparse.Namespace, total: int | None = None) -> None:
@@ -279,8 +287,11 @@ def build_parser() -> Parser:
     train.set_defaults(func=cmd_train)
 
     resume = verbs.add_parser("resume", help="continue a run exactly where it stopped")
-    resume.add_argument("run_dir")
+    resume.add_argument("run", help="run directory (its latest checkpoint), or one of its checkpoints/step-*.pt")
     resume.add_argument("--steps", type=int, help="new total number of steps (default: the run's own)")
+    resume.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="change a setting that leaves training the same, e.g. data.root=PATH "
+                             "(see docs/guide.md#resume)")
     _add_run_flags(resume)
     resume.set_defaults(func=cmd_resume)
 
@@ -355,12 +366,22 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("gankit: interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:  # a folder the user cannot write to, a full disk, a file in the way
+        print(f"gankit: error: {_os_error_line(exc)}", file=sys.stderr)
+        return 2
     finally:
         if "torch.distributed" in sys.modules:  # leave the process group, when torchrun started one
             from gankit.training.distributed import stop
 
             stop()
     return 0
+
+
+def _os_error_line(exc: OSError) -> str:
+    where = f"'{exc.filename}'" if exc.filename else "a file"
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    return (f"cannot write or read {where} ({reason}); choose a folder you can write to (--out), "
+            "or free disk space; nothing already saved was changed")
 
 
 def entry() -> None:

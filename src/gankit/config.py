@@ -53,7 +53,7 @@ class ModelConfig:
     leaky_slope: float = 0.2
     init: Literal["default", "xavier_uniform", "normal"] = "default"
     init_std: float = 0.02  # for init = "normal"
-    spectral_norm: bool = False  # on every layer of D
+    spectral_norm: bool = False  # on every linear and convolutional layer of D (not a class embedding)
     pack: int = 1  # PacGAN: D judges `pack` samples at once
     conditional: bool = False  # class-conditional G (label embedding) and projection D
     conv_width: int = 64  # dcgan: channels of the widest-resolution layer
@@ -357,6 +357,23 @@ def with_overrides(cfg: RunConfig, items: list[str]) -> RunConfig:
                               f"valid: {', '.join(sections)}")
         raw[section][key] = value
     return from_dict(raw)
+
+
+# Settings `gankit resume --set` may change: where things are and what is written, never what is trained.
+RESUME_SETTINGS = ("data.root", "data.download", "train.device", "train.log_every", "train.snapshot_every",
+                   "train.checkpoint_every", "train.keep_checkpoints", "viz.n_points", "viz.grid_size",
+                   "viz.plot_at_end", "eval.every", "eval.n", "eval.metrics")
+
+
+def check_resume_settings(items: list[str]) -> None:
+    """Refuse a --set on resume that would change the training a run is continuing."""
+    for item in items:
+        parts, _ = parse_override(item)
+        key = ".".join(parts)
+        if key not in RESUME_SETTINGS:
+            raise ConfigError(f"--set {key}: a resumed run keeps the settings it was trained with; resume may "
+                              f"change only {', '.join(RESUME_SETTINGS)} (use --steps for a new total, or "
+                              "`gankit train` for a new run with other settings)")
 
 
 def replace(cfg: RunConfig, section: str, **changes: Any) -> RunConfig:

@@ -14,11 +14,12 @@ rides along as gankit.json:
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import torch
 from torch import nn
+
+from gankit.io import atomic_write
 
 
 class _Export(nn.Module):
@@ -52,7 +53,4 @@ def export_generator(sampler, out: Path) -> Path:
     meta = {"z_dim": cfg.model.z_dim, "noise": cfg.model.noise, "num_classes": sampler.num_classes,
             "shape": list(sampler.shape), "output": "uint8 (N, H, W, C)" if sampler.is_image else "float32 (N, D)"}
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.stem}.tmp.pt2")  # torch.export wants the .pt2 ending
-    torch.export.save(program, tmp, extra_files={"gankit.json": json.dumps(meta)})
-    os.replace(tmp, out)
-    return out
+    return atomic_write(out, lambda fh: torch.export.save(program, fh, extra_files={"gankit.json": json.dumps(meta)}))

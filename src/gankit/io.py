@@ -3,36 +3,56 @@ never a half-written file."""
 from __future__ import annotations
 
 import os
-import shutil
+import stat
+import tempfile
 from pathlib import Path
+from typing import BinaryIO, Callable
 
 import numpy as np
 
 from gankit.errors import UserError
 
 VECTOR_FORMATS = (".npz", ".npy", ".csv", ".png")
-RUN_ENTRIES = ("config.toml", "metrics.jsonl", "checkpoints", "snapshots", "samples", "plots", "report.html")
 
 
-def prepare_out_dir(out: Path, overwrite: bool) -> None:
-    """Refuse to mix two runs in one folder; with --overwrite remove only gankit's own entries."""
-    if not out.exists():
+def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> Path:
+    """Call write(fh) on a fresh temporary file beside `path`, flush it to disk, then rename it over
+    `path`: readers (and a crash) see the old file or the complete new one, never half of one. The
+    temporary name is unique, so two writers never write into one temporary file."""
+    path = Path(path)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = Path(tmp_name)
+    try:
+        # mkstemp makes the file private (0600); give it the old file's mode, or the usual 0644
+        os.chmod(fd, stat.S_IMODE(path.stat().st_mode) if path.exists() else 0o644)
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+    return path
+
+
+def atomic_write_text(path: Path, text: str) -> Path:
+    return atomic_write(path, lambda fh: fh.write(text.encode("utf-8")))
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make a rename in `folder` durable (where the file system can sync a directory)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
         return
-    if not out.is_dir():
-        raise UserError(f"--out '{out}' is a file; give a directory path")
-    entries = [p.name for p in out.iterdir()]
-    is_run = any(name in RUN_ENTRIES for name in entries)
-    if is_run and not overwrite:
-        raise UserError(f"'{out}' already holds a run; continue it with `gankit resume {out}`, "
-                        "or pass --overwrite to start again, or choose another --out")
-    if not is_run and entries:
-        raise UserError(f"'{out}' exists and is not empty; choose another --out")
-    for name in RUN_ENTRIES + ("data.npy",):
-        path = out / name
-        if path.is_dir():
-            shutil.rmtree(path)
-        elif path.exists():
-            path.unlink()
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some file systems cannot sync a directory; the rename is still atomic
+    finally:
+        os.close(fd)
 
 
 def check_target(out: Path, is_image: bool) -> None:

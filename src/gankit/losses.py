@@ -68,11 +68,16 @@ class LossPair:
     d: Callable[..., Tensor]
     g: Callable[[Tensor], Tensor]
     gradient_penalty: bool = False
+    # sigmoid(D) is a probability of "real" only when D is trained by cross-entropy; the other losses
+    # train a critic whose raw values are no probabilities (logged as critic_real / critic_fake)
+    probabilistic: bool = False
 
 
 LOSSES: Registry = Registry("loss")
-LOSSES.register("ns", "non-saturating sigmoid cross-entropy (the articles' loss)")(LossPair(ns_d, ns_g))
-LOSSES.register("minimax", "the original minimax value function; G saturates early")(LossPair(ns_d, minimax_g))
+LOSSES.register("ns", "non-saturating sigmoid cross-entropy (the articles' loss)")(
+    LossPair(ns_d, ns_g, probabilistic=True))
+LOSSES.register("minimax", "the original minimax value function; G saturates early")(
+    LossPair(ns_d, minimax_g, probabilistic=True))
 LOSSES.register("lsgan", "least squares GAN")(LossPair(lsgan_d, lsgan_g))
 LOSSES.register("wgan-gp", "Wasserstein with gradient penalty")(LossPair(wgan_d, wgan_g, gradient_penalty=True))
 LOSSES.register("hinge", "hinge loss")(LossPair(hinge_d, wgan_g))
@@ -137,8 +142,7 @@ class GANLoss:
         real_in, fake_in = self._noisy(real, std, generator), self._noisy(fake.detach(), std, generator)
         real_logits, fake_logits = self._judge_both(d, real_in, fake_in, labels)
         loss = self.pair.d(real_logits, fake_logits, 1.0 - self.cfg.label_smoothing)
-        stats = {"d_real": torch.sigmoid(real_logits.detach()).mean(),
-                 "d_fake": torch.sigmoid(fake_logits.detach()).mean()}
+        stats = self._judgement_stats(real_logits.detach(), fake_logits.detach())
         if self.pair.gradient_penalty and self.cfg.gp_weight > 0:
             gp = gradient_penalty(d, real_in, fake_in, generator, labels)
             loss = loss + self.cfg.gp_weight * gp
@@ -148,6 +152,12 @@ class GANLoss:
             loss = loss + 0.5 * self.cfg.r1_gamma * r1
             stats["r1"] = r1.detach()
         return loss, stats
+
+    def _judgement_stats(self, real_logits: Tensor, fake_logits: Tensor) -> dict[str, Tensor]:
+        """Mean D(x) and D(G(z)) as probabilities (cross-entropy losses), else the critic's raw means."""
+        if self.pair.probabilistic:
+            return {"d_real": torch.sigmoid(real_logits).mean(), "d_fake": torch.sigmoid(fake_logits).mean()}
+        return {"critic_real": real_logits.float().mean(), "critic_fake": fake_logits.float().mean()}
 
     @staticmethod
     def _judge_both(d: nn.Module, real: Tensor, fake: Tensor, labels: Tensor | None) -> tuple[Tensor, Tensor]:

@@ -141,7 +141,9 @@ def fetch_official(name: str, folder: Path, stems: tuple[str, ...]) -> None:
 class _ArraysOnly(pickle.Unpickler):
     """Unpickles NumPy arrays, lists, dicts and bytes, nothing else: a crafted file cannot run code."""
 
+    # _frombuffer: arrays pickled with protocol 5 (NumPy >= 1.16 picks it by default under Python 3.8+)
     ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
                ("numpy", "ndarray"), ("numpy", "dtype")}
 
     def find_class(self, module: str, name: str):

@@ -116,6 +116,9 @@ class Points(VectorSource):
         self.data = torch.as_tensor(validate_points(array, source), dtype=torch.float32)
         self.dim = self.data.shape[1]
 
+    def __len__(self) -> int:
+        return len(self.data)
+
     def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
         return self.data[torch.randint(len(self.data), (n,), generator=generator)]
 
@@ -168,4 +171,19 @@ def _read_csv(file: Path) -> np.ndarray:
         try:
             return np.loadtxt(file, delimiter=",", ndmin=2)
         except ValueError:
+            pass
+        try:
             return np.loadtxt(file, delimiter=",", ndmin=2, skiprows=1)  # a header line
+        except ValueError:
+            _refuse_other_separators(file)
+            raise
+
+
+def _refuse_other_separators(file: Path) -> None:
+    """A CSV saved with semicolons or tabs (common in locales with a decimal comma) gets its own fix."""
+    with open(file, encoding="utf-8", errors="replace") as fh:
+        head = "".join(fh.readline() for _ in range(3))
+    for sep, name in ((";", "semicolons"), ("\t", "tabs")):
+        if sep in head:
+            raise UserError(f"points file '{file}' separates values with {name}; save it with commas as the "
+                            "separator and '.' as the decimal point (or as .npy)")

@@ -10,6 +10,7 @@ import hashlib
 import os
 import sys
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -20,6 +21,7 @@ import torch
 from gankit.data import GaussianMixture2D, Source
 from gankit.data.toy import Quadratic, TwoCurves
 from gankit.errors import UserError
+from gankit.io import atomic_write
 from gankit.metrics import features as feat
 from gankit.metrics import probability as prob
 from gankit.metrics import toy
@@ -277,14 +279,13 @@ def cached_features(images: np.ndarray, extractor: str, compute: Callable[[np.nd
         try:
             with np.load(path, allow_pickle=False) as data:
                 return tuple(data[f"a{i}"] for i in range(len(data.files)))
-        except (OSError, ValueError, KeyError):
-            pass  # a damaged cache file is recomputed and replaced
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+            pass  # a damaged (e.g. truncated) cache file is recomputed and replaced
     arrays = compute(images)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp.npz")
-        np.savez(tmp, **{f"a{i}": a for i, a in enumerate(arrays)})
-        os.replace(tmp, path)
+        # a unique temporary file renamed into place: evaluations running at once never mix their bytes
+        atomic_write(path, lambda fh: np.savez(fh, **{f"a{i}": a for i, a in enumerate(arrays)}))
     except OSError:
         pass  # a read-only home: work without the cache
     return arrays

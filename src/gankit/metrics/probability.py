@@ -1,4 +1,4 @@
-"""The probability view of a GAN on data whose density is known (MISSION.md section 5).
+"""The probability view of a GAN on data whose density is known.
 
 For a fixed G the best discriminator is D*(x) = p_data(x) / (p_data(x) + p_g(x)), and then
 V(D*, G) = -log 4 + 2 JSD(p_data || p_g). p_data is known exactly; p_g is not, so it is estimated

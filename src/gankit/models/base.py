@@ -25,6 +25,22 @@ def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
         module.train(was_training)
 
 
+def has_batch_norm(module: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules())
+
+
+def without_batch_norm(module: nn.Module) -> nn.Module:
+    """The module with every batch-norm layer replaced by the identity (in place), for networks
+    that must judge each sample on its own; it then takes real and generated batches together."""
+    for parent in list(module.modules()):
+        for name, child in parent.named_children():
+            if isinstance(child, nn.modules.batchnorm._BatchNorm):
+                setattr(parent, name, nn.Identity())
+    if hasattr(module, "joint_batch"):
+        module.joint_batch = True
+    return module
+
+
 class Generator(nn.Module):
     """Subclasses define `decode(inputs, y)`. A conditional generator either gets a label embedding
     of `embed_dim` appended to z (inputs), or, with embed_dim 0, uses the labels y itself (through

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from gankit.errors import UserError
+from gankit.io import atomic_write, fsync_dir
 
 FORMAT_VERSION = 1
 STEP_FILE = re.compile(r"step-(\d+)\.pt$")
@@ -27,42 +28,25 @@ STEP_FILE = re.compile(r"step-(\d+)\.pt$")
 
 def atomic_save(obj: Any, path: Path) -> None:
     """torch.save to `path` so that readers see the old file or the complete new one."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some file systems cannot sync a directory; the rename is still atomic
-    finally:
-        os.close(fd)
+    atomic_write(path, lambda fh: torch.save(obj, fh))
 
 
 def point_latest(folder: Path, target: Path) -> None:
-    """Make folder/latest.pt the same file as `target`, atomically."""
+    """Make folder/latest.pt the same file as `target`, atomically: a hard link, or a copy flushed
+    to disk where the file system has no hard links."""
     tmp = folder / ".latest.pt.tmp"
     tmp.unlink(missing_ok=True)
     try:
         os.link(target, tmp)
     except OSError:
-        shutil.copyfile(target, tmp)
+        def copy(fh) -> None:
+            with open(target, "rb") as src:
+                shutil.copyfileobj(src, fh)
+
+        atomic_write(folder / "latest.pt", copy)
+        return
     os.replace(tmp, folder / "latest.pt")
-    _fsync_dir(folder)
+    fsync_dir(folder)
 
 
 def save_checkpoint(state: dict[str, Any], folder: Path, step: int, keep: int) -> Path:
@@ -104,10 +88,13 @@ def _feed(h: "hashlib._Hash", obj: Any) -> None:
         h.update(repr(obj).encode())
 
 
+def step_of(file: Path) -> int:
+    return int(STEP_FILE.search(file.name).group(1))
+
+
 def step_files(folder: Path) -> list[Path]:
     """Step checkpoints, oldest first."""
-    found = [p for p in folder.glob("step-*.pt") if STEP_FILE.search(p.name)]
-    return sorted(found, key=lambda p: int(STEP_FILE.search(p.name).group(1)))
+    return sorted((p for p in folder.glob("step-*.pt") if STEP_FILE.search(p.name)), key=step_of)
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -142,6 +129,16 @@ def incompatible(path: Path, exc: Exception) -> UserError:
 
 
 STATE_ERRORS = (KeyError, RuntimeError, TypeError, ValueError, IndexError)
+
+
+def run_dir_of(path: str | Path) -> Path:
+    """The run directory of a run directory or of one of its checkpoints/*.pt files."""
+    path = Path(path)
+    if path.is_dir():
+        return path
+    if path.is_file() and path.suffix == ".pt" and path.parent.name == "checkpoints":
+        return path.parent.parent
+    raise UserError(f"'{path}' is neither a run directory nor one of its checkpoints/step-*.pt files")
 
 
 def find_checkpoint(path: str | Path) -> Path:

@@ -7,11 +7,31 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import torch
 
 
 def nonfinite(row: dict) -> list[str]:
     """Names of logged values that are NaN or infinite."""
     return [k for k, v in row.items() if isinstance(v, float) and not math.isfinite(v)]
+
+
+def nonfinite_tensors(state: Any) -> bool:
+    """Whether a (nested) state dict holds a floating tensor with a NaN or an infinity: weights can
+    go bad while the logged losses are still finite (a non-finite gradient in the last update)."""
+    return any(t.is_floating_point() and not bool(torch.isfinite(t).all()) for t in _tensors(state))
+
+
+def _tensors(obj: Any) -> Iterator[torch.Tensor]:
+    if isinstance(obj, torch.Tensor):
+        yield obj
+    elif isinstance(obj, dict):
+        for value in obj.values():
+            yield from _tensors(value)
+    elif isinstance(obj, (list, tuple)):
+        for value in obj:
+            yield from _tensors(value)
 
 
 @dataclass

@@ -23,7 +23,7 @@ from gankit.config import RunConfig
 from gankit.errors import UserError
 from gankit.losses import ns_d
 from gankit.models import MODELS
-from gankit.models.base import eval_mode
+from gankit.models.base import eval_mode, without_batch_norm
 from gankit.models.noise import sample_noise
 from gankit.training.optim import make_optimizer
 
@@ -33,9 +33,11 @@ CHUNK = 4_096
 
 
 def build_critic(cfg: RunConfig, shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    """D's architecture, unpacked, without dropout and without batch norm: the critic is fitted on
+    separate batches but used one sample at a time, and its log-ratio must not depend on the batch."""
     hidden = cfg.train.drs_hidden or cfg.model.d_hidden
-    model = dataclasses.replace(cfg.model, pack=1, d_hidden=tuple(hidden), d_dropout=0.0)
-    return MODELS.get(cfg.model.name)(model, shape, num_classes)[1]
+    model = dataclasses.replace(cfg.model, pack=1, d_hidden=tuple(hidden), d_dropout=0.0, d_batch_norm=False)
+    return without_batch_norm(MODELS.get(cfg.model.name)(model, shape, num_classes)[1])
 
 
 @dataclasses.dataclass

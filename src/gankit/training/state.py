@@ -2,13 +2,17 @@
 back from the generator's output to what a user sees."""
 from __future__ import annotations
 
+import copy
 import random
 from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from gankit.data.images import to_uint8
+from gankit.models.base import has_batch_norm
+from gankit.models.noise import sample_noise
 
 
 class Normalizer:
@@ -65,3 +69,30 @@ def restore_rng(rng: dict[str, Any], data_rng: torch.Generator, noise_rng: torch
     random.setstate((rng["python_version"], tuple(rng["python"]), rng["python_gauss"]))
     pos = rng["numpy_pos"]
     np.random.set_state(("MT19937", rng["numpy"].numpy().astype(np.uint32), pos[0], pos[1], pos[2]))
+
+
+@torch.no_grad()
+def measure_batch_norm(g: nn.Module, z_dim: int, noise: str, num_classes: int, batches: int = 8,
+                       batch_size: int = 256, seed: int = 0) -> nn.Module:
+    """A copy of G whose batch-norm running statistics are measured on its own outputs.
+
+    An EMA of G averages the live G's running statistics along with its weights, but statistics
+    of past weights do not describe the averaged weights' activations; so before an EMA G samples,
+    its statistics are re-measured: the exact mean over `batches` batches of fixed noise (momentum
+    None), in train mode, without gradients. G itself is returned when it has no batch norm; its
+    own training state and every global random stream are left untouched."""
+    if not has_batch_norm(g):
+        return g
+    g = copy.deepcopy(g)
+    for m in g.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.reset_running_stats()
+            m.momentum = None  # a cumulative average: every batch counts equally
+    device = next(g.parameters()).device
+    rng = torch.Generator().manual_seed(seed)
+    g.train()
+    for _ in range(batches):
+        z = sample_noise(batch_size, z_dim, noise, rng).to(device)
+        labels = torch.randint(num_classes, (batch_size,), generator=rng).to(device) if num_classes else None
+        g(z, labels)
+    return g.eval()

@@ -27,17 +27,19 @@ from gankit.config import RunConfig
 from gankit.data import Source, make_source
 from gankit.data.images import to_uint8
 from gankit.errors import TrainingError, UserError
+from gankit.io import atomic_write_text
 from gankit.losses import GANLoss
 from gankit.metrics import evaluate as metrics_eval
 from gankit.models import MODELS
-from gankit.models.base import eval_mode
+from gankit.models.base import eval_mode, has_batch_norm
 from gankit.models.noise import sample_noise
 from gankit.training import checkpoint as ckpt
 from gankit.training import distributed
-from gankit.training.health import HealthMonitor, nonfinite
+from gankit.training.health import HealthMonitor, nonfinite, nonfinite_tensors
 from gankit.training.optim import make_optimizer
 from gankit.training.rejection import Critic, fit_critic, generator_draw, rejection_sample
-from gankit.training.state import Normalizer, capture_rng, output_to_data, restore_rng
+from gankit.rundir import hold_run, is_run, mark_run
+from gankit.training.state import Normalizer, capture_rng, measure_batch_norm, output_to_data, restore_rng
 from gankit.training.views import decision_grid, features
 
 
@@ -78,10 +80,11 @@ class Trainer:
         torch.manual_seed(cfg.train.seed)  # weight initialisation
         g, d = MODELS.get(cfg.model.name)(cfg.model, self.source.shape, self.num_classes)
         self.g, self.d = g.to(self.device), d.to(self.device)
+        self.loss = GANLoss(cfg.loss)
+        self._check_penalties_fit_d()
         self.ema = self._make_ema()
         self.opt_g = make_optimizer(self.g.parameters(), cfg.optim_g)
         self.opt_d = make_optimizer(self.d.parameters(), cfg.optim_d)
-        self.loss = GANLoss(cfg.loss)
         rank_seed = cfg.train.seed + RANK_SEED_STRIDE * self.world.rank  # the same weights, other batches
         if self.world.active:
             torch.manual_seed(rank_seed)  # dropout masks differ between processes too
@@ -92,7 +95,9 @@ class Trainer:
         self.fixed_real, self.fixed_z, self.fixed_labels = self._fixed_inputs()
         self._stop_signal: int | None = None
         self._stop_agreed = False  # several processes: every one of them stops after this step
-        self._rollbacks, self._lr_scale = 0, 1.0
+        self._rollbacks, self._lr_scale = 0, 1.0  # divergence guard: rollbacks so far, their rate factor
+        self.schedule_steps = cfg.train.steps  # the learning-rate schedule's length; a longer resume holds its end
+        self._sampler_copy: tuple[int, nn.Module] | None = None  # (step, EMA G with measured batch norm)
         self._resume_note: str | None = None  # said once training starts, when a resume could not be exact
         self.health = HealthMonitor()
         self.critic: Critic | None = None  # discriminator rejection sampling, fitted after training
@@ -110,6 +115,17 @@ class Trainer:
         if cfg.model.conditional:
             raise UserError(f"model.conditional = true needs labelled data; '{cfg.data.name}' has no labels")
         return Normalizer(*self.source.moments()) if cfg.data.normalize else Normalizer.identity(self.source.dim)
+
+    def _check_penalties_fit_d(self) -> None:
+        """WGAN-GP and R1 penalise each sample's input gradient; batch norm in D mixes the samples of a
+        batch into every output, so those gradients (and the penalties) would be wrong."""
+        c = self.cfg.loss
+        penalty = ("loss.name = 'wgan-gp'" if self.loss.pair.gradient_penalty and c.gp_weight > 0 else
+                   "loss.r1_gamma" if c.r1_gamma > 0 else None)
+        if penalty and has_batch_norm(self.d):
+            raise UserError(f"{penalty} penalises per-sample gradients, which batch norm in D couples across the "
+                            "batch; use model.spectral_norm=true (DCGAN 32/64: it replaces D's batch norm) or "
+                            "model.d_batch_norm=false")
 
     def _make_ema(self) -> AveragedModel | None:
         if self.cfg.train.ema_decay <= 0:
@@ -132,8 +148,14 @@ class Trainer:
 
     @property
     def sampler_g(self) -> nn.Module:
-        """The generator to sample from: the EMA copy when there is one."""
-        return self.ema.module if self.ema is not None else self.g
+        """The generator to sample from: the EMA copy when there is one, with its batch-norm
+        statistics measured for its own weights (state.measure_batch_norm), once per step."""
+        if self.ema is None:
+            return self.g
+        if self._sampler_copy is None or self._sampler_copy[0] != self.step:
+            m = self.cfg.model
+            self._sampler_copy = (self.step, measure_batch_norm(self.ema.module, m.z_dim, m.noise, self.num_classes))
+        return self._sampler_copy[1]
 
     # ------------------------------------------------------------------ one step
     def draw_real(self) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -203,6 +225,12 @@ class Trainer:
 
     @torch.no_grad()
     def _views(self, d_tag: str, g_tag: str, with_grid: bool = False) -> dict[str, np.ndarray]:
+        """The article's pictures at one moment of the step. Eval mode: batch-norm statistics do not
+        move and dropout draws no random numbers, so snapshots leave training bit for bit the same."""
+        with eval_mode(self.g), eval_mode(self.d):
+            return self._views_now(d_tag, g_tag, with_grid)
+
+    def _views_now(self, d_tag: str, g_tag: str, with_grid: bool) -> dict[str, np.ndarray]:
         fake_model = self.g(self.fixed_z)
         real_model = self.norm.to_model(self.fixed_real.to(self.device))
         out = {
@@ -225,9 +253,14 @@ class Trainer:
     def fit(self, steps: int | None = None, progress: bool = True) -> "Trainer":
         """Train until `steps` (default: train.steps) steps are done; resumable at any checkpoint."""
         total = steps or self.cfg.train.steps
-        main = self.world.is_main  # in a multi-process run, process 0 alone writes and prints
-        if main:
+        if not self.world.is_main:  # in a multi-process run, process 0 alone writes, prints and holds the run
+            return self._fit(total, progress)
+        with hold_run(self.run_dir):
             self._prepare_run_dir()
+            return self._fit(total, progress)
+
+    def _fit(self, total: int, progress: bool) -> "Trainer":
+        main = self.world.is_main
         if self.step == 0:
             self._save_or_warn()  # a point to resume or roll back to from the very start
         self._bar = tqdm(total=total, initial=self.step, desc="train", unit="step", file=sys.stderr,
@@ -236,6 +269,11 @@ class Trainer:
         if self._resume_note:
             self._event("warning", kind="resume_processes", message=self._resume_note)
             self._resume_note = None
+        size = len(self.source) if hasattr(self.source, "__len__") else None
+        if self.step == 0 and size is not None and size < self.cfg.train.batch_size:
+            self._event("warning", kind="small_data", message=f"the data set has {size} samples, fewer than "
+                        f"train.batch_size = {self.cfg.train.batch_size}: every batch repeats samples, and G can "
+                        "learn the points themselves; more data, or a smaller batch, helps")
         if self.step < total:
             self.critic = None  # G is about to change: a critic of the old G would be wrong
         with self._handle_stop_signals():
@@ -284,11 +322,12 @@ class Trainer:
     def _draw_fake(self):
         return generator_draw(self.sampler_g, self.cfg, self.num_classes, self.device)
 
-    def _set_learning_rates(self, step: int, total: int) -> None:
-        """Base rate x schedule factor at this step x the rollback scale. Computed from the step, so a
-        resumed run continues the same schedule without extra state."""
+    def _set_learning_rates(self, step: int) -> None:
+        """Base rate x schedule factor at this step x the rollback scale. The schedule spans the steps
+        the run was started with (schedule_steps, kept in checkpoints): a resume to a larger total
+        continues at the schedule's final rate instead of stretching it."""
         t = self.cfg.train
-        progress = min(step / max(total, 1), 1.0)
+        progress = min(step / max(self.schedule_steps, 1), 1.0)
         if t.lr_schedule == "linear":
             factor = 1.0 - (1.0 - t.lr_final) * progress
         elif t.lr_schedule == "cosine":
@@ -301,7 +340,7 @@ class Trainer:
 
     def _run_one_step(self, total: int) -> None:
         if self.cfg.train.lr_schedule != "constant" or self._lr_scale != 1.0:
-            self._set_learning_rates(self.step, self.cfg.train.steps)  # the run's length, not this call's
+            self._set_learning_rates(self.step)
         snap = self.world.is_main and self._is_snapshot_step(self.step + 1, total)
         stats, views = self.train_step(snapshot=snap)
         self.step += 1
@@ -324,7 +363,13 @@ class Trainer:
         every = self.cfg.eval.every
         if every > 0 and (self.step % every == 0 or self.step == total) and self.world.is_main:
             self.evaluate()
-        if self.step % self.cfg.train.checkpoint_every == 0 and self.step < total:
+        saving = self.step % self.cfg.train.checkpoint_every == 0 and self.step < total
+        if saving or self.step == total:  # the final step is saved by fit(): check it too
+            bad = self._nonfinite_weights()
+            if bad:
+                self._on_nonfinite(bad)
+                return
+        if saving:
             self._save_or_warn()
         self._bar.update(1)
 
@@ -352,8 +397,11 @@ class Trainer:
         if self.cfg.loss.instance_noise > 0:
             row["noise_std"] = self.loss.noise_std(self.step)
         row["seconds"] = round(self.elapsed, 3)
-        postfix = {"D": f"{row['d_loss']:.3f}", "G": f"{row['g_loss']:.3f}",
-                   "D(x)": f"{row['d_real']:.2f}", "D(G(z))": f"{row['d_fake']:.2f}"}
+        postfix = {"D": f"{row['d_loss']:.3f}", "G": f"{row['g_loss']:.3f}"}
+        if "d_real" in row:
+            postfix.update({"D(x)": f"{row['d_real']:.2f}", "D(G(z))": f"{row['d_fake']:.2f}"})
+        else:  # a critic's raw values (wgan-gp, hinge, lsgan): no probabilities
+            postfix.update({"C(x)": f"{row['critic_real']:.2f}", "C(G(z))": f"{row['critic_fake']:.2f}"})
         if self.is_image:
             t = self.cfg.train
             seen = self.step * t.batch_size * (1 if t.reuse_batch else t.n_d)  # real images drawn so far
@@ -384,7 +432,8 @@ class Trainer:
         judged one point at a time, sigmoid D. The probability view compares D with D* for the
         generator D was trained against, so it gets the live G's samples when the sampler differs
         (an EMA copy of G, or the rejection critic on top)."""
-        vector_d = not self.is_image and self.cfg.model.pack == 1
+        # D against D* needs D to judge one point at a time, as a probability (a cross-entropy loss)
+        vector_d = not self.is_image and self.cfg.model.pack == 1 and self.loss.pair.probabilistic
         sampler_differs = self.ema is not None or self.critic is not None
         return metrics_eval.EvalTarget(self.source, self._eval_samples, self._d_prob if vector_d else None,
                                        self._live_samples if sampler_differs else None)
@@ -417,9 +466,12 @@ class Trainer:
 
     @torch.no_grad()
     def _d_prob(self, x: np.ndarray) -> np.ndarray:
+        """D's estimate of p_data / (p_data + p_g) at x. With one-sided label smoothing (real target
+        t = 1 - a) D's optimum is t p_data / (p_data + p_g), so sigmoid D is divided by t."""
         with eval_mode(self.d) as d:
             logits = d(self.norm.to_model(torch.as_tensor(x, dtype=torch.float32, device=self.device)))
-        return torch.sigmoid(logits).double().cpu().numpy()
+        target = 1.0 - self.cfg.loss.label_smoothing
+        return (torch.sigmoid(logits).double() / target).clamp(max=1.0).cpu().numpy()
 
     def evaluate(self) -> dict[str, Any]:
         """Score the generator now; log the numbers to metrics.jsonl (rows with "eval": true) and,
@@ -457,24 +509,42 @@ class Trainer:
 
     # ------------------------------------------------------------------ guards
     def _on_nonfinite(self, bad: list[str]) -> None:
-        """Roll back to the last checkpoint with lower learning rates, or stop with a diagnosis."""
+        """Roll back to the newest checkpoint with finite weights, with lower learning rates, or stop
+        with a diagnosis."""
         t = self.cfg.train
         where = f"non-finite {', '.join(bad)} at step {self.step}"
         if t.on_nonfinite == "stop" or self._rollbacks >= t.nonfinite_retries:
             self._event("diverged", message=where)
             raise TrainingError(f"{where} (after {self._rollbacks} rollbacks); lower the learning rates "
                                 "(--set optim_d.lr=... optim_g.lr=...), or try model.spectral_norm=true or "
-                                "loss.name=hinge; the last good checkpoint is kept")
-        latest = self.run_dir / "checkpoints" / "latest.pt"
-        self.load_state_dict(ckpt.load_checkpoint(latest, map_location=self.device))
-        scale = t.nonfinite_lr_factor ** (self._rollbacks + 1)
-        self._lr_scale = scale
-        self._set_learning_rates(self.step, t.steps)
-        self._rollbacks += 1
+                                f"loss.name=hinge; the checkpoints in {self.run_dir / 'checkpoints'} hold only "
+                                "finite weights")
+        rollbacks = self._rollbacks + 1
+        self.load_state_dict(self._newest_finite_checkpoint(where))
+        self._rollbacks, self._lr_scale = rollbacks, t.nonfinite_lr_factor ** rollbacks
+        self._set_learning_rates(self.step)
         self._truncate_metrics()
-        self._event("rollback", message=f"{where}; back to step {self.step} with learning rates x{scale:g}")
+        self._event("rollback", message=f"{where}; back to step {self.step} with learning rates x{self._lr_scale:g}")
         self._bar.n = self.step
         self._bar.refresh()
+
+    def _newest_finite_checkpoint(self, where: str) -> dict[str, Any]:
+        """The newest readable checkpoint whose weights are all finite (runs saved by older gankit
+        versions may hold a poisoned one)."""
+        for file in reversed(ckpt.step_files(self.run_dir / "checkpoints")):
+            try:
+                state = ckpt.load_checkpoint(file, map_location=self.device)
+            except UserError:
+                continue  # damaged: try the one before
+            if not nonfinite_tensors(state):
+                return state
+        raise TrainingError(f"{where}, and no checkpoint of {self.run_dir} holds finite weights to roll back to; "
+                            "start again with lower learning rates")
+
+    def _nonfinite_weights(self) -> list[str]:
+        """'weights of G', 'weights of D', ... for networks holding a NaN or an infinity."""
+        nets = {"G": self.g, "D": self.d, **({"EMA G": self.ema} if self.ema is not None else {})}
+        return [f"weights of {name}" for name, net in nets.items() if nonfinite_tensors(net.state_dict())]
 
     def _save_or_warn(self, gather: bool = True) -> Path | None:
         """Save a checkpoint; if the disk refuses, say so and keep the previous one. In a multi-process
@@ -483,6 +553,10 @@ class Trainer:
             self._rng_ranks = distributed.gather_to_main(capture_rng(self.data_rng, self.noise_rng))
         if not self.world.is_main:
             return self.run_dir / "checkpoints" / "latest.pt"
+        bad = self._nonfinite_weights()
+        if bad:  # never keep a state that a rollback or a resume would restore as if it were good
+            self._event("checkpoint_skipped", message=f"{', '.join(bad)} not finite; the previous checkpoint is kept")
+            return None
         try:
             return self.save()
         except OSError as exc:
@@ -499,10 +573,29 @@ class Trainer:
 
     def _prepare_run_dir(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / "config.toml").write_text(config_mod.dumps(self.cfg), encoding="utf-8")
+        if not is_run(self.run_dir):
+            mark_run(self.run_dir, "Trainer")
+        atomic_write_text(self.run_dir / "config.toml", config_mod.dumps(self.cfg))
         for stale in (self.run_dir / "checkpoints").glob(".*.tmp"):
             stale.unlink()  # left by a write that a crash cut short; the complete files are untouched
         self._truncate_metrics()
+        self._set_aside_later_checkpoints()
+
+    def _set_aside_later_checkpoints(self) -> None:
+        """Resumed from an earlier checkpoint (e.g. when latest.pt is damaged): the checkpoints after it
+        belong to a continuation no longer followed; they move to checkpoints/abandoned/, not deleted."""
+        later = [f for f in ckpt.step_files(self.run_dir / "checkpoints") if ckpt.step_of(f) > self.step]
+        if not later:
+            return
+        aside = self.run_dir / "checkpoints" / "abandoned"
+        aside.mkdir(exist_ok=True)
+        for file in later:
+            file.replace(aside / file.name)
+        resumed_from = self.run_dir / "checkpoints" / f"step-{self.step:06d}.pt"
+        if resumed_from.is_file():
+            ckpt.point_latest(resumed_from.parent, resumed_from)
+        self._event("resumed_earlier", message=f"training continues from step {self.step}; the {len(later)} "
+                                               f"later checkpoint(s) were moved to {aside}")
 
     def _truncate_metrics(self) -> None:
         """On resume, drop log lines written after the checkpoint: no duplicates, no gaps."""
@@ -511,7 +604,7 @@ class Trainer:
             return
         kept = [line for line in path.read_text(encoding="utf-8").splitlines()
                 if line.strip() and _line_step(line) <= self.step]
-        path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+        atomic_write_text(path, "".join(line + "\n" for line in kept))
 
     # ------------------------------------------------------------------ interruption
     @contextmanager
@@ -561,6 +654,7 @@ class Trainer:
             "rng": capture_rng(self.data_rng, self.noise_rng),
             "rng_ranks": self._rng_ranks_now(),
             "critic": self.critic.state_dict() if self.critic is not None else None,
+            "guard": {"rollbacks": self._rollbacks, "lr_scale": self._lr_scale, "schedule_steps": self.schedule_steps},
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -572,6 +666,9 @@ class Trainer:
         self.opt_d.load_state_dict(state["opt_d"])
         self.norm = Normalizer(state["norm"]["mean"], state["norm"]["std"])
         self.step, self.elapsed = int(state["step"]), float(state["elapsed"])
+        guard = state.get("guard") or {}  # runs saved before it was kept: no rollbacks, the saved length
+        self._rollbacks, self._lr_scale = int(guard.get("rollbacks", 0)), float(guard.get("lr_scale", 1.0))
+        self.schedule_steps = int(guard.get("schedule_steps", self.schedule_steps))
         self._restore_rng(state)
         if state.get("critic") is not None:
             self.critic = Critic.from_state(state["critic"], self.cfg, self.source.shape, self.num_classes)

@@ -73,15 +73,26 @@ def plot_losses(run_dir: Path, loss_name: str) -> Path | None:
     top.set_ylabel(f"loss ({loss_name})")
     top.set_title("Losses: at equilibrium D cannot tell real from generated")
     top.legend(loc="upper right", fontsize=8)
-    bottom.plot(step, [r["d_real"] for r in rows], color=REAL, lw=1, label="mean D(x), real")
-    bottom.plot(step, [r["d_fake"] for r in rows], color=FAKE, lw=1, label="mean D(G(z)), generated")
-    bottom.axhline(0.5, color="gray", ls="--", lw=1, label="1/2: D is guessing")
-    bottom.set_ylim(-0.02, 1.02)
+    _plot_judgements(bottom, step, rows)
     bottom.set_xlabel("step (n_d D updates + n_g G updates)")
-    bottom.set_ylabel("sigmoid D = P(real)")
     bottom.legend(loc="upper right", fontsize=8)
     _mark_events(bottom, [r for r in logged if "event" in r])
     return _save(fig, run_dir / "plots" / "losses.png")
+
+
+def _plot_judgements(ax, step: np.ndarray, rows: list[dict]) -> None:
+    """Mean D(x) and D(G(z)): probabilities for the cross-entropy losses, a critic's raw values else."""
+    if "d_real" in rows[0]:
+        ax.plot(step, [r["d_real"] for r in rows], color=REAL, lw=1, label="mean D(x), real")
+        ax.plot(step, [r["d_fake"] for r in rows], color=FAKE, lw=1, label="mean D(G(z)), generated")
+        ax.axhline(0.5, color="gray", ls="--", lw=1, label="1/2: D is guessing")
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_ylabel("sigmoid D = P(real)")
+    else:
+        ax.plot(step, [r.get("critic_real", np.nan) for r in rows], color=REAL, lw=1, label="mean critic C(x), real")
+        ax.plot(step, [r.get("critic_fake", np.nan) for r in rows], color=FAKE, lw=1,
+                label="mean C(G(z)), generated")
+        ax.set_ylabel("critic value (raw, not a probability)")
 
 
 def _mark_events(ax, events: list[dict]) -> None:
@@ -89,7 +100,7 @@ def _mark_events(ax, events: list[dict]) -> None:
     for event in events:
         ax.axvline(event["step"], color="black", ls=":", lw=1)
         ax.text(event["step"], 0.02, f" {event.get('kind', event['event'])}", rotation=90, fontsize=7,
-                va="bottom", ha="left")
+                va="bottom", ha="left", transform=ax.get_xaxis_transform())  # y in axes units: any scale
 
 
 def _save(fig, path: Path) -> Path:
@@ -149,13 +160,18 @@ def plot_feature_pair(snap: dict, step: int, which: str, path: Path) -> Path:
     return _save(fig, path)
 
 
+def _plane(points: np.ndarray) -> np.ndarray:
+    """The first two coordinates; one-dimensional data on the line y = 0."""
+    return points[:, :2] if points.shape[1] >= 2 else np.concatenate([points, np.zeros_like(points)], 1)
+
+
 def plot_scatter(real: np.ndarray, fake: np.ndarray, step: int, path: Path, limits=None) -> Path:
     fig, ax = plt.subplots(figsize=(6.5, 5.5), constrained_layout=True)
-    _points(ax, real[:, :2], fake[:, :2], centroids=False)
+    _points(ax, _plane(real), _plane(fake), centroids=False)
     if limits is not None:
         ax.set_xlim(*limits[0])
         ax.set_ylim(*limits[1])
-    names = ("x", "y") if real.shape[1] == 2 else ("coordinate 1", "coordinate 2")
+    names = {1: ("x", ""), 2: ("x", "y")}.get(real.shape[1], ("coordinate 1", "coordinate 2"))
     ax.set_xlabel(names[0])
     ax.set_ylabel(names[1])
     ax.set_title(f"Real vs generated points, step {step}")
@@ -297,9 +313,9 @@ def load_snapshots(run_dir: Path) -> list[tuple[int, dict]]:
 
 def _scatter_limits(snaps: list[tuple[int, dict]]):
     """One frame for every scatter, so the GIF does not jump."""
-    pts = np.concatenate([np.concatenate([s["real"][:, :2], s["fake_g1"][:, :2]]) for _, s in snaps])
+    pts = np.concatenate([np.concatenate([_plane(s["real"]), _plane(s["fake_g1"])]) for _, s in snaps])
     low, high = np.percentile(pts, 0.5, axis=0), np.percentile(pts, 99.5, axis=0)
-    real = np.concatenate([s["real"][:, :2] for _, s in snaps])
+    real = np.concatenate([_plane(s["real"]) for _, s in snaps])
     low, high = np.minimum(low, real.min(0)), np.maximum(high, real.max(0))
     pad = 0.08 * (high - low) + 1e-6
     return (low[0] - pad[0], high[0] + pad[0]), (low[1] - pad[1], high[1] + pad[1])
