@@ -1,6 +1,10 @@
 """Shared fixtures: tiny configs that train in well under a second."""
 from __future__ import annotations
 
+import os
+import tempfile
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -20,3 +24,24 @@ def tiny_cfg() -> config.RunConfig:
     from gankit.presets import load_preset
 
     return config.with_overrides(load_preset("quadratic"), TINY)
+
+
+SHARED_MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
+needs_shared_mnist = pytest.mark.skipif(
+    not all((SHARED_MNIST / f).is_file() for f in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")),
+    reason=f"needs the MNIST test set in {SHARED_MNIST} (../shared/data/mnist beside the checkout): not found")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def temporary_files_stay_in_pytests_folder(tmp_path_factory):
+    """Runs made without an out folder (GAN().fit(), subprocesses) go to pytest's own temporary
+    folder, which pytest prunes, instead of piling up in the system's."""
+    folder = str(tmp_path_factory.mktemp("tmp"))
+    saved = tempfile.tempdir, os.environ.get("TMPDIR")
+    tempfile.tempdir, os.environ["TMPDIR"] = folder, folder
+    yield
+    tempfile.tempdir = saved[0]
+    if saved[1] is None:
+        os.environ.pop("TMPDIR", None)
+    else:
+        os.environ["TMPDIR"] = saved[1]

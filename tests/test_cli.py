@@ -111,7 +111,9 @@ def test_users_own_points(tmp_path, capsys):
 
 
 def digest(folder):
-    return {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+    """Every file's bytes, the lock file aside (it names the process that last held the run)."""
+    return {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.name != ".gankit-lock"}
 
 
 BAD = [
@@ -132,6 +134,9 @@ BAD = [
     ["list", "things"],
     ["config", "nope"],
     ["resume", "RUN", "--steps", "3"],
+    ["resume", "RUN", "--set", "optim_d.lr=0.1"],
+    ["resume", "RUN", "--set", "train.batch_size=64"],
+    ["resume", "RUN/config.toml"],
     ["train", "quadratic", "--out", "RUN"],
 ]
 
@@ -140,7 +145,7 @@ BAD = [
 def test_bad_input_is_one_line_exit_2_and_touches_nothing(trained, tmp_path, capsys, args, monkeypatch):
     monkeypatch.chdir(tmp_path)
     before = digest(trained)
-    args = [str(trained) if a == "RUN" else a for a in args]
+    args = [a.replace("RUN", str(trained)) for a in args]
     with pytest.raises(SystemExit) as stop:
         raise SystemExit(main(args))
     _, err = capsys.readouterr()
@@ -181,3 +186,55 @@ def test_export_a_vector_generator(trained, tmp_path):
     with torch.no_grad():
         out = g(z).numpy()
     assert np.allclose(out, GAN.load(trained).sampler.generate(z, None), atol=1e-5)
+
+
+# --------------------------------------------------------------------------- data a new user brings
+
+def test_one_dimensional_points_train_and_plot(tmp_path, capsys):
+    np.save(tmp_path / "one.npy", np.random.default_rng(0).normal(size=10))  # shape (10,): ten 1-D points
+    out = tmp_path / "r"
+    code, _, err = run(["train", "quadratic", "--out", str(out), "--quiet", *SETS,
+                        "--set", f"data.name=points:{tmp_path / 'one.npy'}"], capsys)
+    assert code == 0, err
+    assert "fewer than train.batch_size" in err  # 10 points, batches of 32
+    assert (out / "plots" / "scatter.gif").is_file()
+    assert run(["plot", str(out)], capsys)[0] == 0
+
+
+@pytest.mark.parametrize("sep, name", [(";", "semicolons"), ("\t", "tabs")])
+def test_a_csv_with_another_separator_says_use_commas(tmp_path, capsys, sep, name):
+    (tmp_path / "x.csv").write_text(f"x{sep}y\n1,5{sep}2\n3{sep}4\n")
+    code, _, err = run(["train", "quadratic", "--out", str(tmp_path / "r"),
+                        "--set", f"data.name=points:{tmp_path / 'x.csv'}"], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert name in err and "commas" in err
+    assert not (tmp_path / "r").exists()
+
+
+# --------------------------------------------------------------------------- recovery the guide promises
+
+def test_resume_from_an_earlier_checkpoint_when_latest_is_damaged(trained, tmp_path, capsys):
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(trained, copy)
+    latest = copy / "checkpoints" / "latest.pt"
+    latest.write_bytes(latest.read_bytes()[:100])  # damaged (a hard link: step-000020.pt with it)
+    code, _, err = run(["resume", str(copy), "--quiet", "--no-plots"], capsys)
+    assert code == 2 and "step-*.pt" in err
+    code, _, err = run(["resume", str(copy / "checkpoints" / "step-000010.pt"), "--steps", "20", "--quiet",
+                        "--no-plots"], capsys)
+    assert code == 0, err
+    assert (copy / "checkpoints" / "abandoned" / "step-000020.pt").is_file()  # set aside, not deleted
+    assert run(["sample", str(copy), "-n", "5", "--out", str(tmp_path / "s.npy")], capsys)[0] == 0
+
+
+def test_resume_takes_settings_that_leave_training_unchanged(trained, tmp_path, capsys):
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(trained, copy)
+    code, _, err = run(["resume", str(copy), "--steps", "30", "--set", "train.checkpoint_every=5",
+                        "--set", "data.root=elsewhere", "--quiet", "--no-plots"], capsys)
+    assert code == 0, err
+    assert "step-000025.pt" in os.listdir(copy / "checkpoints")

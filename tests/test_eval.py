@@ -16,7 +16,7 @@ from gankit.metrics import classifier as clf
 from gankit.metrics import evaluate as ev
 from gankit.presets import load_preset
 from gankit.training import Trainer
-from tests.conftest import TINY
+from tests.conftest import SHARED_MNIST, TINY, needs_shared_mnist
 
 
 def eval_rows(run_dir):
@@ -38,7 +38,6 @@ def test_training_logs_evaluations_and_draws_them(ring_run):
                 "wasserstein"):
         assert key in rows[-1], key
     assert 0 <= rows[-1]["jsd"] <= math.log(2) + 1e-6
-    assert rows[-1]["value_d_star"] == pytest.approx(-math.log(4) + 2 * rows[-1]["jsd"], abs=1e-5)
     for name in ("plots/eval.png", "plots/probability.gif", "plots/probability/step-000020.png",
                  "snapshots/prob-step-000020.npz"):
         assert (ring_run / name).exists(), name
@@ -149,15 +148,11 @@ def test_bundled_classifier_is_intact_and_reads_digits():
     assert np.allclose(probs.sum(1), 1, atol=1e-5)
 
 
+@needs_shared_mnist
 def test_classifier_accuracy_on_the_shared_mnist_test_set():
-    from pathlib import Path
-
     from gankit.data.images import load_idx_dataset
 
-    root = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
-    if not root.is_dir():
-        pytest.skip("../shared/data/mnist is not on this machine")
-    test = load_idx_dataset("mnist", str(root), "test", download=False)
+    test = load_idx_dataset("mnist", str(SHARED_MNIST), "test", download=False)
     _, probs = clf.features_and_probs(test.images[:2000].numpy())
     assert (probs.argmax(1) == test.labels[:2000].numpy()).mean() > 0.97
 
@@ -197,17 +192,33 @@ def test_cached_features_survive_a_damaged_cache(tmp_path, monkeypatch):
 
 # --------------------------------------------------------------------------- learning-rate schedules
 
-@pytest.mark.parametrize("schedule, last", [("constant", 1.0), ("linear", 0.1), ("cosine", 0.1)])
-def test_lr_schedule_reaches_its_final_rate(tiny_cfg, tmp_path, schedule, last):
-    cfg = config.with_overrides(tiny_cfg, [f"train.lr_schedule={schedule}", "train.lr_final=0.1"])
-    trainer = Trainer(cfg, tmp_path).fit(progress=False)
-    # the rate used by the last step (step 19 of 20), from the formula
-    progress = 19 / 20
-    factor = {"constant": 1.0, "linear": 1 - 0.9 * progress,
-              "cosine": 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))}[schedule]
-    assert trainer.opt_g.param_groups[0]["lr"] == pytest.approx(cfg.optim_g.lr * factor)
-    assert trainer.opt_d.param_groups[0]["lr"] == pytest.approx(cfg.optim_d.lr * factor)
-    assert factor == pytest.approx(last, abs=0.1)
+def rates_per_step(tiny_cfg, tmp_path, schedule):
+    cfg = config.with_overrides(tiny_cfg, [f"train.lr_schedule={schedule}", "train.lr_final=0.1",
+                                           "train.snapshot_every=0", "optim_d.lr=0.004"])
+    trainer = Trainer(cfg, tmp_path)
+    seen_g, seen_d = [], []
+    trainer.opt_g.register_step_pre_hook(lambda opt, *_: seen_g.append(opt.param_groups[0]["lr"]))
+    trainer.opt_d.register_step_pre_hook(lambda opt, *_: seen_d.append(opt.param_groups[0]["lr"]))
+    trainer.fit(progress=False)
+    return np.array(seen_g) / cfg.optim_g.lr, np.array(seen_d) / cfg.optim_d.lr
+
+
+@pytest.mark.parametrize("schedule", ["constant", "linear", "cosine"])
+def test_lr_schedule_rate_at_every_step(tiny_cfg, tmp_path, schedule):
+    g, d = rates_per_step(tiny_cfg, tmp_path, schedule)
+    assert len(g) == len(d) == 20  # one G and one D update a step
+    np.testing.assert_allclose(g, d, rtol=1e-12)  # both networks follow the same factor
+    assert g[0] == pytest.approx(1.0)  # the first step runs at the configured rate
+    if schedule == "constant":
+        np.testing.assert_allclose(g, 1.0)
+        return
+    assert np.all(np.diff(g) < 0)
+    assert g[19] == pytest.approx(0.1)  # the last step runs at lr_final
+    np.testing.assert_allclose(g + g[::-1], 1.1)  # symmetric about the midpoint, between 1 and lr_final
+    if schedule == "linear":
+        np.testing.assert_allclose(np.diff(g), -0.9 / 19)  # equal steps down
+    else:
+        assert g[5] == pytest.approx(0.1 + 0.45 * (1 + math.cos(math.pi * 5 / 19)))  # above the line early
 
 
 def test_lr_schedule_resumes_exactly(tiny_cfg, tmp_path):

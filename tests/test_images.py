@@ -15,6 +15,7 @@ from gankit.data.images import read_idx
 from gankit.errors import UserError
 from gankit.models import build_dcgan, build_mlp
 from gankit.training import Trainer
+from tests.conftest import SHARED_MNIST, needs_shared_mnist
 
 TINY_IMAGES = ["train.steps=6", "train.batch_size=8", "train.log_every=2", "train.snapshot_every=3",
                "train.checkpoint_every=3", "model.conv_width=4", "model.z_dim=8"]
@@ -215,10 +216,7 @@ def test_cifar10_pickles_and_a_crafted_one(tmp_path, protocol):
         make_source(config.DataConfig(name="cifar10", root=str(tmp_path), split="test"))
 
 
-SHARED_MNIST = __import__("pathlib").Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
-
-
-@pytest.mark.skipif(not SHARED_MNIST.is_dir(), reason="../shared/data/mnist is not beside this checkout")
+@needs_shared_mnist
 def test_download_checks_the_official_md5(tmp_path, monkeypatch):
     """The download path, fed the official test files through a stand-in for the network."""
     import io

@@ -101,12 +101,69 @@ def test_instance_noise_anneals_linearly_to_zero():
     assert constant.noise_std(150) == pytest.approx(0.4)
 
 
-def test_every_registered_loss_trains_a_step(tiny_cfg):
-    from gankit import config
-    from gankit.training import Trainer
+def sp(x: float) -> float:
+    return math.log1p(math.exp(x))
 
-    for name in losses.LOSSES.names():
-        cfg = config.replace(tiny_cfg, "loss", name=name)
-        trainer = Trainer(cfg, "unused")
-        stats, _ = trainer.train_step()
-        assert torch.isfinite(stats["d_loss"]) and torch.isfinite(stats["g_loss"]), name
+
+
+def constant_d(logit: float) -> nn.Module:
+    """D(x) = logit everywhere (zero weight): its input gradient is 0."""
+    lin = nn.Linear(2, 1)
+    with torch.no_grad():
+        lin.weight.zero_()
+        lin.bias.fill_(logit)
+
+    class Flat(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = lin
+
+        def forward(self, x):
+            return self.lin(x).squeeze(1)
+
+    return Flat()
+
+
+# (D loss, G loss) when every logit is 1, by hand. wgan-gp: grad D = 0, penalty 10 (0 - 1)^2.
+BY_HAND = {
+    "ns": (sp(-1) + sp(1), sp(-1)),
+    "minimax": (sp(-1) + sp(1), -sp(1)),
+    "lsgan": (0.5 * 0 ** 2 + 0.5 * 1 ** 2, 0.5 * 0 ** 2),
+    "wgan-gp": (1 - 1 + 10 * 1, -1.0),
+    "hinge": (max(0, 1 - 1) + max(0, 1 + 1), -1.0),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BY_HAND))
+def test_each_registered_name_gives_its_own_losses(name):
+    assert sorted(losses.LOSSES.names()) == sorted(BY_HAND)  # a new loss needs its row here
+    loss, d, x = losses.GANLoss(LossConfig(name=name)), constant_d(1.0), torch.randn(6, 2)
+    d_want, g_want = BY_HAND[name]
+    assert loss.d_loss(d, x, x, 0)[0].item() == pytest.approx(d_want, rel=1e-5)
+    assert loss.g_loss(None, d, None, 0, fake=x).item() == pytest.approx(g_want, rel=1e-6)
+
+
+def test_gradient_penalty_is_taken_between_real_and_generated_points():
+    """D(x) = |x|^2 / 2 has grad x. With fake = -real and |real| = 1 the mixed point is (2 eps - 1) real,
+    so GP = E(|2 eps - 1| - 1)^2 = 1/3 for eps ~ U(0, 1); at the real or fake points it would be 0,
+    at the midpoint 1."""
+    class HalfSquare(nn.Module):
+        def forward(self, x):
+            return 0.5 * x.pow(2).sum(1)
+
+    real = nn.functional.normalize(torch.randn(20000, 2, generator=torch.Generator().manual_seed(0)), dim=1)
+    gp = losses.gradient_penalty(HalfSquare(), real, -real, torch.Generator().manual_seed(1))
+    assert gp.item() == pytest.approx(1 / 3, abs=0.01)
+
+
+def test_penalties_of_a_packed_d_use_the_gradient_of_each_group():
+    """A PacGAN D judges `pack` samples as one input: R1 and the gradient penalty take the norm of the
+    gradient over that whole input. A linear packed D has gradient w for every group: R1 = |w|^2."""
+    from gankit.models.mlp import MLPDiscriminator
+
+    d = MLPDiscriminator(2, hidden=(), feature_dim=0, pack=2)
+    with torch.no_grad():
+        d.logit.weight.copy_(torch.tensor([[0.6, 0.0, 0.0, 0.8]]))  # |w| = 1, each sample's part smaller
+    x = torch.randn(8, 2)
+    assert losses.r1_penalty(d, x).item() == pytest.approx(1.0, rel=1e-5)
+    assert losses.gradient_penalty(d, x, torch.randn(8, 2)).item() == pytest.approx(0.0, abs=1e-8)

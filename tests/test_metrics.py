@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 from scipy import linalg, stats
+from scipy.spatial.distance import jensenshannon
 
 from gankit.data.toy import grid25, ring8
 from gankit.metrics import features as F
@@ -114,7 +115,6 @@ def test_probability_view_on_a_perfect_generator():
     assert abs(out["jsd"]) < 0.05
     blurred = P.probability_view(lambda x: source.log_prob(x, blur=density.bandwidth), real, density, None)
     assert abs(blurred["jsd"]) < 0.01  # the same smoothing on both sides removes the plug-in bias
-    assert out["value_d"] == pytest.approx(-math.log(4))
     assert out["d_star_error"] < 0.12
     # a generator that only makes two of the eight modes: JSD is that of the known densities,
     # p_g = 4 p_data on those modes and 0 elsewhere: 1/2 (1/4 log(2*1/5) + 3/4 log 2) + 1/2 log(2*4/5)
@@ -200,3 +200,57 @@ def test_blurred_mixture_density_is_the_mixture_with_wider_components():
     x = torch.randn(50, 2, dtype=torch.float64)
     wide = GaussianMixture2D(source.centres, math.sqrt(source.std**2 + 0.03**2))
     assert torch.allclose(source.log_prob(x, blur=0.03), wide.log_prob(x), rtol=1e-6)
+
+
+# --------------------------------------------------------------------------- V(D*, G), V(D, G), JSD exactly
+# Two distributions on the points 0, 1, 2, 3 (1-D). The "samples" are the support points repeated
+# in proportion to their probability (8 of each), so every Monte-Carlo mean in probability_view is
+# an exact expectation and the answers can be compared at 1e-12.
+P_DATA = np.array([4, 2, 1, 1]) / 8
+P_G = np.array([1, 1, 1, 5]) / 8  # not P_DATA mirrored: KL(p||m) != KL(q||m)
+REAL = np.repeat(np.arange(4.0), (8 * P_DATA).astype(int))[:, None]
+
+
+class ExactDensity:
+    """Stands in for GeneratedDensity: the exact log p_g, and held-out samples in p_g's proportions."""
+
+    bandwidth = 0.0
+    held_out = torch.as_tensor(np.repeat(np.arange(4.0), (8 * P_G).astype(int))[:, None], dtype=torch.float64)
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.as_tensor(np.log(P_G), dtype=torch.float64)[x[:, 0].long()]
+
+
+def log_p_data(x: torch.Tensor) -> torch.Tensor:
+    return torch.as_tensor(np.log(P_DATA), dtype=torch.float64)[x[:, 0].long()]
+
+
+def table(values):
+    """A discriminator given by its value D(x) at each support point."""
+    values = np.asarray(values, dtype=np.float64)
+    return lambda x: values[np.asarray(x)[:, 0].astype(int)]
+
+
+def test_value_of_d_star_is_minus_log4_plus_twice_an_independent_jsd():
+    js = jensenshannon(P_DATA, P_G) ** 2  # scipy: natural log; it returns the square root of the JSD
+    assert 0.1 < js < math.log(2) - 0.1  # neither equal nor disjoint: a factor or a term dropped shows
+    optimal = P_DATA / (P_DATA + P_G)
+    out = P.probability_view(log_p_data, REAL, ExactDensity(), table(optimal))
+    assert out["jsd"] == pytest.approx(js, rel=1e-12)
+    assert out["value_d_star"] == pytest.approx(-math.log(4) + 2 * js, rel=1e-12)
+    # V(D, G) of D = D* is computed from log D(x) and log(1 - D(G(z))), not from the JSD: the theorem
+    # ties the two code paths together.
+    assert out["value_d"] == pytest.approx(out["value_d_star"], rel=1e-12)
+    assert out["d_star_error"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_value_of_a_non_constant_d_against_a_hand_sum():
+    d = np.array([0.9, 0.6, 0.3, 0.2])
+    out = P.probability_view(log_p_data, REAL, ExactDensity(), table(d))
+    # E_data log D(x) + E_g log(1 - D(x)), written out term by term
+    expect = (0.5 * math.log(0.9) + 0.25 * math.log(0.6) + 0.125 * math.log(0.3) + 0.125 * math.log(0.2)
+              + 0.125 * math.log(0.1) + 0.125 * math.log(0.4) + 0.125 * math.log(0.7) + 0.625 * math.log(0.8))
+    assert out["value_d"] == pytest.approx(expect, rel=1e-12)
+    assert out["value_d"] < out["value_d_star"]  # D* maximises V(., G)
+    star = P_DATA / (P_DATA + P_G)  # (0.8, 2/3, 1/2, 1/6)
+    assert out["d_star_error"] == pytest.approx(0.5 * (P_DATA + P_G) @ np.abs(d - star), rel=1e-12)

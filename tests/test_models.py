@@ -1,11 +1,14 @@
 """Networks: MLP shapes, feature layer, packing, activations, initialisation, spectral norm; DCGAN
 batch norm (plain and conditional) and dropout."""
+import math
+
 import pytest
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 from gankit.config import ModelConfig
-from gankit.models import build_mlp
+from gankit.models import build_dcgan, build_mlp
 from gankit.models.mlp import ACTIVATIONS, MLPDiscriminator, MLPGenerator
 
 
@@ -23,16 +26,33 @@ def test_without_feature_layer_features_are_the_last_hidden_layer():
     assert d(torch.randn(4, 2)).shape == (4,)
 
 
-def test_packing_judges_groups_of_samples():
+def test_packing_judges_each_group_of_pack_consecutive_samples():
+    torch.manual_seed(0)
     d = MLPDiscriminator(2, hidden=(8,), pack=4)
-    assert d(torch.randn(32, 2)).shape == (8,)
-    assert d.body[0].in_features == 8
+    assert d.body[0].in_features == 4 * 2
+    x = torch.randn(12, 2)
+    base = d(x)
+    assert base.shape == (3,)
+    for i in range(12):  # moving sample i changes the logit of its own group and no other
+        moved = x.clone()
+        moved[i] += 1.0
+        changed = ((d(moved) - base).abs() > 1e-6).tolist()
+        assert changed == [g == i // 4 for g in range(3)], i
+
+
+AT_MINUS_ONE = {"relu": 0.0, "tanh": -0.7615941559557649, "elu": math.exp(-1) - 1,
+                "gelu": -0.15865525393145707, "silu": -1 / (1 + math.e), "sigmoid": 1 / (1 + math.e),
+                "leaky_relu": -0.2}
 
 
 @pytest.mark.parametrize("act", [*ACTIVATIONS, "leaky_relu"])
-def test_every_hidden_activation_builds(act):
-    g = MLPGenerator(2, 2, (8,), act=act)
-    assert torch.isfinite(g(torch.randn(4, 2))).all()
+def test_every_hidden_activation_is_the_named_function(act):
+    assert set(AT_MINUS_ONE) == {*ACTIVATIONS, "leaky_relu"}
+    g = MLPGenerator(2, 2, (8, 8), act=act, leaky_slope=0.2)
+    hidden = [m for m in g.net if not isinstance(m, nn.Linear)]
+    assert len(hidden) == 2  # one after each hidden layer, none after the output layer
+    for m in hidden:
+        assert m(torch.tensor([-1.0])).item() == pytest.approx(AT_MINUS_ONE[act], rel=1e-6, abs=1e-7)
 
 
 @pytest.mark.parametrize("output,low,high", [("tanh", -1, 1), ("sigmoid", 0, 1)])
@@ -136,3 +156,28 @@ def test_dcgan28_discriminator_batch_norm_option_keeps_the_layout_of_the_plain_o
     assert conv_keys <= set(normed.state_dict())  # the same convolutions at the same places
     normed.train()
     assert normed(torch.randn(6, 1, 28, 28)).shape == (6,)
+
+
+def sigma(layer: nn.Module) -> float:
+    w = layer.weight.detach()
+    return torch.linalg.matrix_norm(w.reshape(w.shape[0], -1), ord=2).item()
+
+
+def power_iterate(d: nn.Module, x: torch.Tensor, n: int = 30) -> None:
+    d.train()  # torch's spectral norm runs one power iteration per forward pass in train mode
+    with torch.no_grad():
+        for _ in range(n):
+            d(x)
+    d.eval()
+
+
+@pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32)])
+def test_spectral_norm_on_the_dcgan_discriminators(shape):
+    torch.manual_seed(0)
+    _, d = build_dcgan(ModelConfig(name="dcgan", z_dim=8, conv_width=4, spectral_norm=True), shape)
+    layers = [m for m in d.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+    assert layers and all(parametrize.is_parametrized(m, "weight") for m in layers)
+    assert not [m for m in d.modules() if isinstance(m, nn.BatchNorm2d)]  # SN replaces batch norm in D
+    power_iterate(d, torch.randn(4, *shape))
+    for m in layers:  # torch normalises the weight reshaped to (out, in * kh * kw)
+        assert sigma(m) == pytest.approx(1.0, abs=0.02)

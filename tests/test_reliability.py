@@ -173,3 +173,70 @@ def test_a_flipped_weight_byte_is_caught_by_the_checksum(tiny_cfg, tmp_path):
     torch.save(state, tmp_path / "flipped.pt")  # keeps the old checksum
     with pytest.raises(UserError, match="checksum"):
         ckpt.load_checkpoint(tmp_path / "flipped.pt")
+
+
+# --------------------------------------------------------------------------- poisoned states, rollback state
+
+def poison_g_weights_after_step(trainer, step):
+    """After the G update that makes step `step`, put a NaN in G's weights (once): the losses logged
+    before were finite, as with a non-finite gradient in the last update."""
+    original, pending = trainer.opt_g.step, [step]
+
+    def step_then_poison(*args, **kwargs):
+        out = original(*args, **kwargs)
+        if trainer.step + 1 in pending:  # once: the retried stretch trains normally
+            pending.clear()
+            with torch.no_grad():
+                next(trainer.g.parameters()).view(-1)[0] = float("nan")
+        return out
+
+    trainer.opt_g.step = step_then_poison
+
+
+def all_checkpoints_finite(run_dir) -> bool:
+    from gankit.training.health import nonfinite_tensors
+
+    return all(not nonfinite_tensors(ckpt.load_checkpoint(f)) for f in ckpt.step_files(run_dir / "checkpoints"))
+
+
+def test_nonfinite_weights_are_never_saved(tiny_cfg, tmp_path):
+    cfg = config.with_overrides(tiny_cfg, ["train.log_every=3"])  # step 10 saves but does not log
+    trainer = Trainer(cfg, tmp_path)
+    poison_g_weights_after_step(trainer, 10)
+    trainer.fit(progress=False)
+    rollback = [r for r in lines(tmp_path) if r.get("event") == "rollback"]
+    assert len(rollback) == 1 and "weights of G" in rollback[0]["message"] and rollback[0]["step"] == 0
+    assert trainer.step == 20 and all_checkpoints_finite(tmp_path)
+
+
+def test_rollback_passes_over_a_poisoned_checkpoint(tiny_cfg, tmp_path):
+    """A run saved by an older gankit can hold a checkpoint with NaN weights: rollback skips it."""
+    trainer = Trainer(tiny_cfg, tmp_path).fit(progress=False)
+    state = trainer.state_dict()
+    next(iter(state["g"].values())).view(-1)[0] = float("nan")
+    ckpt.save_checkpoint(state, tmp_path / "checkpoints", 20, keep=3)  # step 20, poisoned
+    resumed = Trainer.resume(tmp_path).fit(25, progress=False)  # NaN losses: roll back past step 20
+    rollbacks = [r for r in lines(tmp_path) if r.get("event") == "rollback"]
+    assert len(rollbacks) == 1 and "back to step 10" in rollbacks[0]["message"]
+    assert resumed.step == 25 and not resumed._nonfinite_weights()
+
+
+def test_rollback_state_is_kept_by_checkpoints(tiny_cfg, tmp_path):
+    trainer = Trainer(tiny_cfg, tmp_path)
+    poison_d_loss_at(trainer, {13})
+    trainer.fit(progress=False)
+    resumed = Trainer.resume(tmp_path)
+    assert (resumed._rollbacks, resumed._lr_scale) == (1, 0.5)  # not a fresh budget at the full rate
+    resumed.fit(30, progress=False)
+    assert resumed.opt_g.param_groups[0]["lr"] == pytest.approx(tiny_cfg.optim_g.lr * 0.5)
+
+
+def test_a_longer_resume_holds_the_schedules_final_rate(tiny_cfg, tmp_path, capsys):
+    cfg = config.with_overrides(tiny_cfg, ["train.lr_schedule=linear", "train.lr_final=0.1"])
+    Trainer(cfg, tmp_path).fit(progress=False)
+    resumed = Trainer.resume(tmp_path)
+    resumed.cfg = config.replace(resumed.cfg, "train", steps=40)  # as `gankit resume RUN --steps 40`
+    rates = []
+    resumed.opt_g.register_step_pre_hook(lambda opt, *_: rates.append(opt.param_groups[0]["lr"]))
+    resumed.fit(40, progress=False)
+    assert len(rates) == 20 and rates == pytest.approx([cfg.optim_g.lr * 0.1] * 20)

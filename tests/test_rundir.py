@@ -187,7 +187,8 @@ def test_a_folder_the_user_cannot_write_to_is_one_line(tmp_path, capsys):
 
     run = tmp_path / "run"
     succeeds(["train", *SETS, "--out", str(run)], capsys)
-    shared = Path(tempfile.mkdtemp(prefix="gankit-readonly-"))
+    # a folder `nobody` can reach (pytest's own temporary folders are private to their owner)
+    shared = Path(tempfile.mkdtemp(prefix="gankit-readonly-", dir="/tmp" if os.geteuid() == 0 else None))
     try:
         shared.chmod(0o755)
         readonly = shared / "run"

@@ -4,6 +4,8 @@ import json
 import numpy as np
 import pytest
 import torch
+from torch import nn
+from torch.nn.utils import parametrize
 
 from gankit import config
 from gankit.training import Trainer
@@ -101,14 +103,99 @@ def test_rmsprop_average_can_start_at_one_like_tensorflow(tiny_cfg):
     assert trainer.opt_d.state[weight]["square_avg"].min() > 0.5  # 0.99 * 1 + 0.01 * g^2
 
 
-@pytest.mark.parametrize("setting", ["model.pack=4", "loss.name=wgan-gp", "model.spectral_norm=true",
-                                     "loss.instance_noise=0.1", "loss.r1_gamma=1.0", "model.d_feature_dim=0",
-                                     "optim_g.name=sgd", "data.name=ring8"])
-def test_stabilisers_train_and_snapshot(tiny_cfg, tmp_path, setting):
-    cfg = config.with_overrides(tiny_cfg, [setting, "train.steps=10"])
-    Trainer(cfg, tmp_path).fit(progress=False)
-    assert np.isfinite(metrics(tmp_path)[-1]["d_loss"])
-    assert (tmp_path / "snapshots" / "step-000010.npz").exists()
+# --------------------------------------------------------------------------- each stabiliser takes effect
+
+LINEAR_D = ["model.d_hidden=[]", "model.d_feature_dim=0"]  # D(x) = w.x + b: grad D = w everywhere
+
+
+def step_with_weight(tiny_cfg, settings, w=(2.0, 0.0)):
+    trainer = Trainer(config.with_overrides(tiny_cfg, LINEAR_D + settings), "unused")
+    with torch.no_grad():
+        trainer.d.logit.weight.copy_(torch.tensor([w]))
+    return trainer.train_step()[0]
+
+
+def test_training_with_wgan_gp_adds_the_weighted_penalty(tiny_cfg):
+    on = step_with_weight(tiny_cfg, ["loss.name=wgan-gp", "loss.gp_weight=10"])
+    off = step_with_weight(tiny_cfg, ["loss.name=wgan-gp", "loss.gp_weight=0"])
+    assert on["gp"].item() == pytest.approx((2.0 - 1.0) ** 2, rel=1e-5)  # (|w| - 1)^2
+    assert "gp" not in off
+    assert (on["d_loss"] - off["d_loss"]).item() == pytest.approx(10 * 1.0, rel=1e-5)
+
+
+def test_training_with_r1_adds_gamma_over_two_times_the_squared_gradient(tiny_cfg):
+    on = step_with_weight(tiny_cfg, ["loss.r1_gamma=3.0"], w=(0.0, 2.0))
+    off = step_with_weight(tiny_cfg, [], w=(0.0, 2.0))
+    assert on["r1"].item() == pytest.approx(4.0, rel=1e-5)  # |w|^2
+    assert "r1" not in off
+    assert (on["d_loss"] - off["d_loss"]).item() == pytest.approx(0.5 * 3.0 * 4.0, rel=1e-5)
+
+def sigma(layer: nn.Module) -> float:
+    w = layer.weight.detach()
+    return torch.linalg.matrix_norm(w.reshape(w.shape[0], -1), ord=2).item()
+
+
+def power_iterate(d: nn.Module, x: torch.Tensor, n: int = 30) -> None:
+    d.train()  # torch's spectral norm runs one power iteration per forward pass in train mode
+    with torch.no_grad():
+        for _ in range(n):
+            d(x)
+    d.eval()
+
+
+def test_spectral_norm_setting_gives_the_trained_d_unit_spectral_norms(tiny_cfg):
+    trainer = Trainer(config.with_overrides(tiny_cfg, ["model.spectral_norm=true"]), "unused")
+    layers = [m for m in trainer.d.modules() if isinstance(m, nn.Linear)]
+    assert len(layers) == 4 and all(parametrize.is_parametrized(m, "weight") for m in layers)
+    assert not any(parametrize.is_parametrized(m) for m in trainer.g.modules())  # D only
+    trainer.train_step()
+    with torch.no_grad():  # triple the raw weights: without the normalisation sigma would triple too
+        for m in layers:
+            m.parametrizations.weight.original.mul_(3.0)
+    power_iterate(trainer.d, torch.randn(32, 2))
+    for m in layers:
+        assert sigma(m) == pytest.approx(1.0, abs=0.02)
+        assert torch.linalg.matrix_norm(m.parametrizations.weight.original.detach(), 2).item() > 1.2
+
+def test_packed_d_in_training_sees_pack_samples_per_input(tiny_cfg):
+    trainer = Trainer(config.with_overrides(tiny_cfg, ["model.pack=4"]), "unused")
+    rows, logits = [], []
+    trainer.d.body[0].register_forward_pre_hook(lambda m, args: rows.append(tuple(args[0].shape)))
+    trainer.d.register_forward_hook(lambda m, args, out: logits.append(tuple(out.shape)))
+    trainer.train_step()
+    batch, pack, dim = 32, 4, 2
+    # D update: real and generated batches in one pass; G update: the generated batch alone
+    assert rows == [(2 * batch // pack, pack * dim), (batch // pack, pack * dim)]
+    assert logits == [(2 * batch // pack,), (batch // pack,)]
+
+def test_instance_noise_setting_perturbs_what_d_sees_in_training(tiny_cfg):
+    trainer = Trainer(config.with_overrides(tiny_cfg, ["loss.instance_noise=0.1"]), "unused")
+    seen = []
+    trainer.d.register_forward_pre_hook(lambda m, args: seen.append(args[0].detach().clone()))
+    rng = torch.Generator()
+    rng.set_state(trainer.data_rng.get_state())
+    clean, _ = trainer._draw_real_with(32, rng)  # the real batch the step is about to draw
+    trainer.train_step()
+    noise = seen[0][:32] - clean  # D's first pass: [real; fake], both noised
+    assert noise.std().item() == pytest.approx(0.1, rel=0.3)
+
+def _snapshot_checks():
+    return {
+        # D judges groups of 4: 64 fixed points give 16 feature rows
+        "model.pack=4": lambda t, s: s["feat_real_d0"].shape == (16, 2) and t.d.pack == 4,
+        # no feature layer: the features are the last hidden layer (16 wide)
+        "model.d_feature_dim=0": lambda t, s: isinstance(t.d.feature, nn.Identity) and s["feat_real_d0"].shape == (64, 16),
+        "optim_g.name=sgd": lambda t, s: type(t.opt_g) is torch.optim.SGD and type(t.opt_d) is torch.optim.Adam,
+        # ring8's fixed real points lie on the unit circle (std 0.01), in data units
+        "data.name=ring8": lambda t, s: np.allclose(np.linalg.norm(s["real"], axis=1), 1.0, atol=0.05),
+    }
+
+
+@pytest.mark.parametrize("setting", list(_snapshot_checks()))
+def test_setting_takes_effect_and_snapshots(tiny_cfg, tmp_path, setting):
+    trainer = Trainer(config.with_overrides(tiny_cfg, [setting, "train.steps=10"]), tmp_path).fit(progress=False)
+    with np.load(tmp_path / "snapshots" / "step-000010.npz") as snap:
+        assert _snapshot_checks()[setting](trainer, snap)
 
 
 def test_ema_of_g_leaves_training_untouched(tiny_cfg, tmp_path):
@@ -152,3 +239,73 @@ def test_share_fake_is_the_same_update_with_one_g_forward_fewer(tiny_cfg, tmp_pa
         torch.testing.assert_close(a, b)
     steps = tiny_cfg.train.steps
     assert forwards["false"] - forwards["true"] == steps  # 3 forwards a step become 2
+
+
+# --------------------------------------------------------------------------- what snapshots and samplers may not change
+
+@pytest.mark.parametrize("setting", ["model.g_batch_norm=true", "model.d_dropout=0.5"])
+def test_snapshots_leave_training_bit_identical(tiny_cfg, tmp_path, setting):
+    """The article's views run G and D without moving batch-norm statistics or drawing dropout masks."""
+    runs = []
+    for every in (0, 1):
+        cfg = config.with_overrides(tiny_cfg, [setting, f"train.snapshot_every={every}"])
+        runs.append(Trainer(cfg, tmp_path / f"every-{every}").fit(progress=False))
+    assert list((tmp_path / "every-1" / "snapshots").glob("step-*.npz"))
+    for a, b in ((runs[0].g, runs[1].g), (runs[0].d, runs[1].d)):
+        for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
+            assert torch.equal(x, y), name
+
+
+def test_ema_generator_samples_with_batch_norm_measured_for_its_own_weights(tiny_cfg, tmp_path):
+    import gankit
+
+    cfg = config.with_overrides(tiny_cfg, ["model.g_batch_norm=true", "train.ema_decay=0.9",
+                                           "model.g_hidden=[16, 16, 16]"])
+    trainer = Trainer(cfg, tmp_path).fit(progress=False)
+    averaged = trainer.ema.module
+    sampler = trainer.sampler_g
+    norm_avg = [m for m in averaged.modules() if isinstance(m, nn.BatchNorm1d)][0]
+    norm = [m for m in sampler.modules() if isinstance(m, nn.BatchNorm1d)][0]
+    # measure independently: the mean of the batch norm's input over many z, with the EMA weights
+    seen = []
+    handle = norm_avg.register_forward_pre_hook(lambda m, args: seen.append(args[0]))
+    with torch.no_grad():
+        averaged.eval()
+        averaged(torch.rand(20000, cfg.model.z_dim) * 2 - 1)
+    handle.remove()
+    assert torch.allclose(norm.running_mean, seen[0].mean(0), atol=0.05)
+    assert not torch.allclose(norm.running_mean, norm_avg.running_mean, atol=1e-3)  # it changed something
+    loaded = gankit.load(tmp_path).sampler.generator  # `gankit sample` uses the same statistics
+    loaded_norm = [m for m in loaded.modules() if isinstance(m, nn.BatchNorm1d)][0]
+    assert torch.equal(loaded_norm.running_mean, norm.running_mean)
+
+
+def test_penalties_refuse_a_batch_norm_discriminator(tiny_cfg):
+    from gankit.data.images import ImageSource
+    from gankit.errors import UserError
+    from gankit.training.rejection import build_critic
+    from gankit.models.base import has_batch_norm
+
+    images = ImageSource(np.zeros((8, 1, 28, 28), np.uint8), None, "blank")
+    image_cfg = config.with_overrides(tiny_cfg, ["model.name=dcgan", "model.conv_width=4", "model.z_dim=8",
+                                                 "model.g_output=tanh", "model.d_batch_norm=true"])
+    for penalty in ("loss.name=wgan-gp", "loss.r1_gamma=1"):
+        with pytest.raises(UserError, match="batch norm in D"):
+            Trainer(config.with_overrides(image_cfg, [penalty]), "unused", source=images)
+    Trainer(config.with_overrides(image_cfg, ["loss.r1_gamma=1", "model.d_batch_norm=false"]), "unused", source=images)
+    assert has_batch_norm(Trainer(image_cfg, "unused", source=images).d)
+    assert not has_batch_norm(build_critic(image_cfg, (1, 28, 28), 0))  # the rejection critic judges one at a time
+
+
+def test_probability_view_only_where_sigmoid_d_is_a_probability(tiny_cfg, tmp_path):
+    ring = config.with_overrides(tiny_cfg, ["data.name=ring8", "train.steps=5"])
+    assert Trainer(ring, "unused").eval_target().d_prob is not None
+    hinge = Trainer(config.with_overrides(ring, ["loss.name=hinge"]), tmp_path / "hinge").fit(progress=False)
+    assert hinge.eval_target().d_prob is None  # a critic's values are no probabilities
+    row = metrics(tmp_path / "hinge")[-1]
+    assert "critic_real" in row and "critic_fake" in row and "d_real" not in row
+    smooth = Trainer(config.with_overrides(ring, ["loss.label_smoothing=0.2"]), "unused")
+    x = np.array([[1.0, 0.0], [0.0, 1.0]])
+    logits = smooth.d(smooth.norm.to_model(torch.as_tensor(x, dtype=torch.float32))).detach().double()
+    # with real target 0.8, D's optimum is 0.8 D*: the view compares sigmoid(D) / 0.8 with D*
+    assert np.allclose(smooth.eval_target().d_prob(x), torch.sigmoid(logits).numpy() / 0.8)

@@ -91,17 +91,19 @@ def judge(d: nn.Module, x: Tensor, labels: Tensor | None = None) -> Tensor:
 
 
 def input_gradient_sq(d: nn.Module, x: Tensor, labels: Tensor | None = None) -> Tensor:
-    """|grad_x D(x)|^2 per sample, kept in the graph so it can be penalised."""
+    """|grad D|^2 for each input D judges, kept in the graph so it can be penalised. A PacGAN D
+    (pack > 1) judges groups of `pack` consecutive samples: the gradient is over the whole group."""
     x = x.detach().requires_grad_(True)
     (grad,) = torch.autograd.grad(judge(d, x, labels).sum(), x, create_graph=True)
-    return grad.reshape(grad.shape[0], -1).pow(2).sum(1)
+    return grad.reshape(grad.shape[0] // getattr(d, "pack", 1), -1).pow(2).sum(1)
 
 
 def gradient_penalty(d: nn.Module, real: Tensor, fake: Tensor, generator: torch.Generator | None = None,
                      labels: Tensor | None = None) -> Tensor:
     """WGAN-GP: E (|grad D(x_hat)| - 1)^2 at random points between real and generated samples.
 
-    With PacGAN packing, one mixing weight is drawn per packed group so the group stays whole.
+    With PacGAN packing, one mixing weight is drawn per packed group so the group stays whole, and
+    the norm is that of the group's gradient (D's input is the group).
     """
     pack = getattr(d, "pack", 1)
     eps = torch.rand(real.shape[0] // pack, 1, generator=generator, device=real.device, dtype=real.dtype)

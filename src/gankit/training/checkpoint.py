@@ -23,6 +23,8 @@ from gankit.errors import UserError
 from gankit.io import atomic_write, fsync_dir
 
 FORMAT_VERSION = 1
+EARLIER = ("; use an earlier checkpoints/step-*.pt of the run instead (gankit resume, sample and eval take "
+           "one in place of the run directory)")
 STEP_FILE = re.compile(r"step-(\d+)\.pt$")
 
 
@@ -109,15 +111,14 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
             state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - damaged bytes surface as almost any exception type
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"checkpoint '{path}' is corrupt or not a gankit checkpoint ({reason[:160]})")
+        raise UserError(f"checkpoint '{path}' is corrupt or not a gankit checkpoint ({reason[:100]}){EARLIER}")
     if not isinstance(state, dict) or "format" not in state:
         raise UserError(f"checkpoint '{path}' is not a gankit checkpoint")
     if state["format"] != FORMAT_VERSION:
         raise UserError(f"checkpoint '{path}' has format {state['format']}, this gankit reads format "
                         f"{FORMAT_VERSION}; use the gankit version that wrote it")
     if state.get("checksum") != content_digest(state):
-        raise UserError(f"checkpoint '{path}' is corrupt (its contents do not match their checksum); "
-                        "use an earlier step-*.pt from the same folder")
+        raise UserError(f"checkpoint '{path}' is corrupt (its contents do not match their checksum){EARLIER}")
     return state
 
 

@@ -327,7 +327,7 @@ class Trainer:
         the run was started with (schedule_steps, kept in checkpoints): a resume to a larger total
         continues at the schedule's final rate instead of stretching it."""
         t = self.cfg.train
-        progress = min(step / max(self.schedule_steps, 1), 1.0)
+        progress = min(step / max(self.schedule_steps - 1, 1), 1.0)  # the last step runs at lr_final
         if t.lr_schedule == "linear":
             factor = 1.0 - (1.0 - t.lr_final) * progress
         elif t.lr_schedule == "cosine":
