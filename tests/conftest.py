@@ -1,6 +1,7 @@
 """Shared fixtures: tiny configs that train in well under a second."""
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -45,3 +46,24 @@ def temporary_files_stay_in_pytests_folder(tmp_path_factory):
         os.environ.pop("TMPDIR", None)
     else:
         os.environ["TMPDIR"] = saved[1]
+
+
+def digest(folder: Path, skip_lock: bool = True) -> dict[str, str]:
+    """Every file below folder -> SHA-256 of its bytes. The lock file of a run names the process that
+    last held it (a command refused for a bad value may still have held the run): skipped by default."""
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*"))
+            if p.is_file() and not (skip_lock and p.name == ".gankit-lock")}
+
+
+def sigma(layer: torch.nn.Module) -> float:
+    """The largest singular value of a layer's weight, reshaped to (out, in * kernel) as spectral norm sees it."""
+    w = layer.weight.detach()
+    return torch.linalg.matrix_norm(w.reshape(w.shape[0], -1), ord=2).item()
+
+
+def power_iterate(d: torch.nn.Module, x: torch.Tensor, n: int = 30) -> None:
+    d.train()  # torch's spectral norm runs one power iteration per forward pass in train mode
+    with torch.no_grad():
+        for _ in range(n):
+            d(x)
+    d.eval()

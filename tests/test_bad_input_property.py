@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from gankit import config
 from gankit.cli import main
-from tests.conftest import TINY
+from tests.conftest import TINY, digest
 
 # CI replays a fixed set of examples (derandomize) so a merge is never decided by luck; runs on a
 # developer's machine keep exploring new ones.
@@ -48,8 +48,6 @@ def assert_one_line_error(code, err):
     assert "Traceback" not in err
 
 
-def digest(folder: Path):
-    return {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from gankit.cli import main
-from tests.conftest import TINY
+from tests.conftest import TINY, digest
 
 SETS = [arg for item in TINY for arg in ("--set", item)]
 
@@ -110,10 +110,6 @@ def test_users_own_points(tmp_path, capsys):
     assert abs(np.load(tmp_path / "s.npy")[:, 0].mean() - 5.0) < 3.0  # data units
 
 
-def digest(folder):
-    """Every file's bytes, the lock file aside (it names the process that last held the run)."""
-    return {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*"))
-            if p.is_file() and p.name != ".gankit-lock"}
 
 
 BAD = [

@@ -94,3 +94,22 @@ def test_a_run_of_two_processes_resumes_on_one_and_says_it_is_not_exact(tmp_path
     assert main(["resume", str(run), "--steps", "20", "--quiet", "--no-plots"]) == 0
     events = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if "event" in line]
     assert [e["kind"] for e in events] == ["resume_processes"]
+
+
+def test_a_held_run_refuses_every_process_at_once(tmp_path):
+    """Under torchrun, process 0 holds the run; its refusal reaches the others (no process waits forever)."""
+    run = tmp_path / "run"
+    assert _torchrun("train", "quadratic", "--out", str(run), "--steps", "10", "--quiet", "--no-plots",
+                     *_sets()).returncode == 0
+    code = ("import sys, time; from gankit.rundir import hold_run\n"
+            "with hold_run(sys.argv[1]):\n    print('held', flush=True); time.sleep(120)")
+    holder = subprocess.Popen([sys.executable, "-c", code, str(run)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        for args in (("resume", str(run), "--steps", "20"), ("train", "quadratic", "--out", str(run), "--overwrite",
+                                                             *_sets())):
+            done = _torchrun(*args, "--quiet", "--no-plots")  # timeout=300: a hang fails the test
+            assert done.returncode != 0 and f"in use by process {holder.pid}" in done.stderr
+    finally:
+        holder.kill()
+        holder.wait()

@@ -10,6 +10,7 @@ from torch.nn.utils import parametrize
 from gankit.config import ModelConfig
 from gankit.models import build_dcgan, build_mlp
 from gankit.models.mlp import ACTIVATIONS, MLPDiscriminator, MLPGenerator
+from tests.conftest import power_iterate, sigma
 
 
 def test_shapes_and_feature_layer():
@@ -156,19 +157,6 @@ def test_dcgan28_discriminator_batch_norm_option_keeps_the_layout_of_the_plain_o
     assert conv_keys <= set(normed.state_dict())  # the same convolutions at the same places
     normed.train()
     assert normed(torch.randn(6, 1, 28, 28)).shape == (6,)
-
-
-def sigma(layer: nn.Module) -> float:
-    w = layer.weight.detach()
-    return torch.linalg.matrix_norm(w.reshape(w.shape[0], -1), ord=2).item()
-
-
-def power_iterate(d: nn.Module, x: torch.Tensor, n: int = 30) -> None:
-    d.train()  # torch's spectral norm runs one power iteration per forward pass in train mode
-    with torch.no_grad():
-        for _ in range(n):
-            d(x)
-    d.eval()
 
 
 @pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32)])

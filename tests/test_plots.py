@@ -1,4 +1,6 @@
 """Every picture is drawn from the run directory alone and is a readable image."""
+import json
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -59,3 +61,15 @@ def test_feature_views_project_wide_features_to_2d(tmp_path):
 def test_equilibrium_lines_follow_the_loss():
     assert plots.equilibrium("ns") == pytest.approx((1.3862944, 0.6931472))
     assert plots.equilibrium("hinge") == (None, None)
+
+
+def test_a_critic_run_of_an_earlier_version_still_plots(tmp_path):
+    """hinge runs logged sigmoid(critic) as d_real before; resumed now, they log critic_real: one plot."""
+    from gankit.presets import load_preset
+    from gankit.viz.plots import plot_losses
+
+    (tmp_path / "config.toml").write_text(config.dumps(config.replace(load_preset("quadratic"), "loss", name="hinge")))
+    rows = [{"step": 10, "d_loss": 1.0, "g_loss": 0.5, "d_real": 0.6, "d_fake": 0.4},
+            {"step": 20, "d_loss": 0.9, "g_loss": 0.4, "critic_real": 0.8, "critic_fake": -0.3}]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert plot_losses(tmp_path, "hinge").is_file()

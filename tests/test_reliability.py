@@ -194,9 +194,9 @@ def poison_g_weights_after_step(trainer, step):
 
 
 def all_checkpoints_finite(run_dir) -> bool:
-    from gankit.training.health import nonfinite_tensors
+    from gankit.training.health import nonfinite_parts
 
-    return all(not nonfinite_tensors(ckpt.load_checkpoint(f)) for f in ckpt.step_files(run_dir / "checkpoints"))
+    return all(not nonfinite_parts(ckpt.load_checkpoint(f)) for f in ckpt.step_files(run_dir / "checkpoints"))
 
 
 def test_nonfinite_weights_are_never_saved(tiny_cfg, tmp_path):
@@ -218,7 +218,8 @@ def test_rollback_passes_over_a_poisoned_checkpoint(tiny_cfg, tmp_path):
     resumed = Trainer.resume(tmp_path).fit(25, progress=False)  # NaN losses: roll back past step 20
     rollbacks = [r for r in lines(tmp_path) if r.get("event") == "rollback"]
     assert len(rollbacks) == 1 and "back to step 10" in rollbacks[0]["message"]
-    assert resumed.step == 25 and not resumed._nonfinite_weights()
+    assert resumed.step == 25 and not resumed._nonfinite_state()
+    assert (tmp_path / "checkpoints" / "abandoned" / "step-000020.pt").is_file()  # set aside, not resumed from
 
 
 def test_rollback_state_is_kept_by_checkpoints(tiny_cfg, tmp_path):
@@ -227,8 +228,11 @@ def test_rollback_state_is_kept_by_checkpoints(tiny_cfg, tmp_path):
     trainer.fit(progress=False)
     resumed = Trainer.resume(tmp_path)
     assert (resumed._rollbacks, resumed._lr_scale) == (1, 0.5)  # not a fresh budget at the full rate
+    poison_d_loss_at(resumed, {23})
     resumed.fit(30, progress=False)
-    assert resumed.opt_g.param_groups[0]["lr"] == pytest.approx(tiny_cfg.optim_g.lr * 0.5)
+    rollbacks = [r for r in lines(tmp_path) if r.get("event") == "rollback"]
+    assert "x0.25" in rollbacks[-1]["message"]  # the second rollback of the run, not a first one again
+    assert resumed.opt_g.param_groups[0]["lr"] == pytest.approx(tiny_cfg.optim_g.lr * 0.25)
 
 
 def test_a_longer_resume_holds_the_schedules_final_rate(tiny_cfg, tmp_path, capsys):

@@ -18,16 +18,10 @@ from gankit import io as gio
 from gankit.cli import main
 from gankit.errors import UserError
 from gankit.rundir import LOCK, MARKER, hold_run
-from tests.conftest import TINY
+from tests.conftest import TINY, digest
 
 SETS = [arg for item in TINY for arg in ("--set", item)]
 X = np.random.default_rng(0).normal(size=(200, 2)).astype(np.float32)
-
-
-def digest(folder: Path) -> dict[str, str]:
-    """Every file below folder -> SHA-256 of its bytes (the lock file aside: it says who holds the run)."""
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file() and p.name != LOCK}
 
 
 def succeeds(argv: list[str], capsys) -> None:
@@ -45,12 +39,13 @@ def test_a_users_folder_is_never_emptied(tmp_path, capsys):
     results = tmp_path / "results"
     (results / "plots").mkdir(parents=True)
     (results / "plots" / "mine.png").write_bytes(b"the user's own figure")
-    before = digest(results)
+    before = digest(results, skip_lock=False)
     with pytest.raises(UserError, match="not a gankit run"):
         gankit.GAN("quadratic", settings={"train.steps": 5}, out=results).fit(X)
-    assert main(["train", *SETS, "--out", str(results), "--overwrite", "--no-plots", "--quiet"]) == 2
-    assert "not a gankit run" in one_error_line(capsys)
-    assert digest(results) == before
+    for argv in (["train", *SETS, "--out", str(results), "--overwrite"], ["resume", str(results)]):
+        assert main([*argv, "--no-plots", "--quiet"]) == 2
+        assert "not a gankit run" in one_error_line(capsys)
+    assert digest(results, skip_lock=False) == before  # not even a lock file was added
 
 
 def test_fit_replaces_only_a_run_it_made(tmp_path, capsys):
@@ -102,13 +97,6 @@ def test_one_process_at_a_time_in_a_run(tmp_path, capsys):
         assert digest(out) == before  # --overwrite removed nothing of the held run
     # the holder is gone (a crash or a kill releases the lock too): the run is free again
     assert main(["resume", str(out), "--steps", "30", "--no-plots", "--quiet"]) == 0
-
-
-def test_a_new_folder_refused_by_a_bad_setting_is_not_left_behind(tmp_path, capsys):
-    out = tmp_path / "never"
-    assert main(["train", "--set", "model.conditional=true", "--out", str(out)]) == 2  # quadratic has no labels
-    one_error_line(capsys)
-    assert not out.exists()
 
 
 def test_metrics_are_replaced_whole_or_not_at_all(tiny_cfg, tmp_path, monkeypatch):
@@ -210,3 +198,18 @@ def test_a_folder_the_user_cannot_write_to_is_one_line(tmp_path, capsys):
         for p in [shared, *shared.rglob("*")]:
             p.chmod(0o755)
         shutil.rmtree(shared)
+
+
+def test_new_files_get_the_mode_open_would_give_them(tmp_path):
+    target = tmp_path / "config.toml"
+    gio.atomic_write_text(target, "x = 1\n")
+    assert target.stat().st_mode & 0o777 == gio.NEW_FILE_MODE == 0o666 & ~current_umask()
+    target.chmod(0o600)
+    gio.atomic_write_text(target, "x = 2\n")  # a replaced file keeps its mode
+    assert target.stat().st_mode & 0o777 == 0o600
+
+
+def current_umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask

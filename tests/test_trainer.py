@@ -10,6 +10,7 @@ from torch.nn.utils import parametrize
 from gankit import config
 from gankit.training import Trainer
 from gankit.training.checkpoint import load_checkpoint
+from tests.conftest import power_iterate, sigma
 
 
 def metrics(run_dir):
@@ -129,18 +130,6 @@ def test_training_with_r1_adds_gamma_over_two_times_the_squared_gradient(tiny_cf
     assert on["r1"].item() == pytest.approx(4.0, rel=1e-5)  # |w|^2
     assert "r1" not in off
     assert (on["d_loss"] - off["d_loss"]).item() == pytest.approx(0.5 * 3.0 * 4.0, rel=1e-5)
-
-def sigma(layer: nn.Module) -> float:
-    w = layer.weight.detach()
-    return torch.linalg.matrix_norm(w.reshape(w.shape[0], -1), ord=2).item()
-
-
-def power_iterate(d: nn.Module, x: torch.Tensor, n: int = 30) -> None:
-    d.train()  # torch's spectral norm runs one power iteration per forward pass in train mode
-    with torch.no_grad():
-        for _ in range(n):
-            d(x)
-    d.eval()
 
 
 def test_spectral_norm_setting_gives_the_trained_d_unit_spectral_norms(tiny_cfg):
@@ -309,3 +298,20 @@ def test_probability_view_only_where_sigmoid_d_is_a_probability(tiny_cfg, tmp_pa
     logits = smooth.d(smooth.norm.to_model(torch.as_tensor(x, dtype=torch.float32))).detach().double()
     # with real target 0.8, D's optimum is 0.8 D*: the view compares sigmoid(D) / 0.8 with D*
     assert np.allclose(smooth.eval_target().d_prob(x), torch.sigmoid(logits).numpy() / 0.8)
+
+
+def test_image_snapshots_through_the_ema_sampler_leave_training_bit_identical(tiny_cfg, tmp_path):
+    """Image snapshots sample the EMA G with its batch norm measured: on a copy, with its own noise."""
+    from gankit.data.images import ImageSource
+
+    images = ImageSource(np.random.default_rng(0).integers(0, 255, (64, 1, 28, 28), dtype=np.uint8), None, "noise")
+    cfg = config.with_overrides(tiny_cfg, ["model.name=dcgan", "model.conv_width=4", "model.z_dim=8",
+                                           "model.g_output=tanh", "train.ema_decay=0.9", "train.steps=6",
+                                           "train.log_every=3", "train.checkpoint_every=3"])
+    runs = [Trainer(config.with_overrides(cfg, [f"train.snapshot_every={every}"]), tmp_path / str(every),
+                    source=images).fit(progress=False) for every in (0, 1)]
+    assert len(list((tmp_path / "1" / "snapshots").glob("step-*.npz"))) == 6
+    states = [run.state_dict() for run in runs]
+    for part in ("g", "d", "ema"):
+        for key, value in states[0][part].items():
+            assert torch.equal(value, states[1][part][key]), (part, key)

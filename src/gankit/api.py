@@ -16,7 +16,7 @@ from torch import nn
 
 from gankit import config as config_mod
 from gankit.config import RunConfig
-from gankit.data.toy import validate_points
+from gankit.data.toy import Points, validate_points
 from gankit.errors import UserError
 from gankit.rundir import MADE_BY_FIT, hold_run, prepare_out_dir
 from gankit.models import MODELS
@@ -45,15 +45,16 @@ class GAN:
         from gankit.training import Trainer
 
         run_dir = Path(self.out) if self.out else Path(tempfile.mkdtemp(prefix="gankit-run-"))
-        points = validate_points(X, "X").astype(np.float32) if X is not None else None
+        cfg, source, data_file = self.config, None, run_dir / "data.npy"
+        if X is not None:  # kept in the run as data.npy, so the run resumes and evaluates without X
+            source = Points(validate_points(X, "X").astype(np.float32), source="X")
+            cfg = config_mod.replace(cfg, "data", name=f"points:{data_file.resolve()}")
+        trainer = Trainer(cfg, run_dir, source=source)  # bad settings are refused before the folder is touched
         with hold_run(run_dir):
             prepare_out_dir(run_dir, overwrite=True, by=MADE_BY_FIT)  # a notebook cell run again replaces its own run
-            cfg = self.config
-            if points is not None:
-                data_file = run_dir / "data.npy"
-                np.save(data_file, points)
-                cfg = config_mod.replace(cfg, "data", name=f"points:{data_file.resolve()}")
-            trainer = Trainer(cfg, run_dir).fit(progress=self.progress)
+            if source is not None:
+                np.save(data_file, source.data.numpy())
+            trainer.fit(progress=self.progress)
         self.config, self.run_dir = cfg, run_dir
         self._sampler = Sampler.from_state(trainer.state_dict())
         return self
@@ -81,8 +82,7 @@ class GAN:
         except ckpt.STATE_ERRORS as exc:
             raise ckpt.incompatible(file, exc) from exc
         gan = cls(sampler.config)
-        path = Path(path)
-        gan.run_dir = path if path.is_dir() else path.parent.parent
+        gan.run_dir = ckpt.run_dir_of(path)
         gan._sampler = sampler
         return gan
 
@@ -115,8 +115,12 @@ class Sampler:
         else:
             weights = state["g"]
         g.load_state_dict(weights)
-        if state.get("ema") is not None and not live:
-            g = measure_batch_norm(g, cfg.model.z_dim, cfg.model.noise, classes)  # as the trainer samples it
+        if state.get("ema") is not None and not live:  # the trainer's batch-norm statistics for the EMA G
+            measured = state.get("sampler_buffers")
+            if measured:
+                g.load_state_dict({**weights, **measured})
+            else:  # a run saved before they were kept: measured here the same way
+                g = measure_batch_norm(g, cfg.model.z_dim, cfg.model.noise, classes)
         use_critic = state.get("critic") and not live
         critic = Critic.from_state(state["critic"], cfg, shape, classes) if use_critic else None
         return cls(cfg, g.eval(), state["norm"]["mean"], state["norm"]["std"], shape, classes, critic)

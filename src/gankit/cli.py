@@ -8,13 +8,14 @@ import argparse
 import os
 import sys
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 from gankit import __version__
 from gankit import config as config_mod
 from gankit.config import RunConfig
 from gankit.errors import TrainingError, UserError
-from gankit.rundir import prepare_out_dir
+from gankit.rundir import hold_run, prepare_out_dir
 
 LIST_KINDS = ("presets", "datasets", "models", "losses", "metrics")
 
@@ -65,20 +66,11 @@ def cmd_train(args: argparse.Namespace) -> None:
     out = Path(args.out) if args.out else Path("runs") / f"{cfg.preset or 'run'}-{time.strftime('%Y%m%d-%H%M%S')}"
     out = _on_main(world, lambda: out)  # one name for all processes
     trainer = Trainer(cfg, out, source=source)  # builds the networks (and refuses bad combinations) before any write
-    with _holding(world, out):
-        _on_main(world, lambda: prepare_out_dir(out, args.overwrite))
+    with ExitStack() as held:
+        _on_main(world, lambda: (held.enter_context(hold_run(out)), prepare_out_dir(out, args.overwrite)))
         _say(world, f"gankit: training '{cfg.preset or args.target}' for {cfg.train.steps} steps on {trainer.device}"
                     f"{_processes(world)}; run directory: {out}")
         _finish(trainer, args)
-
-
-def _holding(world, run_dir: Path):
-    """Process 0 holds the run directory (rundir.hold_run) while the command works on it."""
-    from contextlib import nullcontext
-
-    from gankit.rundir import hold_run
-
-    return hold_run(run_dir) if world.is_main else nullcontext()
 
 
 def _join_processes(device: str):
@@ -119,11 +111,13 @@ def cmd_resume(args: argparse.Namespace) -> None:
     from gankit.training import Trainer
     from gankit.training.checkpoint import run_dir_of
 
-    run_dir = run_dir_of(args.run)
+    run_dir = run_dir_of(args.run, strict=True)
     config_mod.check_resume_settings(args.set)
     saved = run_dir / "config.toml"
     world = _join_processes(config_mod.load(saved).train.device if saved.is_file() else "auto")
-    with _holding(world, run_dir):
+    with ExitStack() as held:
+        # process 0 holds the run; a refusal reaches every process (none waits for the others)
+        _on_main(world, lambda: held.enter_context(hold_run(run_dir)))
         trainer = Trainer.resume(args.run, args.set)
         total = args.steps or trainer.cfg.train.steps
         if total < trainer.step:
@@ -380,8 +374,8 @@ def main(argv: list[str] | None = None) -> int:
 def _os_error_line(exc: OSError) -> str:
     where = f"'{exc.filename}'" if exc.filename else "a file"
     reason = exc.strerror or str(exc) or type(exc).__name__
-    return (f"cannot write or read {where} ({reason}); choose a folder you can write to (--out), "
-            "or free disk space; nothing already saved was changed")
+    return (f"cannot write or read {where} ({reason}); check that the folder exists, that you may write "
+            "to it (choose another --out otherwise) and that the disk has space")
 
 
 def entry() -> None:

@@ -360,7 +360,7 @@ def with_overrides(cfg: RunConfig, items: list[str]) -> RunConfig:
 
 
 # Settings `gankit resume --set` may change: where things are and what is written, never what is trained.
-RESUME_SETTINGS = ("data.root", "data.download", "train.device", "train.log_every", "train.snapshot_every",
+RESUME_SETTINGS = ("data.root", "data.download", "train.log_every", "train.snapshot_every",
                    "train.checkpoint_every", "train.keep_checkpoints", "viz.n_points", "viz.grid_size",
                    "viz.plot_at_end", "eval.every", "eval.n", "eval.metrics")
 

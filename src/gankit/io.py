@@ -15,6 +15,17 @@ from gankit.errors import UserError
 VECTOR_FORMATS = (".npz", ".npy", ".csv", ".png")
 
 
+def _new_file_mode() -> int:
+    """0666 less the process's umask: the mode open() gives a new file. The umask can only be read
+    by setting it, so it is read once, at import."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+NEW_FILE_MODE = _new_file_mode()
+
+
 def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> Path:
     """Call write(fh) on a fresh temporary file beside `path`, flush it to disk, then rename it over
     `path`: readers (and a crash) see the old file or the complete new one, never half of one. The
@@ -23,12 +34,12 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> Path:
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     tmp = Path(tmp_name)
     try:
-        # mkstemp makes the file private (0600); give it the old file's mode, or the usual 0644
-        os.chmod(fd, stat.S_IMODE(path.stat().st_mode) if path.exists() else 0o644)
         with os.fdopen(fd, "wb") as fh:
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
+        # mkstemp makes the file private (0600): give it the old file's mode, or what open() would
+        os.chmod(tmp, stat.S_IMODE(path.stat().st_mode) if path.exists() else NEW_FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -29,13 +29,36 @@ MARKER = ".gankit-run"
 LOCK = ".gankit-lock"
 # What a run holds: --overwrite removes exactly these and nothing else.
 RUN_ENTRIES = ("config.toml", "metrics.jsonl", "checkpoints", "snapshots", "samples", "plots", "report.html",
-               "data.npy", MARKER)
+               "data.npy")
 MADE_BY_FIT = "GAN.fit"
 
 
 def is_run(folder: Path) -> bool:
     folder = Path(folder)
-    return (folder / MARKER).is_file() or ((folder / "config.toml").is_file() and (folder / "checkpoints").is_dir())
+    if (folder / MARKER).is_file():
+        return True
+    # a run of a gankit version before the marker: its config and a finished checkpoint
+    return (folder / "config.toml").is_file() and (folder / "checkpoints" / "latest.pt").is_file()
+
+
+def is_free(folder: Path) -> bool:
+    """A folder gankit may start a run in: missing, empty (but for a lock file) or a run already."""
+    folder = Path(folder)
+    return not folder.exists() or (folder.is_dir() and (is_run(folder) or not _entries(folder)))
+
+
+def _entries(folder: Path) -> list[str]:
+    return [p.name for p in folder.iterdir() if p.name != LOCK]
+
+
+def refuse_foreign(folder: Path) -> None:
+    """One line for a folder that gankit must not write into: a file, or a non-empty folder that is no run."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"--out '{folder}' is a file; give a directory path")
+    if not is_free(folder):
+        raise UserError(f"'{folder}' exists and is not a gankit run (no {MARKER} inside); gankit never writes "
+                        "into other folders: choose a new or empty one")
 
 
 def made_by(folder: Path) -> str | None:
@@ -57,26 +80,22 @@ def prepare_out_dir(out: Path, overwrite: bool, by: str = "gankit train") -> Non
     only with overwrite (GAN.fit: only a run GAN.fit made); any other non-empty folder is refused.
     The caller holds the run (hold_run) so no other process is using what is removed."""
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out '{out}' is a file; give a directory path")
-    entries = [p.name for p in out.iterdir() if p.name != LOCK] if out.is_dir() else []
-    if entries and not is_run(out):
-        raise UserError(f"'{out}' exists and is not a gankit run (no {MARKER} inside); gankit never removes "
-                        "other files: choose a new or empty folder")
+    refuse_foreign(out)
+    entries = _entries(out) if out.is_dir() else []
     if entries and not overwrite:
         raise UserError(f"'{out}' already holds a run; continue it with `gankit resume {out}`, "
                         "or pass --overwrite to start again, or choose another --out")
     if entries and by == MADE_BY_FIT and made_by(out) != MADE_BY_FIT:
         raise UserError(f"'{out}' holds a run that GAN.fit did not make; fit replaces only its own runs: "
                         "choose another out= or remove that run yourself")
+    out.mkdir(parents=True, exist_ok=True)
+    mark_run(out, by)  # rewritten in place (atomically) before anything goes: the folder stays a run
     for name in RUN_ENTRIES:
         path = out / name
         if path.is_dir():
             shutil.rmtree(path)
         elif path.exists():
             path.unlink()
-    out.mkdir(parents=True, exist_ok=True)
-    mark_run(out, by)
 
 
 # --------------------------------------------------------------------------- one process a run
@@ -97,7 +116,7 @@ def hold_run(folder: Path) -> Iterator[None]:
         finally:
             _held[key][1] -= 1
         return
-    created = not folder.exists()
+    refuse_foreign(folder)  # before the lock file: a folder that is not gankit's gets no file of ours
     folder.mkdir(parents=True, exist_ok=True)
     fh = open(folder / LOCK, "a+", encoding="utf-8")
     try:
@@ -111,8 +130,6 @@ def hold_run(folder: Path) -> Iterator[None]:
     finally:
         del _held[key]
         fh.close()  # closing the file releases the lock
-        if created and [p.name for p in folder.iterdir()] == [LOCK]:
-            shutil.rmtree(folder, ignore_errors=True)  # a refused command leaves no empty folder behind
 
 
 def _lock(fh, folder: Path) -> None:

@@ -132,13 +132,17 @@ def incompatible(path: Path, exc: Exception) -> UserError:
 STATE_ERRORS = (KeyError, RuntimeError, TypeError, ValueError, IndexError)
 
 
-def run_dir_of(path: str | Path) -> Path:
-    """The run directory of a run directory or of one of its checkpoints/*.pt files."""
+def run_dir_of(path: str | Path, strict: bool = False) -> Path:
+    """The run directory of a run directory or of one of its checkpoints/*.pt files. A checkpoint
+    file elsewhere (copied out of its run) belongs to no run: its folder is given, unless strict
+    (training must go on in the run the checkpoint came from)."""
     path = Path(path)
     if path.is_dir():
         return path
     if path.is_file() and path.suffix == ".pt" and path.parent.name == "checkpoints":
         return path.parent.parent
+    if path.is_file() and not strict:
+        return path.parent
     raise UserError(f"'{path}' is neither a run directory nor one of its checkpoints/step-*.pt files")
 
 

@@ -17,10 +17,25 @@ def nonfinite(row: dict) -> list[str]:
     return [k for k, v in row.items() if isinstance(v, float) and not math.isfinite(v)]
 
 
+PARTS = {"g": "weights of G", "d": "weights of D", "ema": "weights of EMA G", "opt_g": "optimiser state of G",
+         "opt_d": "optimiser state of D"}
+
+
+def nonfinite_parts(state: dict) -> list[str]:
+    """The parts of a training state (networks, EMA, optimisers; a checkpoint's or the trainer's)
+    that hold a NaN or an infinity. Weights can go bad while the logged losses are still finite (a
+    non-finite gradient in the last update); Adam's moments can overflow while the weights look fine."""
+    return [name for key, name in PARTS.items() if state.get(key) is not None and nonfinite_tensors(state[key])]
+
+
 def nonfinite_tensors(state: Any) -> bool:
-    """Whether a (nested) state dict holds a floating tensor with a NaN or an infinity: weights can
-    go bad while the logged losses are still finite (a non-finite gradient in the last update)."""
-    return any(t.is_floating_point() and not bool(torch.isfinite(t).all()) for t in _tensors(state))
+    """Whether a nested structure holds a floating tensor with a NaN or an infinity (one host sync
+    per device, not one per tensor)."""
+    flags: dict[torch.device, list[torch.Tensor]] = {}
+    for t in _tensors(state):
+        if t.is_floating_point():
+            flags.setdefault(t.device, []).append(torch.isfinite(t).all())
+    return any(not bool(torch.stack(f).all()) for f in flags.values())
 
 
 def _tensors(obj: Any) -> Iterator[torch.Tensor]:

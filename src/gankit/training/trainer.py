@@ -35,7 +35,7 @@ from gankit.models.base import eval_mode, has_batch_norm
 from gankit.models.noise import sample_noise
 from gankit.training import checkpoint as ckpt
 from gankit.training import distributed
-from gankit.training.health import HealthMonitor, nonfinite, nonfinite_tensors
+from gankit.training.health import HealthMonitor, nonfinite, nonfinite_parts
 from gankit.training.optim import make_optimizer
 from gankit.training.rejection import Critic, fit_critic, generator_draw, rejection_sample
 from gankit.rundir import hold_run, is_run, mark_run
@@ -97,7 +97,7 @@ class Trainer:
         self._stop_agreed = False  # several processes: every one of them stops after this step
         self._rollbacks, self._lr_scale = 0, 1.0  # divergence guard: rollbacks so far, their rate factor
         self.schedule_steps = cfg.train.steps  # the learning-rate schedule's length; a longer resume holds its end
-        self._sampler_copy: tuple[int, nn.Module] | None = None  # (step, EMA G with measured batch norm)
+        self._sampler_copy: nn.Module | None = None  # the EMA G with measured batch norm, until the EMA moves
         self._resume_note: str | None = None  # said once training starts, when a resume could not be exact
         self.health = HealthMonitor()
         self.critic: Critic | None = None  # discriminator rejection sampling, fitted after training
@@ -124,8 +124,8 @@ class Trainer:
                    "loss.r1_gamma" if c.r1_gamma > 0 else None)
         if penalty and has_batch_norm(self.d):
             raise UserError(f"{penalty} penalises per-sample gradients, which batch norm in D couples across the "
-                            "batch; use model.spectral_norm=true (DCGAN 32/64: it replaces D's batch norm) or "
-                            "model.d_batch_norm=false")
+                            "batch; 28x28 dcgan: set model.d_batch_norm=false; 32/64-pixel dcgan: set "
+                            "model.spectral_norm=true (it replaces D's batch norm)")
 
     def _make_ema(self) -> AveragedModel | None:
         if self.cfg.train.ema_decay <= 0:
@@ -152,10 +152,10 @@ class Trainer:
         statistics measured for its own weights (state.measure_batch_norm), once per step."""
         if self.ema is None:
             return self.g
-        if self._sampler_copy is None or self._sampler_copy[0] != self.step:
+        if self._sampler_copy is None:
             m = self.cfg.model
-            self._sampler_copy = (self.step, measure_batch_norm(self.ema.module, m.z_dim, m.noise, self.num_classes))
-        return self._sampler_copy[1]
+            self._sampler_copy = measure_batch_norm(self.ema.module, m.z_dim, m.noise, self.num_classes)
+        return self._sampler_copy
 
     # ------------------------------------------------------------------ one step
     def draw_real(self) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -216,6 +216,7 @@ class Trainer:
             self.opt_g.step()
         if self.ema is not None:
             self.ema.update_parameters(self.g)
+            self._sampler_copy = None  # measured for the EMA weights before this update
         if article_views:
             views.update(self._views("d1", "g1", with_grid=True))
         elif snapshot:
@@ -290,6 +291,10 @@ class Trainer:
         return self
 
     def _save_final(self, gather: bool = True) -> None:
+        bad = self._nonfinite_state()  # a stop signal can end a run between the checks of _run_one_step
+        if bad:
+            raise TrainingError(f"non-finite {', '.join(bad)} at step {self.step}, so it was not saved; "
+                                f"`gankit resume {self.run_dir}` continues from the last checkpoint")
         if self._save_or_warn(gather) is None:
             raise TrainingError(f"the final checkpoint of {self.run_dir} could not be written; free disk space, "
                                 f"then `gankit resume {self.run_dir}` continues from the last one saved")
@@ -358,17 +363,18 @@ class Trainer:
                 return
             for kind, message in self.health.check(row):
                 self._event("warning", kind=kind, message=message)
-        if views:
-            self._save_views(views)
         every = self.cfg.eval.every
-        if every > 0 and (self.step % every == 0 or self.step == total) and self.world.is_main:
-            self.evaluate()
+        evaluating = every > 0 and (self.step % every == 0 or self.step == total)
         saving = self.step % self.cfg.train.checkpoint_every == 0 and self.step < total
-        if saving or self.step == total:  # the final step is saved by fit(): check it too
-            bad = self._nonfinite_weights()
+        if saving or evaluating or self.step == total:  # fit() saves the final step: check it too
+            bad = self._nonfinite_state()  # finite losses can come with weights a last update broke
             if bad:
                 self._on_nonfinite(bad)
                 return
+        if views:
+            self._save_views(views)
+        if evaluating and self.world.is_main:
+            self.evaluate()
         if saving:
             self._save_or_warn()
         self._bar.update(1)
@@ -524,6 +530,7 @@ class Trainer:
         self._rollbacks, self._lr_scale = rollbacks, t.nonfinite_lr_factor ** rollbacks
         self._set_learning_rates(self.step)
         self._truncate_metrics()
+        self._set_aside_later_checkpoints()  # any poisoned ones: a resume must not start from them
         self._event("rollback", message=f"{where}; back to step {self.step} with learning rates x{self._lr_scale:g}")
         self._bar.n = self.step
         self._bar.refresh()
@@ -536,15 +543,17 @@ class Trainer:
                 state = ckpt.load_checkpoint(file, map_location=self.device)
             except UserError:
                 continue  # damaged: try the one before
-            if not nonfinite_tensors(state):
+            if not nonfinite_parts(state):
                 return state
         raise TrainingError(f"{where}, and no checkpoint of {self.run_dir} holds finite weights to roll back to; "
                             "start again with lower learning rates")
 
-    def _nonfinite_weights(self) -> list[str]:
-        """'weights of G', 'weights of D', ... for networks holding a NaN or an infinity."""
-        nets = {"G": self.g, "D": self.d, **({"EMA G": self.ema} if self.ema is not None else {})}
-        return [f"weights of {name}" for name, net in nets.items() if nonfinite_tensors(net.state_dict())]
+    def _nonfinite_state(self) -> list[str]:
+        """What of the training state (networks, EMA, optimisers) holds a NaN or an infinity."""
+        return nonfinite_parts({"g": self.g.state_dict(), "d": self.d.state_dict(),
+                                "ema": self.ema.state_dict() if self.ema is not None else None,
+            "sampler_buffers": self._sampler_buffers(),
+                                "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict()})
 
     def _save_or_warn(self, gather: bool = True) -> Path | None:
         """Save a checkpoint; if the disk refuses, say so and keep the previous one. In a multi-process
@@ -553,7 +562,7 @@ class Trainer:
             self._rng_ranks = distributed.gather_to_main(capture_rng(self.data_rng, self.noise_rng))
         if not self.world.is_main:
             return self.run_dir / "checkpoints" / "latest.pt"
-        bad = self._nonfinite_weights()
+        bad = self._nonfinite_state()
         if bad:  # never keep a state that a rollback or a resume would restore as if it were good
             self._event("checkpoint_skipped", message=f"{', '.join(bad)} not finite; the previous checkpoint is kept")
             return None
@@ -576,26 +585,31 @@ class Trainer:
         if not is_run(self.run_dir):
             mark_run(self.run_dir, "Trainer")
         atomic_write_text(self.run_dir / "config.toml", config_mod.dumps(self.cfg))
-        for stale in (self.run_dir / "checkpoints").glob(".*.tmp"):
+        for stale in [*self.run_dir.glob(".*.tmp"), *(self.run_dir / "checkpoints").glob(".*.tmp")]:
             stale.unlink()  # left by a write that a crash cut short; the complete files are untouched
         self._truncate_metrics()
-        self._set_aside_later_checkpoints()
+        moved = self._set_aside_later_checkpoints()
+        if moved:
+            self._event("resumed_earlier", message=f"training continues from step {self.step}; the {moved} "
+                                                   "later checkpoint(s) moved to checkpoints/abandoned/")
 
-    def _set_aside_later_checkpoints(self) -> None:
-        """Resumed from an earlier checkpoint (e.g. when latest.pt is damaged): the checkpoints after it
-        belong to a continuation no longer followed; they move to checkpoints/abandoned/, not deleted."""
-        later = [f for f in ckpt.step_files(self.run_dir / "checkpoints") if ckpt.step_of(f) > self.step]
-        if not later:
-            return
-        aside = self.run_dir / "checkpoints" / "abandoned"
-        aside.mkdir(exist_ok=True)
-        for file in later:
-            file.replace(aside / file.name)
-        resumed_from = self.run_dir / "checkpoints" / f"step-{self.step:06d}.pt"
-        if resumed_from.is_file():
-            ckpt.point_latest(resumed_from.parent, resumed_from)
-        self._event("resumed_earlier", message=f"training continues from step {self.step}; the {len(later)} "
-                                               f"later checkpoint(s) were moved to {aside}")
+    def _set_aside_later_checkpoints(self) -> int:
+        """Training continues from an earlier checkpoint (a resume from step-N.pt when latest.pt is
+        damaged, or a rollback): the checkpoints after it belong to a continuation no longer followed.
+        They move to checkpoints/abandoned/ (kept, not deleted) and latest.pt names the step continued
+        from. Returns how many moved."""
+        if not self.world.is_main:
+            return 0
+        folder = self.run_dir / "checkpoints"
+        later = [f for f in ckpt.step_files(folder) if ckpt.step_of(f) > self.step]
+        if later:
+            (folder / "abandoned").mkdir(exist_ok=True)
+            for file in later:
+                file.replace(folder / "abandoned" / file.name)
+            current = folder / f"step-{self.step:06d}.pt"
+            if current.is_file():
+                ckpt.point_latest(folder, current)
+        return len(later)
 
     def _truncate_metrics(self) -> None:
         """On resume, drop log lines written after the checkpoint: no duplicates, no gaps."""
@@ -648,6 +662,7 @@ class Trainer:
             "g": self.g.state_dict(),
             "d": self.d.state_dict(),
             "ema": self.ema.state_dict() if self.ema is not None else None,
+            "sampler_buffers": self._sampler_buffers(),
             "opt_g": self.opt_g.state_dict(),
             "opt_d": self.opt_d.state_dict(),
             "norm": self.norm.state_dict(),
@@ -657,11 +672,18 @@ class Trainer:
             "guard": {"rollbacks": self._rollbacks, "lr_scale": self._lr_scale, "schedule_steps": self.schedule_steps},
         }
 
+    def _sampler_buffers(self) -> dict[str, torch.Tensor] | None:
+        """The EMA G's measured batch-norm statistics, so `gankit sample` need not measure them again."""
+        if self.ema is None or not has_batch_norm(self.g):
+            return None
+        return {name: b.detach().clone() for name, b in self.sampler_g.named_buffers()}
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.g.load_state_dict(state["g"])
         self.d.load_state_dict(state["d"])
         if self.ema is not None:
             self.ema.load_state_dict(state["ema"])
+            self._sampler_copy = None
         self.opt_g.load_state_dict(state["opt_g"])
         self.opt_d.load_state_dict(state["opt_d"])
         self.norm = Normalizer(state["norm"]["mean"], state["norm"]["std"])
@@ -697,13 +719,12 @@ class Trainer:
     def resume(cls, path: str | Path, settings: list[str] | tuple[str, ...] = ()) -> "Trainer":
         """The trainer of an existing run (a run directory or one of its checkpoint files) at that
         checkpoint; `settings` (key=value) may change the config, e.g. where the data lives."""
-        path = Path(path)
         file = ckpt.find_checkpoint(path)
         state = ckpt.load_checkpoint(file)
         try:
             cfg = config_mod.loads(state["config"], source=f"the config inside {file}")
             cfg = config_mod.with_overrides(cfg, list(settings))
-            trainer = cls(cfg, path if path.is_dir() else file.parent.parent)
+            trainer = cls(cfg, ckpt.run_dir_of(path))
             trainer.load_state_dict(state)
         except ckpt.STATE_ERRORS as exc:
             raise ckpt.incompatible(file, exc) from exc

@@ -73,18 +73,26 @@ def plot_losses(run_dir: Path, loss_name: str) -> Path | None:
     top.set_ylabel(f"loss ({loss_name})")
     top.set_title("Losses: at equilibrium D cannot tell real from generated")
     top.legend(loc="upper right", fontsize=8)
-    _plot_judgements(bottom, step, rows)
+    _plot_judgements(bottom, step, rows, judges_probability(loss_name))
     bottom.set_xlabel("step (n_d D updates + n_g G updates)")
     bottom.legend(loc="upper right", fontsize=8)
     _mark_events(bottom, [r for r in logged if "event" in r])
     return _save(fig, run_dir / "plots" / "losses.png")
 
 
-def _plot_judgements(ax, step: np.ndarray, rows: list[dict]) -> None:
-    """Mean D(x) and D(G(z)): probabilities for the cross-entropy losses, a critic's raw values else."""
-    if "d_real" in rows[0]:
-        ax.plot(step, [r["d_real"] for r in rows], color=REAL, lw=1, label="mean D(x), real")
-        ax.plot(step, [r["d_fake"] for r in rows], color=FAKE, lw=1, label="mean D(G(z)), generated")
+def judges_probability(loss_name: str) -> bool:
+    """Whether sigmoid D is a probability of "real" (D trained by cross-entropy), not a critic's value."""
+    from gankit.losses import LOSSES
+
+    return LOSSES.get(loss_name).probabilistic
+
+
+def _plot_judgements(ax, step: np.ndarray, rows: list[dict], probabilistic: bool) -> None:
+    """Mean D(x) and D(G(z)): probabilities for the cross-entropy losses, a critic's raw values else
+    (runs of earlier versions logged sigmoid of a critic as d_real: not drawn as a probability)."""
+    if probabilistic:
+        ax.plot(step, [r.get("d_real", np.nan) for r in rows], color=REAL, lw=1, label="mean D(x), real")
+        ax.plot(step, [r.get("d_fake", np.nan) for r in rows], color=FAKE, lw=1, label="mean D(G(z)), generated")
         ax.axhline(0.5, color="gray", ls="--", lw=1, label="1/2: D is guessing")
         ax.set_ylim(-0.02, 1.02)
         ax.set_ylabel("sigmoid D = P(real)")
@@ -179,11 +187,12 @@ def plot_scatter(real: np.ndarray, fake: np.ndarray, step: int, path: Path, limi
     return _save(fig, path)
 
 
-def plot_surface(snap: dict, step: int, path: Path) -> Path:
+def plot_surface(snap: dict, step: int, path: Path, probabilistic: bool = True) -> Path:
     fig, ax = plt.subplots(figsize=(7.5, 5.5), constrained_layout=True)
     mesh = ax.pcolormesh(snap["grid_x"], snap["grid_y"], snap["grid_d"], cmap="RdBu_r", vmin=0, vmax=1,
                          shading="auto")
-    fig.colorbar(mesh, ax=ax, label="sigmoid D(x) = P(real)")
+    fig.colorbar(mesh, ax=ax, label="sigmoid D(x) = P(real)" if probabilistic else
+                 "sigmoid of the critic's value (not a probability)")
     ax.contour(snap["grid_x"], snap["grid_y"], snap["grid_d"], levels=[0.5], colors="black", linewidths=1)
     ax.scatter(snap["real"][:, 0], snap["real"][:, 1], s=5, c="white", edgecolors=REAL, linewidths=0.4,
                label="real")
@@ -364,12 +373,12 @@ def plot_run(run_dir: str | Path) -> list[Path]:
     if snaps and "images" in snaps[0][1]:
         made += _plot_image_snapshots(run_dir, snaps)
     elif snaps:
-        made += _plot_snapshots(run_dir, snaps)
+        made += _plot_snapshots(run_dir, snaps, judges_probability(cfg.loss.name))
     made += [plot_eval(run_dir)] + _plot_probability_snapshots(run_dir)
     return [p for p in made if p is not None]
 
 
-def _plot_snapshots(run_dir: Path, snaps: list[tuple[int, dict]]) -> list[Path]:
+def _plot_snapshots(run_dir: Path, snaps: list[tuple[int, dict]], probabilistic: bool = True) -> list[Path]:
     plots, samples = run_dir / "plots", run_dir / "samples"
     limits = _scatter_limits(snaps)
     frames: dict[str, list[Path]] = {"scatter": [], "features-d-update": [], "features-g-update": [], "surface": []}
@@ -381,6 +390,7 @@ def _plot_snapshots(run_dir: Path, snaps: list[tuple[int, dict]]) -> list[Path]:
         frames["features-g-update"].append(
             plot_feature_pair(snap, step, "g", plots / "features" / f"g-update-step-{step:06d}.png"))
         if "grid_d" in snap:
-            frames["surface"].append(plot_surface(snap, step, plots / "surface" / f"step-{step:06d}.png"))
+            frames["surface"].append(plot_surface(snap, step, plots / "surface" / f"step-{step:06d}.png",
+                                                  probabilistic))
     gifs = [make_gif(files, plots / f"{name}.gif") for name, files in frames.items()]
     return [f for files in frames.values() for f in files] + [g for g in gifs if g is not None]
