@@ -184,3 +184,19 @@ def test_live_samples_the_last_iterate_without_ema_or_critic(drs_run, tmp_path, 
     capsys.readouterr()
     assert main(["eval", str(drs_run), "--json", "-n", "200", "--metrics", "modes", "--live"]) == 0
     assert json.loads(capsys.readouterr().out)["drs"] is False
+
+
+def test_a_critic_fitted_with_batch_norm_by_an_earlier_version_is_refitted_not_misread():
+    from torch import nn
+
+    from gankit import config
+    from gankit.errors import UserError
+    from gankit.presets import load_preset
+    from gankit.training.rejection import Critic, build_critic
+
+    cfg = config.with_overrides(load_preset("quadratic"), ["model.d_hidden=[8]"])
+    old = build_critic(cfg, (2,), 0).state_dict()
+    old["body.1.running_mean"] = torch.zeros(8)  # as a batch-norm layer of the old layout would add
+    with pytest.raises(UserError, match="gankit resume RUN"):
+        Critic.from_state({"net": old, "log_max": 0.0, "acceptance": 1.0}, cfg, (2,), 0)
+    assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in build_critic(cfg, (2,), 0).modules())

@@ -54,7 +54,11 @@ class Critic:
     @classmethod
     def from_state(cls, state: dict, cfg: RunConfig, shape: tuple[int, ...], num_classes: int) -> "Critic":
         net = build_critic(cfg, shape, num_classes)
-        net.load_state_dict(state["net"])
+        try:
+            net.load_state_dict(state["net"])
+        except RuntimeError:  # fitted with batch norm by an earlier version: its function cannot be kept
+            raise UserError("this run's rejection critic was fitted by an earlier gankit version with batch norm; "
+                            "`gankit resume RUN` fits a new one (or sample G alone with --raw)") from None
         return cls(net.eval(), float(state["log_max"]), float(state["acceptance"]))
 
     @torch.no_grad()

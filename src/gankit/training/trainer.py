@@ -693,8 +693,11 @@ class Trainer:
         self.schedule_steps = int(guard.get("schedule_steps", self.schedule_steps))
         self._restore_rng(state)
         if state.get("critic") is not None:
-            self.critic = Critic.from_state(state["critic"], self.cfg, self.source.shape, self.num_classes)
-            self.critic.net.to(self.device)
+            try:
+                self.critic = Critic.from_state(state["critic"], self.cfg, self.source.shape, self.num_classes)
+                self.critic.net.to(self.device)
+            except UserError:
+                self.critic = None  # an old critic that no longer loads: fit() fits a new one at the end
 
     def _rng_ranks_now(self) -> list[dict[str, Any]] | None:
         """Every process's random state for a multi-process run (process 0's as it is now)."""
