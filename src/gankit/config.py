@@ -88,7 +88,11 @@ class TrainConfig:
     n_d: int = 1
     n_g: int = 1
     reuse_batch: bool = False  # one real batch and one noise batch for all updates of a step
-    share_fake: bool = False  # the first G update reuses D's generated batch and its graph: one G forward fewer
+    # alternating: D updates on a generated batch, then G updates from a new G forward (the default);
+    # shared: the first G update reuses D's generated batch and its graph (pytorch/examples' DCGAN);
+    # simultaneous: one G forward and one D pass give both losses and both updates (TF's DCGAN tutorial)
+    schedule: Literal["alternating", "shared", "simultaneous"] = "alternating"
+    share_fake: bool = False  # earlier name of schedule = "shared" (kept so saved configs load)
     ema_decay: float = 0.0  # exponential moving average of G's weights (0: off)
     lr_schedule: Literal["constant", "linear", "cosine"] = "constant"  # both learning rates over train.steps
     lr_final: float = 0.0  # linear/cosine: the last step's rate as a fraction of the first's
@@ -96,7 +100,9 @@ class TrainConfig:
     drs_hidden: tuple[int, ...] = ()  # mlp: the critic's hidden widths (empty: model.d_hidden)
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    precision: Literal["fp32", "bf16"] = "fp32"  # bf16: forward passes autocast to bfloat16 (Ampere+ GPUs)
+    # bf16: forward passes autocast to bfloat16; auto: bf16 where the device computes it fast (GPUs with
+    # bfloat16 units, CPUs with AMX), fp32 elsewhere
+    precision: Literal["fp32", "bf16", "auto"] = "fp32"
     log_every: int = 10
     snapshot_every: int = 500  # views of D and G for the plots (0: off)
     checkpoint_every: int = 1000

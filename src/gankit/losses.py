@@ -140,20 +140,29 @@ class GANLoss:
                generator: torch.Generator | None = None,
                labels: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
         """D's loss on a real and a (detached) generated batch of the same labels, plus stats for the log."""
+        loss, _, stats = self.d_and_g_loss(d, real, fake.detach(), step, generator, labels)
+        return loss, stats
+
+    def d_and_g_loss(self, d: nn.Module, real: Tensor, fake: Tensor, step: int,
+                     generator: torch.Generator | None = None,
+                     labels: Tensor | None = None) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+        """D's loss and G's loss from one pass of D over a real and a generated batch (simultaneous
+        updates, as the TensorFlow DCGAN tutorial): when `fake` keeps its graph, G's loss reaches G.
+        D's loss then reaches G too: the caller takes its gradient for D's weights only."""
         std = self.noise_std(step)
-        real_in, fake_in = self._noisy(real, std, generator), self._noisy(fake.detach(), std, generator)
+        real_in, fake_in = self._noisy(real, std, generator), self._noisy(fake, std, generator)
         real_logits, fake_logits = self._judge_both(d, real_in, fake_in, labels)
         loss = self.pair.d(real_logits, fake_logits, 1.0 - self.cfg.label_smoothing)
         stats = self._judgement_stats(real_logits.detach(), fake_logits.detach())
         if self.pair.gradient_penalty and self.cfg.gp_weight > 0:
-            gp = gradient_penalty(d, real_in, fake_in, generator, labels)
+            gp = gradient_penalty(d, real_in, fake_in.detach(), generator, labels)
             loss = loss + self.cfg.gp_weight * gp
             stats["gp"] = gp.detach()
         if self.cfg.r1_gamma > 0:
             r1 = r1_penalty(d, real_in, labels)
             loss = loss + 0.5 * self.cfg.r1_gamma * r1
             stats["r1"] = r1.detach()
-        return loss, stats
+        return loss, self.pair.g(fake_logits), stats
 
     def _judgement_stats(self, real_logits: Tensor, fake_logits: Tensor) -> dict[str, Tensor]:
         """Mean D(x) and D(G(z)) as probabilities (cross-entropy losses), else the critic's raw means."""
@@ -174,7 +183,7 @@ class GANLoss:
     def g_loss(self, g: nn.Module, d: nn.Module, z: Tensor, step: int,
                generator: torch.Generator | None = None, labels: Tensor | None = None,
                fake: Tensor | None = None) -> Tensor:
-        """G's loss on G(z); `fake` is G(z) already computed with its graph (train.share_fake)."""
+        """G's loss on G(z); `fake` is G(z) already computed with its graph (train.schedule = "shared")."""
         if fake is None:
             fake = g(z, labels)  # a gankit Generator takes labels=None when unconditional
         fake = self._noisy(fake, self.noise_std(step), generator)

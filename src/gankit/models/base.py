@@ -25,6 +25,22 @@ def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
         module.train(was_training)
 
 
+class Dropout(nn.Dropout):
+    """nn.Dropout with a cheaper mask on CPUs, where PyTorch's draws one 32-bit random number per
+    element (bernoulli_: measured 4x the time of this one, a fifth of a DCGAN step with dropout in D).
+    Here each 64-bit draw gives four 16-bit numbers; an element is dropped with probability
+    round(p * 65536) / 65536 (within 1e-5 of p). Same global random stream as nn.Dropout, so runs stay
+    reproducible and resumable. Other devices use PyTorch's own (fused) dropout."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0 or x.device.type != "cpu":
+            return super().forward(x)
+        n = x.numel()
+        bits = torch.randint(-2**63, 2**63 - 1, ((n + 3) // 4,), dtype=torch.int64).view(torch.int16)[:n]
+        keep = bits.view(x.shape) >= -32768 + round(self.p * 65536)
+        return x * keep.to(x.dtype).mul_(1.0 / (1.0 - self.p))  # one multiply forward, one backward
+
+
 def has_batch_norm(module: nn.Module) -> bool:
     return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules())
 

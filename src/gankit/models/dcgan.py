@@ -17,7 +17,7 @@ from torch import nn
 
 from gankit.config import ModelConfig
 from gankit.errors import UserError
-from gankit.models.base import ConditionedSequential, Discriminator, Generator, batch_norm
+from gankit.models.base import ConditionedSequential, Discriminator, Dropout, Generator, batch_norm
 from gankit.models.mlp import OUTPUTS, init_weights, with_spectral_norm
 
 
@@ -48,8 +48,8 @@ class DCGAN28Discriminator(Discriminator):
         norm = nn.BatchNorm2d(2 * width) if batch_norm else nn.Identity()
         self.joint_batch = not batch_norm
         self.convs = nn.Sequential(
-            nn.Conv2d(channels * pack, width, 5, 2, 2), nn.LeakyReLU(0.3), nn.Dropout(dropout),
-            nn.Conv2d(width, 2 * width, 5, 2, 2, bias=not batch_norm), norm, nn.LeakyReLU(0.3), nn.Dropout(dropout),
+            nn.Conv2d(channels * pack, width, 5, 2, 2), nn.LeakyReLU(0.3), Dropout(dropout),
+            nn.Conv2d(width, 2 * width, 5, 2, 2, bias=not batch_norm), norm, nn.LeakyReLU(0.3), Dropout(dropout),
             nn.Flatten())
         self.init_head(2 * width * 7 * 7, num_classes)
 

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from gankit.config import ModelConfig
-from gankit.models.base import Discriminator, Generator
+from gankit.models.base import Discriminator, Dropout, Generator
 
 ACTIVATIONS = {
     "relu": nn.ReLU, "tanh": nn.Tanh, "elu": nn.ELU, "gelu": nn.GELU, "silu": nn.SiLU, "sigmoid": nn.Sigmoid,
@@ -38,7 +38,7 @@ def mlp(widths: list[int], act: str, leaky_slope: float, dropout: float = 0.0,
                 layers.append(nn.BatchNorm1d(n_out))
             layers.append(activation(act, leaky_slope))
             if dropout > 0:
-                layers.append(nn.Dropout(dropout))
+                layers.append(Dropout(dropout))
     return nn.Sequential(*layers)
 
 

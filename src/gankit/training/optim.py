@@ -7,9 +7,16 @@ from gankit.config import OptimConfig
 
 
 def make_optimizer(params, cfg: OptimConfig) -> torch.optim.Optimizer:
-    """foreach=True: one fused update for all tensors (PyTorch only picks it by default on CUDA)."""
+    """Adam: the fused kernel (one pass over the weights instead of one per arithmetic step: 6x faster
+    than foreach on a CPU for the MLP GAN's 2 million weights, where foreach took half of a step),
+    where this PyTorch has it for the device. Others: foreach (PyTorch only picks it by default on CUDA)."""
     if cfg.name == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, foreach=True)
+        params = list(params)
+        settings = {"lr": cfg.lr, "betas": (cfg.beta1, cfg.beta2), "eps": cfg.eps}
+        try:
+            return torch.optim.Adam(params, fused=True, **settings)
+        except RuntimeError:  # no fused kernel for this device in this PyTorch (CPU: 2.4 and later)
+            return torch.optim.Adam(params, foreach=True, **settings)
     if cfg.name == "rmsprop":
         opt = torch.optim.RMSprop(params, lr=cfg.lr, alpha=cfg.alpha, eps=cfg.eps, momentum=cfg.momentum,
                                   foreach=True)

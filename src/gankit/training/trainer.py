@@ -57,6 +57,28 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def update_schedule(t) -> str:
+    """train.schedule, with the earlier train.share_fake = true read as "shared"."""
+    schedule = "shared" if t.share_fake else t.schedule
+    if schedule == "simultaneous" and (t.n_d != 1 or t.n_g != 1):
+        raise UserError(f"train.schedule = 'simultaneous' makes one D and one G update from one pass; it needs "
+                        f"train.n_d = train.n_g = 1 (got {t.n_d} and {t.n_g}): use 'alternating' for more")
+    return schedule
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """train.precision = auto: bf16 where the device computes it fast, else fp32. GPUs: those with
+    bfloat16 units (Ampere and later). CPUs: those with AMX tiles (Intel Sapphire Rapids and later),
+    where oneDNN runs bfloat16 matrix products on them (measured: docs/benchmarks.md); AVX-512-BF16
+    alone is left at fp32 (not measured to pay)."""
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    return "bf16" if device.type == "cpu" and amx() else "fp32"
+
+
 def per_process_batch(batch_size: int, processes: int) -> int:
     """train.batch_size is the batch of one step over all processes; each draws an equal share."""
     if batch_size % processes:
@@ -79,12 +101,19 @@ class Trainer:
         self.num_classes = self.source.num_classes if cfg.model.conditional else 0
         torch.manual_seed(cfg.train.seed)  # weight initialisation
         g, d = MODELS.get(cfg.model.name)(cfg.model, self.source.shape, self.num_classes)
-        self.g, self.d = g.to(self.device), d.to(self.device)
+        # channels-last convolutions: oneDNN's (and cuDNN's) fastest layout, above all in bfloat16
+        self.memory_format = torch.channels_last if self.is_image and cfg.model.name == "dcgan" else \
+            torch.contiguous_format
+        self.g = g.to(self.device, memory_format=self.memory_format)
+        self.d = d.to(self.device, memory_format=self.memory_format)
         self.loss = GANLoss(cfg.loss)
         self._check_penalties_fit_d()
         self.ema = self._make_ema()
-        self.opt_g = make_optimizer(self.g.parameters(), cfg.optim_g)
-        self.opt_d = make_optimizer(self.d.parameters(), cfg.optim_d)
+        self.g_params, self.d_params = list(self.g.parameters()), list(self.d.parameters())
+        self.opt_g = make_optimizer(self.g_params, cfg.optim_g)
+        self.opt_d = make_optimizer(self.d_params, cfg.optim_d)
+        self.schedule = update_schedule(cfg.train)
+        self.bf16 = resolve_precision(cfg.train.precision, self.device) == "bf16"
         rank_seed = cfg.train.seed + RANK_SEED_STRIDE * self.world.rank  # the same weights, other batches
         if self.world.active:
             torch.manual_seed(rank_seed)  # dropout masks differ between processes too
@@ -166,54 +195,45 @@ class Trainer:
         return sample_noise(self.batch_size, m.z_dim, m.noise, self.noise_rng, self.device)
 
     def _autocast(self) -> torch.autocast:
-        """train.precision = bf16: forward passes in bfloat16 where PyTorch deems it safe (matrix
-        products, convolutions); losses, reductions and the backward's weight updates stay float32.
+        """bfloat16 forward passes (train.precision, resolved in resolve_precision) where PyTorch deems
+        it safe (matrix products, convolutions); losses, reductions and the weights stay float32.
         bfloat16 has float32's range, so no loss scaling is needed (float16 would need a GradScaler)."""
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.train.precision == "bf16")
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
 
-    def _sync_gradients(self, net: nn.Module) -> None:
+    def _gradients(self, params: list[nn.Parameter], opt: torch.optim.Optimizer, loss: torch.Tensor,
+                   retain_graph: bool = False) -> None:
+        """The gradient of `loss` for these weights only: G's update computes no gradient for D's
+        weights (autograd skips that work), nor D's for G's. Averaged over processes when several."""
+        opt.zero_grad(set_to_none=True)
+        loss.backward(inputs=params, retain_graph=retain_graph)
         if self.world.active:
-            distributed.average_gradients(net.parameters(), self.world.size)
+            distributed.average_gradients(params, self.world.size)
+
+    def _update(self, params: list[nn.Parameter], opt: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+        self._gradients(params, opt, loss)
+        opt.step()
 
     def generate(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        """The batch D is trained on. Without a graph (D's update does not reach G), unless
-        train.share_fake keeps it for the first G update."""
-        with self._autocast(), torch.set_grad_enabled(self.cfg.train.share_fake):
+        """The batch D is trained on: without a graph, unless the first G update reuses it (shared)."""
+        with self._autocast(), torch.set_grad_enabled(self.schedule == "shared"):
             return self.g(z, labels)
 
-    def train_step(self, snapshot: bool = False) -> tuple[dict[str, torch.Tensor], dict[str, np.ndarray]]:
-        """n_d D updates then n_g G updates. Generated batches use the real batch's labels.
-        Returns stats (tensors) and, if asked, the snapshot arrays."""
-        t, step = self.cfg.train, self.step
+    def train_step(self, snapshot: bool = False, log: bool = True) -> tuple[dict[str, torch.Tensor], dict[str, np.ndarray]]:
+        """One step of the update schedule (train.schedule). Generated batches use the real batch's
+        labels. Returns the stats to log (when `log`) and, if asked, the snapshot arrays."""
         views: dict[str, np.ndarray] = {}
         (real, labels), z = self.draw_real(), self.draw_noise()
         article_views = snapshot and not self.is_image
         if article_views:
             views.update(self._views("d0", "g0"))
-        fake = self.generate(z, labels)
-        for i in range(t.n_d):
-            if i > 0 and not t.reuse_batch:
-                (real, labels), z = self.draw_real(), self.draw_noise()
-                fake = self.generate(z, labels)
-            with self._autocast():
-                d_loss, stats = self.loss.d_loss(self.d, real, fake, step, self.noise_rng, labels)
-            self.opt_d.zero_grad(set_to_none=True)
-            d_loss.backward()
-            self._sync_gradients(self.d)
-            self.opt_d.step()
-        diversity = fake.detach().float().std(0).mean() / real.float().std(0).mean().clamp_min(1e-12)
-        if article_views:
-            views.update(self._views("d1", "g0"))
-        for i in range(t.n_g):
-            shared = fake if t.share_fake and i == 0 else None  # G has not changed since it made `fake`
-            if shared is None and not t.reuse_batch:
-                z = self.draw_noise()
-            with self._autocast():
-                g_loss = self.loss.g_loss(self.g, self.d, z, step, self.noise_rng, labels, fake=shared)
-            self.opt_g.zero_grad(set_to_none=True)
-            g_loss.backward()
-            self._sync_gradients(self.g)
-            self.opt_g.step()
+        between = (lambda: views.update(self._views("d1", "g0"))) if article_views else None  # D moved, G not yet
+        if self.schedule == "simultaneous":
+            d_loss, g_loss, stats, real, fake = self._simultaneous_update(real, labels, z, between)
+        else:
+            d_loss, stats, real, fake, labels = self._d_updates(real, labels, z)
+            if between is not None:
+                between()
+            g_loss = self._g_updates(fake, z, labels)
         if self.ema is not None:
             self.ema.update_parameters(self.g)
             self._sampler_copy = None  # measured for the EMA weights before this update
@@ -221,8 +241,51 @@ class Trainer:
             views.update(self._views("d1", "g1", with_grid=True))
         elif snapshot:
             views["images"] = self.sample_images(self.fixed_z, self.fixed_labels)
-        stats = {"d_loss": d_loss.detach(), "g_loss": g_loss.detach(), **stats, "diversity": diversity}
-        return stats, views
+        if not log:
+            return {}, views
+        diversity = fake.detach().float().std(0).mean() / real.float().std(0).mean().clamp_min(1e-12)
+        return {"d_loss": d_loss.detach(), "g_loss": g_loss.detach(), **stats, "diversity": diversity}, views
+
+    def _d_updates(self, real, labels, z):
+        """train.n_d D updates on generated batches (a new real and generated batch for each unless
+        train.reuse_batch). Returns the last loss and stats, and the last batches."""
+        t = self.cfg.train
+        fake = self.generate(z, labels)
+        for i in range(t.n_d):
+            if i > 0 and not t.reuse_batch:
+                (real, labels), z = self.draw_real(), self.draw_noise()
+                fake = self.generate(z, labels)
+            with self._autocast():
+                d_loss, stats = self.loss.d_loss(self.d, real, fake, self.step, self.noise_rng, labels)
+            self._update(self.d_params, self.opt_d, d_loss)
+        return d_loss, stats, real, fake, labels
+
+    def _g_updates(self, fake, z, labels) -> torch.Tensor:
+        """train.n_g G updates through the updated D; the first reuses D's batch when shared (G has not
+        changed since it made it), the others draw new noise unless train.reuse_batch."""
+        t = self.cfg.train
+        for i in range(t.n_g):
+            shared = fake if self.schedule == "shared" and i == 0 else None
+            if shared is None and not t.reuse_batch:
+                z = self.draw_noise()
+            with self._autocast():
+                g_loss = self.loss.g_loss(self.g, self.d, z, self.step, self.noise_rng, labels, fake=shared)
+            self._update(self.g_params, self.opt_g, g_loss)
+        return g_loss
+
+    def _simultaneous_update(self, real, labels, z, between):
+        """One G forward and one D pass over the real and the generated batch give both losses; D and G
+        each step on the gradient for their own weights (two backward passes through D's graph)."""
+        with self._autocast():
+            fake = self.g(z, labels)
+            d_loss, g_loss, stats = self.loss.d_and_g_loss(self.d, real, fake, self.step, self.noise_rng, labels)
+        self._gradients(self.d_params, self.opt_d, d_loss, retain_graph=True)  # G's loss still needs D's graph
+        self._gradients(self.g_params, self.opt_g, g_loss)  # both before either step: D's weights are in the graph
+        self.opt_d.step()
+        if between is not None:
+            between()
+        self.opt_g.step()
+        return d_loss, g_loss, stats, real, fake
 
     @torch.no_grad()
     def _views(self, d_tag: str, g_tag: str, with_grid: bool = False) -> dict[str, np.ndarray]:
@@ -320,7 +383,7 @@ class Trainer:
     def _draw_real_with(self, n: int, rng: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
         batch, labels = self.source.sample_labeled(n, rng)
         batch = batch.to(self.device, non_blocking=True)
-        batch = batch if self.is_image else self.norm.to_model(batch)
+        batch = batch.contiguous(memory_format=self.memory_format) if self.is_image else self.norm.to_model(batch)
         return batch, (labels.to(self.device, non_blocking=True) if labels is not None and self.num_classes else None)
 
     @property
@@ -347,10 +410,11 @@ class Trainer:
         if self.cfg.train.lr_schedule != "constant" or self._lr_scale != 1.0:
             self._set_learning_rates(self.step)
         snap = self.world.is_main and self._is_snapshot_step(self.step + 1, total)
-        stats, views = self.train_step(snapshot=snap)
+        logging = (self.step + 1) % self.cfg.train.log_every == 0 or self.step + 1 == total
+        stats, views = self.train_step(snapshot=snap, log=logging)
         self.step += 1
         self.elapsed = time.perf_counter() - self._started
-        if self.step % self.cfg.train.log_every == 0 or self.step == total:
+        if logging:
             if self.world.active:  # the processes meet here, not every step: no host sync in between
                 stats = distributed.mean_over_processes(stats)
                 if distributed.any_process(self._stop_signal is not None, self.device):
