@@ -169,3 +169,22 @@ def test_spectral_norm_on_the_dcgan_discriminators(shape):
     power_iterate(d, torch.randn(4, *shape))
     for m in layers:  # torch normalises the weight reshaped to (out, in * kh * kw)
         assert sigma(m) == pytest.approx(1.0, abs=0.02)
+
+
+def test_dropout_drops_at_its_rate_and_keeps_the_mean():
+    from gankit.models.base import Dropout
+
+    drop = Dropout(0.3)
+    x = torch.ones(200_000)
+    torch.manual_seed(0)
+    y = drop(x)
+    assert (y == 0).float().mean().item() == pytest.approx(0.3, abs=0.005)
+    assert y.mean().item() == pytest.approx(1.0, abs=0.01)  # kept values scaled by 1 / 0.7
+    assert torch.unique(y).tolist() == pytest.approx([0.0, 1 / 0.7])
+    torch.manual_seed(0)
+    assert torch.equal(drop(x), y)  # the global random stream: reproducible, resumable
+    assert torch.equal(drop.eval()(x), x)
+    z = torch.randn(1000, requires_grad=True)
+    out = Dropout(0.5)(z)
+    out.sum().backward()
+    assert torch.equal(z.grad, (out != 0).float() * 2.0)  # the gradient passes where the value does

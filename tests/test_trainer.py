@@ -74,8 +74,11 @@ def test_ema_generator_is_an_average(tiny_cfg, tmp_path):
     assert trainer.sampler_g is trainer.ema.module
 
 
-def test_resume_continues_bit_for_bit(tiny_cfg, tmp_path):
-    cfg = config.replace(tiny_cfg, "train", ema_decay=0.5)
+@pytest.mark.parametrize("schedule", ["alternating", "shared", "simultaneous"])
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_resume_continues_bit_for_bit(tiny_cfg, tmp_path, schedule, precision):
+    cfg = config.with_overrides(tiny_cfg, ["train.ema_decay=0.5", f"train.schedule={schedule}",
+                                           f"train.precision={precision}", "model.d_dropout=0.2"])
     straight = Trainer(cfg, tmp_path / "a").fit(steps=20, progress=False)
     Trainer(cfg, tmp_path / "b").fit(steps=10, progress=False)
     resumed = Trainer.resume(tmp_path / "b").fit(steps=20, progress=False)
@@ -211,6 +214,78 @@ def test_bf16_autocast_trains_in_bfloat16(tiny_cfg, tmp_path):
     assert not torch.equal(next(runs["fp32"].g.parameters()), next(runs["bf16"].g.parameters()))
     with runs["bf16"]._autocast():
         assert runs["bf16"].g(torch.zeros(4, tiny_cfg.model.z_dim)).dtype == torch.bfloat16
+
+
+def test_precision_auto_is_bf16_only_for_images_on_hardware_that_has_it(monkeypatch):
+    from gankit.training.trainer import resolve_precision
+
+    cpu = torch.device("cpu")
+    assert resolve_precision("fp32", cpu, True) == "fp32" and resolve_precision("bf16", cpu, False) == "bf16"
+    assert resolve_precision("auto", cpu, False) == "fp32"  # vectors: small networks, raw units
+    for amx, expected in ((True, "bf16"), (False, "fp32")):
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda amx=amx: amx)
+        assert resolve_precision("auto", cpu, True) == expected
+
+
+# --------------------------------------------------------------------------- update schedules
+
+def test_simultaneous_step_is_the_tf_tutorials_step(tiny_cfg):
+    """One G forward, one D pass: D steps on its loss, G on its loss through the D of before D's step."""
+    import copy
+
+    import torch.nn.functional as F
+
+    cfg = config.with_overrides(tiny_cfg, ["train.schedule=simultaneous", "train.precision=fp32"])
+    trainer = Trainer(cfg, "unused")
+    g, d = copy.deepcopy(trainer.g), copy.deepcopy(trainer.d)
+    opt_g = torch.optim.Adam(g.parameters(), lr=cfg.optim_g.lr, betas=(cfg.optim_g.beta1, cfg.optim_g.beta2))
+    opt_d = torch.optim.Adam(d.parameters(), lr=cfg.optim_d.lr, betas=(cfg.optim_d.beta1, cfg.optim_d.beta2))
+    rng_data, rng_noise = torch.Generator(), torch.Generator()
+    rng_data.set_state(trainer.data_rng.get_state())
+    rng_noise.set_state(trainer.noise_rng.get_state())
+    real = trainer.norm.to_model(trainer.source.sample(cfg.train.batch_size, rng_data))
+    fake = g(torch.rand(cfg.train.batch_size, cfg.model.z_dim, generator=rng_noise) * 2 - 1)
+    real_logits, fake_logits = d(real), d(fake)
+    d_loss = F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean()
+    g_loss = F.softplus(-fake_logits).mean()
+    d_grads = torch.autograd.grad(d_loss, list(d.parameters()), retain_graph=True)
+    g_grads = torch.autograd.grad(g_loss, list(g.parameters()))
+    for p, grad in [*zip(d.parameters(), d_grads), *zip(g.parameters(), g_grads)]:
+        p.grad = grad
+    opt_d.step()
+    opt_g.step()
+    trainer.train_step()
+    for mine, ref in [*zip(trainer.d.parameters(), d.parameters()), *zip(trainer.g.parameters(), g.parameters())]:
+        torch.testing.assert_close(mine, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_simultaneous_needs_one_update_of_each(tiny_cfg):
+    from gankit.errors import UserError
+
+    with pytest.raises(UserError, match="n_d = train.n_g = 1"):
+        Trainer(config.with_overrides(tiny_cfg, ["train.schedule=simultaneous", "train.n_d=2"]), "unused")
+
+
+def test_g_update_computes_no_gradient_for_d(tiny_cfg):
+    """D's gradients when G steps are exactly those D stepped on: G's backward added nothing to them."""
+    trainer = Trainer(tiny_cfg, "unused")
+    seen = {}
+    trainer.opt_d.register_step_post_hook(lambda opt, *_: seen.update(d=[p.grad.clone() for p in trainer.d_params]))
+    trainer.opt_g.register_step_pre_hook(lambda opt, *_: seen.update(at_g=[p.grad for p in trainer.d_params]))
+    trainer.train_step()
+    assert all(torch.equal(a, b) for a, b in zip(seen["d"], seen["at_g"]))
+
+
+def test_dcgan_convolutions_run_channels_last(tiny_cfg):
+    from gankit.data.images import ImageSource
+
+    images = ImageSource(np.zeros((8, 1, 28, 28), np.uint8), None, "blank")
+    cfg = config.with_overrides(tiny_cfg, ["model.name=dcgan", "model.conv_width=4", "model.z_dim=8",
+                                           "model.g_output=tanh"])
+    trainer = Trainer(cfg, "unused", source=images)
+    conv = next(m for m in trainer.d.modules() if isinstance(m, nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert trainer.draw_real()[0].is_contiguous(memory_format=torch.channels_last)
 
 
 def test_share_fake_is_the_same_update_with_one_g_forward_fewer(tiny_cfg, tmp_path):

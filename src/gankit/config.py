@@ -100,9 +100,9 @@ class TrainConfig:
     drs_hidden: tuple[int, ...] = ()  # mlp: the critic's hidden widths (empty: model.d_hidden)
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    # bf16: forward passes autocast to bfloat16; auto: bf16 where the device computes it fast (GPUs with
-    # bfloat16 units, CPUs with AMX), fp32 elsewhere
-    precision: Literal["fp32", "bf16", "auto"] = "fp32"
+    # bf16: forward passes autocast to bfloat16; auto: bf16 for image data where the device computes it
+    # fast (GPUs with bfloat16 units, CPUs with AMX), fp32 elsewhere
+    precision: Literal["fp32", "bf16", "auto"] = "auto"
     log_every: int = 10
     snapshot_every: int = 500  # views of D and G for the plots (0: off)
     checkpoint_every: int = 1000

@@ -66,13 +66,17 @@ def update_schedule(t) -> str:
     return schedule
 
 
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """train.precision = auto: bf16 where the device computes it fast, else fp32. GPUs: those with
-    bfloat16 units (Ampere and later). CPUs: those with AMX tiles (Intel Sapphire Rapids and later),
-    where oneDNN runs bfloat16 matrix products on them (measured: docs/benchmarks.md); AVX-512-BF16
-    alone is left at fp32 (not measured to pay)."""
+def resolve_precision(precision: str, device: torch.device, is_image: bool) -> str:
+    """train.precision = auto: bf16 for image networks where the device computes it fast, else fp32.
+    GPUs: those with bfloat16 units (Ampere and later). CPUs: those with AMX tiles (Intel Sapphire
+    Rapids and later), where oneDNN runs bfloat16 matrix products on them (measured:
+    docs/benchmarks.md); AVX-512-BF16 alone is left at fp32 (not measured to pay). Vector data stays
+    fp32: its networks are small (nothing to gain) and bfloat16's 8-bit mantissa would blur
+    coordinates in raw units (seed-quadratic's y reaches 2,510)."""
     if precision != "auto":
         return precision
+    if not is_image:
+        return "fp32"
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
     amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
@@ -113,7 +117,7 @@ class Trainer:
         self.opt_g = make_optimizer(self.g_params, cfg.optim_g)
         self.opt_d = make_optimizer(self.d_params, cfg.optim_d)
         self.schedule = update_schedule(cfg.train)
-        self.bf16 = resolve_precision(cfg.train.precision, self.device) == "bf16"
+        self.bf16 = resolve_precision(cfg.train.precision, self.device, self.is_image) == "bf16"
         rank_seed = cfg.train.seed + RANK_SEED_STRIDE * self.world.rank  # the same weights, other batches
         if self.world.active:
             torch.manual_seed(rank_seed)  # dropout masks differ between processes too
