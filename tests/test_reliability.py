@@ -244,3 +244,30 @@ def test_a_longer_resume_holds_the_schedules_final_rate(tiny_cfg, tmp_path, caps
     resumed.opt_g.register_step_pre_hook(lambda opt, *_: rates.append(opt.param_groups[0]["lr"]))
     resumed.fit(40, progress=False)
     assert len(rates) == 20 and rates == pytest.approx([cfg.optim_g.lr * 0.1] * 20)
+
+
+def test_a_run_starved_of_cpu_says_so(monkeypatch):
+    from gankit.training import health
+
+    clock = {"wall": 0.0, "cpu": 0.0}
+    monkeypatch.setattr(health.time, "perf_counter", lambda: clock["wall"])
+    monkeypatch.setattr(health.time, "process_time", lambda: clock["cpu"])
+    alone, shared = health.CpuShare(threads=2), health.CpuShare(threads=2)
+    clock.update(wall=10.0, cpu=19.0)  # 2 threads, 10 s: 19 s of CPU time, nearly all they could use
+    assert alone.check() is None
+    shared = health.CpuShare(threads=2)
+    clock.update(wall=20.0, cpu=28.0)  # the next 10 s: 9 s of CPU time, the cores went to others
+    message = shared.check()
+    assert message and "45%" in message and "train.threads" in message
+    clock.update(wall=30.0, cpu=30.0)
+    assert shared.check() is None  # said once
+
+
+def test_threads_default_to_one_for_vectors_and_are_restored(tiny_cfg, tmp_path):
+    before = torch.get_num_threads()
+    trainer = Trainer(tiny_cfg, tmp_path)
+    seen = []
+    trainer.opt_g.register_step_pre_hook(lambda *_: seen.append(torch.get_num_threads()))
+    trainer.fit(progress=False)
+    assert set(seen) == {1} and torch.get_num_threads() == before
+    assert Trainer(config.with_overrides(tiny_cfg, ["train.threads=3"]), "unused").threads == 3

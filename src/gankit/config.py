@@ -100,6 +100,9 @@ class TrainConfig:
     drs_hidden: tuple[int, ...] = ()  # mlp: the critic's hidden widths (empty: model.d_hidden)
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # CPU threads for this run (0: auto: 1 for vector data, whose small networks gain nothing from more;
+    # for images the machine's cores, shared out among the processes torchrun started on it)
+    threads: int = 0
     # bf16: forward passes autocast to bfloat16; auto: bf16 for image data where the device computes it
     # fast (GPUs with bfloat16 units, CPUs with AMX), fp32 elsewhere
     precision: Literal["fp32", "bf16", "auto"] = "auto"
@@ -211,6 +214,7 @@ def check_ranges(cfg: RunConfig) -> None:
     _require(0.0 < t.nonfinite_lr_factor <= 1.0, "train.nonfinite_lr_factor", t.nonfinite_lr_factor,
              "must be in (0, 1]")
     _require(t.snapshot_every >= 0, "train.snapshot_every", t.snapshot_every, "must be >= 0 (0: off)")
+    _require(t.threads >= 0, "train.threads", t.threads, "must be >= 0 (0: auto)")
     _require(0.0 <= t.lr_final <= 1.0, "train.lr_final", t.lr_final, "must be in [0, 1]")
     _require(0.0 <= t.ema_decay < 1.0, "train.ema_decay", t.ema_decay, "must be in [0, 1) (0: off)")
     _require(0.0 <= lo.label_smoothing < 0.5, "loss.label_smoothing", lo.label_smoothing, "must be in [0, 0.5)")
@@ -366,7 +370,7 @@ def with_overrides(cfg: RunConfig, items: list[str]) -> RunConfig:
 
 
 # Settings `gankit resume --set` may change: where things are and what is written, never what is trained.
-RESUME_SETTINGS = ("data.root", "data.download", "train.log_every", "train.snapshot_every",
+RESUME_SETTINGS = ("data.root", "data.download", "train.threads", "train.log_every", "train.snapshot_every",
                    "train.checkpoint_every", "train.keep_checkpoints", "viz.n_points", "viz.grid_size",
                    "viz.plot_at_end", "eval.every", "eval.n", "eval.metrics")
 

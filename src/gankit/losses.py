@@ -172,11 +172,12 @@ class GANLoss:
 
     @staticmethod
     def _judge_both(d: nn.Module, real: Tensor, fake: Tensor, labels: Tensor | None) -> tuple[Tensor, Tensor]:
+        """D's logits on both batches, as float32: under bfloat16 autocast the losses stay float32."""
         if not getattr(d, "joint_batch", True):  # batch norm in D: keep the statistics apart
-            return judge(d, real, labels), judge(d, fake, labels)
+            return judge(d, real, labels).float(), judge(d, fake, labels).float()
         # One forward pass over both halves: half the kernel launches of two passes.
         both = None if labels is None else torch.cat([labels, labels])
-        logits = judge(d, torch.cat([real, fake]), both)
+        logits = judge(d, torch.cat([real, fake]), both).float()
         n_real = len(real) // getattr(d, "pack", 1)
         return logits[:n_real], logits[n_real:]
 
@@ -187,4 +188,4 @@ class GANLoss:
         if fake is None:
             fake = g(z, labels)  # a gankit Generator takes labels=None when unconditional
         fake = self._noisy(fake, self.noise_std(step), generator)
-        return self.pair.g(judge(d, fake, labels))
+        return self.pair.g(judge(d, fake, labels).float())

@@ -6,6 +6,8 @@ return plain-language messages; the trainer decides what to do with them.
 from __future__ import annotations
 
 import math
+import os
+import time
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
@@ -83,3 +85,32 @@ class HealthMonitor:
             elif not falling:
                 self._warned.discard("collapse")
         return warnings
+
+
+
+@dataclass
+class CpuShare:
+    """Warns once when this run's threads get much less CPU time than they could use: the cores are
+    shared with other programs or runs, and PyTorch's threads then wait on each other (training can
+    be 10-100x slower). Compares the process's CPU time with wall time x threads over the stretch
+    between two checks of at least `min_seconds`; only for CPU training."""
+
+    threads: int
+    min_seconds: float = 2.0
+    low_share: float = 0.6
+    _since: tuple[float, float] = field(default_factory=lambda: (time.perf_counter(), time.process_time()))
+    _warned: bool = False
+
+    def check(self) -> str | None:
+        wall, cpu = time.perf_counter(), time.process_time()
+        elapsed = wall - self._since[0]
+        if elapsed < self.min_seconds or self._warned:
+            return None
+        share = (cpu - self._since[1]) / (elapsed * self.threads)
+        self._since = (wall, cpu)
+        if share >= self.low_share:
+            return None
+        self._warned = True
+        return (f"this run's {self.threads} thread(s) got {100 * share:.0f}% of the CPU time they could use: the "
+                f"machine's {os.cpu_count()} cores are shared with other programs or runs, and PyTorch threads "
+                "then wait on each other; give each run fewer threads (--set train.threads=1) or run one at a time")
