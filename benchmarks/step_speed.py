@@ -114,8 +114,9 @@ def measure(kind: str, net: str, batch: int, args) -> dict | None:
             return None
         cmd = [args.tf_python, str(REPO / "benchmarks" / "tf_step.py")]
     else:
-        cmd = [sys.executable, __file__, "--worker", kind]
-        cmd += [a for s in args.set for a in ("--set", s)]
+        cmd = [sys.executable, __file__, "--worker", kind.split("-")[0]]
+        sets = args.set + (["train.schedule=simultaneous"] if kind == "gankit-simultaneous" else [])
+        cmd += [a for s in sets for a in ("--set", s)]
     cmd += ["--net", net, "--batch", str(batch), "--steps", str(args.steps), "--warmup", str(args.warmup)]
     env = dict(os.environ, **({"OMP_NUM_THREADS": str(args.threads)} if args.threads else {}))
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
@@ -126,7 +127,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--nets", nargs="+", default=["mlp", "dcgan"], choices=list(NETS))
     parser.add_argument("--batches", nargs="+", type=int, default=[64, 256])
-    parser.add_argument("--kinds", nargs="+", default=["gankit", "torch", "tf"])
+    parser.add_argument("--kinds", nargs="+", default=["gankit", "torch", "tf"],
+                        help="gankit (the preset's defaults), gankit-simultaneous (train.schedule = simultaneous), "
+                             "torch, tf")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--warmup", type=int, default=20)
@@ -160,18 +163,20 @@ def print_table(results: dict, args) -> None:
         rows = results.get((net, batch, kind))
         return statistics.median(r[key] for r in rows) if rows else None
 
-    print(f"| networks | batch | gankit img/s | plain PyTorch | TF-Keras | gankit / faster peer | "
-          f"peak MB: gankit / PyTorch / TF |  (median of {args.rounds} alternating rounds)")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    kinds = ("gankit", "gankit-simultaneous", "torch", "tf")
+    fmt = lambda v: f"{v:,.0f}" if v else "-"  # noqa: E731
+    print(f"| networks | batch | gankit img/s | gankit, simultaneous | plain PyTorch | TF-Keras | gankit / faster peer "
+          f"| simultaneous / faster peer | peak MB: gankit / PyTorch / TF |  (median of {args.rounds} alternating rounds)")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for net in args.nets:
         for batch in args.batches:
-            speed = {k: median(net, batch, k) for k in ("gankit", "torch", "tf")}
-            mem = {k: median(net, batch, k, "peak_rss_mb") for k in ("gankit", "torch", "tf")}
-            peers = [v for k, v in speed.items() if k != "gankit" and v]
-            ratio = f"{speed['gankit'] / max(peers):.2f}x" if speed["gankit"] and peers else "-"
-            fmt = lambda v: f"{v:,.0f}" if v else "-"  # noqa: E731
-            print(f"| {net} | {batch} | {fmt(speed['gankit'])} | {fmt(speed['torch'])} | {fmt(speed['tf'])} | "
-                  f"{ratio} | {fmt(mem['gankit'])} / {fmt(mem['torch'])} / {fmt(mem['tf'])} |")
+            speed = {k: median(net, batch, k) for k in kinds}
+            mem = {k: median(net, batch, k, "peak_rss_mb") for k in kinds}
+            peer = max([speed["torch"] or 0, speed["tf"] or 0]) or None
+            ratio = {k: f"{speed[k] / peer:.2f}x" if speed[k] and peer else "-" for k in kinds[:2]}
+            print(f"| {net} | {batch} | {fmt(speed['gankit'])} | {fmt(speed['gankit-simultaneous'])} | "
+                  f"{fmt(speed['torch'])} | {fmt(speed['tf'])} | {ratio['gankit']} | {ratio['gankit-simultaneous']} | "
+                  f"{fmt(mem['gankit'])} / {fmt(mem['torch'])} / {fmt(mem['tf'])} |")
 
 
 if __name__ == "__main__":
