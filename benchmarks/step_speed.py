@@ -8,8 +8,9 @@ The same networks, optimiser, batch and loss in all three (the work defined by t
 Each measurement runs in a fresh process (threads as the machine gives them, unless --threads):
 - gankit: `Trainer.fit`, the normal training entry point, with the preset's own defaults; the speed
   is taken between two logged steps after a warm-up, so start-up and the final save are left out;
-- torch: a plain loop in the style of pytorch/examples' DCGAN (written below; data as a float
-  tensor in memory, D on the real batch and on G's detached batch, then G through D again);
+- torch: a plain loop in the style of pytorch/examples' DCGAN (written below; the same layers with
+  PyTorch's own nn.Dropout, data as a float tensor in memory, D on the real batch and on G's
+  detached batch, then G through D again);
 - tf: the TF DCGAN tutorial's `tf.function` train step (benchmarks/tf_step.py), run with the
   Python of a separate virtual environment holding tensorflow-cpu (--tf-python; skipped if absent).
 Rounds alternate the three, so a machine whose speed drifts affects them alike; the table gives
@@ -78,7 +79,8 @@ def run_torch(net: str, batch: int, steps: int, warmup: int, extra: list[str]) -
 
     cfg = config(net, batch, extra)
     torch.manual_seed(0)
-    g, d = MODELS.get(cfg.model.name)(cfg.model, (1, 28, 28), 0)  # the same modules, a plain loop around them
+    g, d = MODELS.get(cfg.model.name)(cfg.model, (1, 28, 28), 0)  # the same layers, a plain loop around them
+    plain_dropout(d)
     source = make_source(cfg.data)
     data = source.images.float().div(127.5).sub(1.0)  # the whole set as floats in [-1, 1], as loaders give it
     opt_g = torch.optim.Adam(g.parameters(), lr=cfg.optim_g.lr, betas=(cfg.optim_g.beta1, cfg.optim_g.beta2))
@@ -104,6 +106,16 @@ def run_torch(net: str, batch: int, steps: int, warmup: int, extra: list[str]) -
         step()
     seconds = time.perf_counter() - started
     return {"images_per_s": steps * batch / seconds, "peak_rss_mb": peak_rss_mb(), "device": "cpu"}
+
+
+def plain_dropout(net) -> None:
+    """gankit's D layers use its own faster CPU dropout; a plain loop has PyTorch's nn.Dropout."""
+    import torch.nn as nn
+
+    for parent in list(net.modules()):
+        for name, child in parent.named_children():
+            if isinstance(child, nn.Dropout) and type(child) is not nn.Dropout:
+                setattr(parent, name, nn.Dropout(child.p))
 
 
 # --------------------------------------------------------------------------- orchestration

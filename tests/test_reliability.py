@@ -252,15 +252,24 @@ def test_a_run_starved_of_cpu_says_so(monkeypatch):
     clock = {"wall": 0.0, "cpu": 0.0}
     monkeypatch.setattr(health.time, "perf_counter", lambda: clock["wall"])
     monkeypatch.setattr(health.time, "process_time", lambda: clock["cpu"])
-    alone, shared = health.CpuShare(threads=2), health.CpuShare(threads=2)
-    clock.update(wall=10.0, cpu=19.0)  # 2 threads, 10 s: 19 s of CPU time, nearly all they could use
-    assert alone.check() is None
-    shared = health.CpuShare(threads=2)
-    clock.update(wall=20.0, cpu=28.0)  # the next 10 s: 9 s of CPU time, the cores went to others
-    message = shared.check()
+    share = health.CpuShare(threads=2)
+
+    def step(wall: float, cpu: float) -> None:  # one timed training stretch
+        share.begin()
+        clock["wall"] += wall
+        clock["cpu"] += cpu
+        share.end()
+
+    step(10.0, 3.0)
+    assert share.check() is None  # the first stretch is warm-up, whatever it got
+    step(10.0, 19.0)  # 2 threads, 10 s: 19 s of CPU time, nearly all they could use
+    clock["wall"] += 60.0  # an evaluation or a checkpoint write between steps: not counted
+    assert share.check() is None
+    step(10.0, 9.0)  # the next 10 s: 9 s of CPU time, the cores went to others
+    message = share.check()
     assert message and "45%" in message and "train.threads" in message
-    clock.update(wall=30.0, cpu=30.0)
-    assert shared.check() is None  # said once
+    step(10.0, 1.0)
+    assert share.check() is None  # said once
 
 
 def test_threads_default_to_one_for_vectors_and_are_restored(tiny_cfg, tmp_path):
@@ -271,3 +280,32 @@ def test_threads_default_to_one_for_vectors_and_are_restored(tiny_cfg, tmp_path)
     trainer.fit(progress=False)
     assert set(seen) == {1} and torch.get_num_threads() == before
     assert Trainer(config.with_overrides(tiny_cfg, ["train.threads=3"]), "unused").threads == 3
+
+
+def test_an_earlier_versions_optimiser_state_resumes_on_channels_last_weights(tiny_cfg, tmp_path):
+    """Earlier versions saved Adam's moments contiguous; the DCGAN's weights are channels-last now, and
+    CPU fused Adam assumes both alike: loading lays the moments out like the weights."""
+    import copy
+
+    import numpy as np
+
+    from gankit.data.images import ImageSource
+
+    images = ImageSource(np.random.default_rng(0).integers(0, 255, (64, 1, 28, 28), dtype=np.uint8), None, "noise")
+    cfg = config.with_overrides(tiny_cfg, ["model.name=dcgan", "model.conv_width=4", "model.z_dim=8",
+                                           "model.g_output=tanh", "train.precision=fp32"])
+    trainer = Trainer(cfg, tmp_path, source=images)
+    for _ in range(2):
+        trainer.train_step()
+    state = trainer.state_dict()
+    old = {**state, "opt_d": {**state["opt_d"], "state": {
+        i: {k: v.contiguous() if torch.is_tensor(v) and v.dim() == 4 else v for k, v in s.items()}
+        for i, s in state["opt_d"]["state"].items()}}}
+    results = []
+    for saved in (state, old):
+        resumed = Trainer(cfg, tmp_path, source=images)
+        resumed.load_state_dict(copy.deepcopy(saved))  # as read from disk: nothing shared between the two
+        resumed.train_step()
+        results.append([p.detach().clone() for p in resumed.d.parameters()])
+    for a, b in zip(*results):
+        assert torch.equal(a, b)

@@ -101,7 +101,7 @@ class TrainConfig:
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     # CPU threads for this run (0: auto: 1 for vector data, whose small networks gain nothing from more;
-    # for images the machine's cores, shared out among the processes torchrun started on it)
+    # for images PyTorch's own count: the cores, or OMP_NUM_THREADS, which torchrun sets to 1)
     threads: int = 0
     # bf16: forward passes autocast to bfloat16; auto: bf16 for image data where the device computes it
     # fast (GPUs with bfloat16 units, CPUs with AMX), fp32 elsewhere
@@ -370,7 +370,7 @@ def with_overrides(cfg: RunConfig, items: list[str]) -> RunConfig:
 
 
 # Settings `gankit resume --set` may change: where things are and what is written, never what is trained.
-RESUME_SETTINGS = ("data.root", "data.download", "train.threads", "train.log_every", "train.snapshot_every",
+RESUME_SETTINGS = ("data.root", "data.download", "train.log_every", "train.snapshot_every",
                    "train.checkpoint_every", "train.keep_checkpoints", "viz.n_points", "viz.grid_size",
                    "viz.plot_at_end", "eval.every", "eval.n", "eval.metrics")
 

@@ -93,8 +93,9 @@ def judge(d: nn.Module, x: Tensor, labels: Tensor | None = None) -> Tensor:
 def input_gradient_sq(d: nn.Module, x: Tensor, labels: Tensor | None = None) -> Tensor:
     """|grad D|^2 for each input D judges, kept in the graph so it can be penalised. A PacGAN D
     (pack > 1) judges groups of `pack` consecutive samples: the gradient is over the whole group."""
-    x = x.detach().requires_grad_(True)
-    (grad,) = torch.autograd.grad(judge(d, x, labels).sum(), x, create_graph=True)
+    x = x.detach().float().requires_grad_(True)
+    with torch.autocast(x.device.type, enabled=False):  # a penalty on gradients wants float32 under bf16
+        (grad,) = torch.autograd.grad(judge(d, x, labels).sum(), x, create_graph=True)
     return grad.reshape(grad.shape[0] // getattr(d, "pack", 1), -1).pow(2).sum(1)
 
 

@@ -90,27 +90,41 @@ class HealthMonitor:
 
 @dataclass
 class CpuShare:
-    """Warns once when this run's threads get much less CPU time than they could use: the cores are
-    shared with other programs or runs, and PyTorch's threads then wait on each other (training can
-    be 10-100x slower). Compares the process's CPU time with wall time x threads over the stretch
-    between two checks of at least `min_seconds`; only for CPU training."""
+    """Warns once when this run's training steps get much less CPU time than their threads could use:
+    the cores are shared with other programs or runs, and PyTorch's threads then wait on each other
+    (training can be 10-100x slower). Only the training steps are timed (begin/end around each), so
+    evaluation, checkpoint writes and the first stretch (warm-up) do not count; for one-process CPU
+    training (the trainer decides)."""
 
     threads: int
     min_seconds: float = 2.0
     low_share: float = 0.6
-    _since: tuple[float, float] = field(default_factory=lambda: (time.perf_counter(), time.process_time()))
+    _started: tuple[float, float] | None = None
+    _wall: float = 0.0
+    _cpu: float = 0.0
+    _stretches: int = 0
     _warned: bool = False
 
+    def begin(self) -> None:
+        self._started = (time.perf_counter(), time.process_time())
+
+    def end(self) -> None:
+        if self._started is not None:
+            self._wall += time.perf_counter() - self._started[0]
+            self._cpu += time.process_time() - self._started[1]
+            self._started = None
+
     def check(self) -> str | None:
-        wall, cpu = time.perf_counter(), time.process_time()
-        elapsed = wall - self._since[0]
-        if elapsed < self.min_seconds or self._warned:
+        if self._warned or self._wall < self.min_seconds:
             return None
-        share = (cpu - self._since[1]) / (elapsed * self.threads)
-        self._since = (wall, cpu)
-        if share >= self.low_share:
+        share = self._cpu / (self._wall * self.threads)
+        self._wall = self._cpu = 0.0
+        self._stretches += 1
+        if self._stretches == 1 or share >= self.low_share:  # the first stretch holds the warm-up
             return None
         self._warned = True
+        fix = ("run fewer programs at once" if self.threads == 1 else
+               "give each run fewer threads (--set train.threads=1) or run one at a time")
         return (f"this run's {self.threads} thread(s) got {100 * share:.0f}% of the CPU time they could use: the "
                 f"machine's {os.cpu_count()} cores are shared with other programs or runs, and PyTorch threads "
-                "then wait on each other; give each run fewer threads (--set train.threads=1) or run one at a time")
+                f"then wait on each other; {fix}")

@@ -59,6 +59,9 @@ def resolve_device(name: str) -> torch.device:
 
 def update_schedule(t) -> str:
     """train.schedule, with the earlier train.share_fake = true read as "shared"."""
+    if t.share_fake and t.schedule != "alternating":
+        raise UserError(f"train.share_fake = true is the earlier name of train.schedule = 'shared'; it cannot "
+                        f"go with train.schedule = '{t.schedule}': drop share_fake")
     schedule = "shared" if t.share_fake else t.schedule
     if schedule == "simultaneous" and (t.n_d != 1 or t.n_g != 1):
         raise UserError(f"train.schedule = 'simultaneous' makes one D and one G update from one pass; it needs "
@@ -77,17 +80,17 @@ def resolve_precision(precision: str, device: torch.device, is_image: bool) -> s
         return precision
     if not is_image:
         return "fp32"
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    if device.type == "cuda":  # is_bf16_supported() also counts emulation (T4, V100): compute capability 8+
+        return "bf16" if torch.cuda.get_device_capability(device)[0] >= 8 else "fp32"
     amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
     return "bf16" if device.type == "cpu" and amx() else "fp32"
 
 
 def default_threads(is_image: bool) -> int:
     """train.threads = 0: one thread for vector data (its small networks gain nothing from more, and a
-    run beside another then keeps its speed: 1,000 quadratic steps took 238 s with PyTorch's default
-    threads beside a second run, 2.2 s with one); image networks keep PyTorch's own count (the cores,
-    or OMP_NUM_THREADS when set; torchrun sets it to 1 for several processes a machine)."""
+    run beside another keeps its speed: two runs of 1,000 quadratic steps at once on 2 cores took
+    32 s each with 2 threads, 2.4 s with one; docs/benchmarks.md); image networks keep PyTorch's own
+    count (the cores, or OMP_NUM_THREADS when set; torchrun sets it to 1 for several processes)."""
     return torch.get_num_threads() if is_image else 1
 
 
@@ -100,6 +103,23 @@ def torch_threads(threads: int) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def load_optimizer_state(opt: torch.optim.Optimizer, saved: dict[str, Any]) -> None:
+    """Load a saved optimiser state, keeping the implementation this run chose (fused or foreach: a
+    run saved by another version or machine may have used the other) and every state tensor laid
+    out like its weight: CPU fused Adam assumes it (with contiguous moments beside channels-last
+    weights, as an earlier version saved them, it silently updates the wrong elements)."""
+    chosen = [{k: g.get(k) for k in ("fused", "foreach")} for g in opt.param_groups]
+    opt.load_state_dict(saved)
+    for group, flags in zip(opt.param_groups, chosen):
+        group.update(flags)
+        for p in group["params"]:
+            for key, value in opt.state.get(p, {}).items():
+                if torch.is_tensor(value) and value.shape == p.shape:
+                    opt.state[p][key] = torch.empty_like(p).copy_(value)
+                elif key == "step" and torch.is_tensor(value) and flags.get("fused"):
+                    opt.state[p][key] = value.to(device=p.device, dtype=torch.float32)
 
 
 def per_process_batch(batch_size: int, processes: int) -> int:
@@ -132,7 +152,9 @@ class Trainer:
         self.loss = GANLoss(cfg.loss)
         self._check_penalties_fit_d()
         self.ema = self._make_ema()
-        self.g_params, self.d_params = list(self.g.parameters()), list(self.d.parameters())
+        # the weights each update steps (backward(inputs=...) refuses frozen ones)
+        self.g_params = [p for p in self.g.parameters() if p.requires_grad]
+        self.d_params = [p for p in self.d.parameters() if p.requires_grad]
         self.opt_g = make_optimizer(self.g_params, cfg.optim_g)
         self.opt_d = make_optimizer(self.d_params, cfg.optim_d)
         self.schedule = update_schedule(cfg.train)
@@ -437,7 +459,9 @@ class Trainer:
             self._set_learning_rates(self.step)
         snap = self.world.is_main and self._is_snapshot_step(self.step + 1, total)
         logging = (self.step + 1) % self.cfg.train.log_every == 0 or self.step + 1 == total
+        self.cpu_share.begin()
         stats, views = self.train_step(snapshot=snap, log=logging)
+        self.cpu_share.end()
         self.step += 1
         self.elapsed = time.perf_counter() - self._started
         if logging:
@@ -453,7 +477,8 @@ class Trainer:
                 return
             for kind, message in self.health.check(row):
                 self._event("warning", kind=kind, message=message)
-            busy = self.cpu_share.check() if self.device.type == "cpu" else None
+            # one CPU process: several wait for each other at every gradient exchange, by design
+            busy = self.cpu_share.check() if self.device.type == "cpu" and not self.world.active else None
             if busy:
                 self._event("warning", kind="busy_machine", message=busy)
         every = self.cfg.eval.every
@@ -777,8 +802,8 @@ class Trainer:
         if self.ema is not None:
             self.ema.load_state_dict(state["ema"])
             self._sampler_copy = None
-        self.opt_g.load_state_dict(state["opt_g"])
-        self.opt_d.load_state_dict(state["opt_d"])
+        load_optimizer_state(self.opt_g, state["opt_g"])
+        load_optimizer_state(self.opt_d, state["opt_d"])
         self.norm = Normalizer(state["norm"]["mean"], state["norm"]["std"])
         self.step, self.elapsed = int(state["step"]), float(state["elapsed"])
         guard = state.get("guard") or {}  # runs saved before it was kept: no rollbacks, the saved length
