@@ -33,6 +33,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 MNIST = REPO.parent / "shared" / "data" / "mnist"
+VARIANTS = {"gankit-simultaneous": ["train.schedule=simultaneous"], "gankit-fp32": ["train.precision=fp32"]}
 NETS = {
     "mlp": ("seed-mnist-mlp", []),
     "dcgan": ("mnist-dcgan", ["model.conv_width=64", "model.d_dropout=0.3", "model.d_batch_norm=false",
@@ -58,7 +59,8 @@ def peak_rss_mb() -> float:
 def run_gankit(net: str, batch: int, steps: int, warmup: int, extra: list[str]) -> dict:
     from gankit.training import Trainer
 
-    cfg = config(net, batch, ["train.snapshot_every=0", "train.checkpoint_every=1000000", "train.drs_steps=0",
+    cfg = config(net, batch, ["train.device=cpu", "train.snapshot_every=0", "train.checkpoint_every=1000000",
+                              "train.drs_steps=0",
                               "eval.every=0", f"train.log_every={warmup}", *extra])
     with tempfile.TemporaryDirectory() as run:
         trainer = Trainer(cfg, run).fit(warmup + steps, progress=False)
@@ -127,7 +129,7 @@ def measure(kind: str, net: str, batch: int, args) -> dict | None:
         cmd = [args.tf_python, str(REPO / "benchmarks" / "tf_step.py")]
     else:
         cmd = [sys.executable, __file__, "--worker", kind.split("-")[0]]
-        sets = args.set + (["train.schedule=simultaneous"] if kind == "gankit-simultaneous" else [])
+        sets = args.set + VARIANTS.get(kind, [])
         cmd += [a for s in sets for a in ("--set", s)]
     cmd += ["--net", net, "--batch", str(batch), "--steps", str(args.steps), "--warmup", str(args.warmup)]
     env = dict(os.environ, **({"OMP_NUM_THREADS": str(args.threads)} if args.threads else {}))
@@ -141,7 +143,7 @@ def main() -> None:
     parser.add_argument("--batches", nargs="+", type=int, default=[64, 256])
     parser.add_argument("--kinds", nargs="+", default=["gankit", "torch", "tf"],
                         help="gankit (the preset's defaults), gankit-simultaneous (train.schedule = simultaneous), "
-                             "torch, tf")
+                             "gankit-fp32 (train.precision = fp32, as the peers compute), torch, tf")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--warmup", type=int, default=20)
@@ -175,19 +177,20 @@ def print_table(results: dict, args) -> None:
         rows = results.get((net, batch, kind))
         return statistics.median(r[key] for r in rows) if rows else None
 
-    kinds = ("gankit", "gankit-simultaneous", "torch", "tf")
+    ours = ("gankit", "gankit-simultaneous", "gankit-fp32")
     fmt = lambda v: f"{v:,.0f}" if v else "-"  # noqa: E731
-    print(f"| networks | batch | gankit img/s | gankit, simultaneous | plain PyTorch | TF-Keras | gankit / faster peer "
-          f"| simultaneous / faster peer | peak MB: gankit / PyTorch / TF |  (median of {args.rounds} alternating rounds)")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print(f"| networks | batch | {' | '.join(ours)} | plain PyTorch | TF-Keras | "
+          f"{' | '.join(k + ' / faster peer' for k in ours)} | peak MB: gankit / PyTorch / TF | "
+          f"(images/s, median of {args.rounds} alternating rounds)")
+    print("| --- " * (4 + 2 * len(ours) + 1) + "|")
     for net in args.nets:
         for batch in args.batches:
-            speed = {k: median(net, batch, k) for k in kinds}
-            mem = {k: median(net, batch, k, "peak_rss_mb") for k in kinds}
+            speed = {k: median(net, batch, k) for k in (*ours, "torch", "tf")}
+            mem = {k: median(net, batch, k, "peak_rss_mb") for k in ("gankit", "torch", "tf")}
             peer = max([speed["torch"] or 0, speed["tf"] or 0]) or None
-            ratio = {k: f"{speed[k] / peer:.2f}x" if speed[k] and peer else "-" for k in kinds[:2]}
-            print(f"| {net} | {batch} | {fmt(speed['gankit'])} | {fmt(speed['gankit-simultaneous'])} | "
-                  f"{fmt(speed['torch'])} | {fmt(speed['tf'])} | {ratio['gankit']} | {ratio['gankit-simultaneous']} | "
+            ratio = [f"{speed[k] / peer:.2f}x" if speed[k] and peer else "-" for k in ours]
+            print(f"| {net} | {batch} | {' | '.join(fmt(speed[k]) for k in ours)} | {fmt(speed['torch'])} | "
+                  f"{fmt(speed['tf'])} | {' | '.join(ratio)} | "
                   f"{fmt(mem['gankit'])} / {fmt(mem['torch'])} / {fmt(mem['tf'])} |")
 
 
