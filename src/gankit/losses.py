@@ -141,12 +141,12 @@ class GANLoss:
                generator: torch.Generator | None = None,
                labels: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
         """D's loss on a real and a (detached) generated batch of the same labels, plus stats for the log."""
-        loss, _, stats = self.d_and_g_loss(d, real, fake.detach(), step, generator, labels)
+        loss, _, stats = self.d_and_g_loss(d, real, fake.detach(), step, generator, labels, with_g=False)
         return loss, stats
 
     def d_and_g_loss(self, d: nn.Module, real: Tensor, fake: Tensor, step: int,
                      generator: torch.Generator | None = None,
-                     labels: Tensor | None = None) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+                     labels: Tensor | None = None, with_g: bool = True) -> tuple[Tensor, Tensor | None, dict[str, Tensor]]:
         """D's loss and G's loss from one pass of D over a real and a generated batch (simultaneous
         updates, as the TensorFlow DCGAN tutorial): when `fake` keeps its graph, G's loss reaches G.
         D's loss then reaches G too: the caller takes its gradient for D's weights only."""
@@ -163,7 +163,7 @@ class GANLoss:
             r1 = r1_penalty(d, real_in, labels)
             loss = loss + 0.5 * self.cfg.r1_gamma * r1
             stats["r1"] = r1.detach()
-        return loss, self.pair.g(fake_logits), stats
+        return loss, self.pair.g(fake_logits) if with_g else None, stats
 
     def _judgement_stats(self, real_logits: Tensor, fake_logits: Tensor) -> dict[str, Tensor]:
         """Mean D(x) and D(G(z)) as probabilities (cross-entropy losses), else the critic's raw means."""
