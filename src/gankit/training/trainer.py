@@ -224,7 +224,7 @@ class Trainer:
     @property
     def sampler_g(self) -> nn.Module:
         """The generator to sample from: the EMA copy when there is one, with its batch-norm
-        statistics measured for its own weights (state.measure_batch_norm), once per step."""
+        statistics measured for its own weights (state.measure_batch_norm), again each time the EMA moves."""
         if self.ema is None:
             return self.g
         if self._sampler_copy is None:
@@ -654,8 +654,8 @@ class Trainer:
         self._bar.refresh()
 
     def _newest_finite_checkpoint(self, where: str) -> dict[str, Any]:
-        """The newest readable checkpoint whose weights are all finite (runs saved by older gankit
-        versions may hold a poisoned one)."""
+        """The newest readable checkpoint whose weights and optimiser states are all finite (runs saved
+        by older gankit versions may hold a poisoned one)."""
         for file in reversed(ckpt.step_files(self.run_dir / "checkpoints")):
             try:
                 state = ckpt.load_checkpoint(file, map_location=self.device)
@@ -675,15 +675,12 @@ class Trainer:
 
     def _save_or_warn(self, gather: bool = True) -> Path | None:
         """Save a checkpoint; if the disk refuses, say so and keep the previous one. In a multi-process
-        run every process sends its random state (gather) and process 0 writes."""
+        run every process sends its random state (gather) and process 0 writes. The state is checked
+        finite by the callers (_run_one_step, _save_final), once, before they save."""
         if self.world.active and gather:
             self._rng_ranks = distributed.gather_to_main(capture_rng(self.data_rng, self.noise_rng))
         if not self.world.is_main:
             return self.run_dir / "checkpoints" / "latest.pt"
-        bad = self._nonfinite_state()
-        if bad:  # never keep a state that a rollback or a resume would restore as if it were good
-            self._event("checkpoint_skipped", message=f"{', '.join(bad)} not finite; the previous checkpoint is kept")
-            return None
         try:
             return self.save()
         except OSError as exc:
