@@ -188,3 +188,21 @@ def test_dropout_drops_at_its_rate_and_keeps_the_mean():
     out = Dropout(0.5)(z)
     out.sum().backward()
     assert torch.equal(z.grad, (out != 0).float() * 2.0)  # the gradient passes where the value does
+
+
+def test_a_categorical_latent_is_a_uniform_one_hot_after_the_continuous_coordinates():
+    from gankit.models.noise import latent_width, sample_noise
+
+    m = ModelConfig(z_dim=3, noise="uniform", z_categories=5)
+    z = sample_noise(20_000, m, torch.Generator().manual_seed(0))
+    assert z.shape == (20_000, latent_width(m)) == (20_000, 8)
+    assert (z[:, :3].abs() <= 1).all() and z[:, :3].std() > 0.5  # the continuous part as before
+    code = z[:, 3:]
+    assert set(code.unique().tolist()) == {0.0, 1.0} and (code.sum(1) == 1).all()
+    shares = code.mean(0)
+    assert (shares - 0.2).abs().max() < 0.02  # uniform over the 5 categories
+    # without categories the stream is exactly the old one (runs of earlier versions reproduce)
+    plain = sample_noise(10, ModelConfig(z_dim=3, noise="uniform"), torch.Generator().manual_seed(1))
+    torch.testing.assert_close(plain, torch.rand(10, 3, generator=torch.Generator().manual_seed(1)) * 2 - 1)
+    g, _ = build_mlp(m, (2,))
+    assert g(z[:4]).shape == (4, 2)

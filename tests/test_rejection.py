@@ -62,13 +62,42 @@ def test_rejection_keeps_the_asked_labels_in_order():
     assert torch.equal(torch.div(out[:, 0], 10, rounding_mode="floor").long(), labels)
 
 
-def test_a_critic_that_rejects_everything_is_a_clear_error():
+def test_a_critic_that_rejects_everything_falls_back_to_gs_samples_with_a_warning():
     class Never(nn.Module):
         def forward(self, x, labels=None):
             return torch.full((len(x),), -1e4)
 
-    with pytest.raises(UserError, match="--raw"):
-        rejection_sample(Critic(Never(), 0.0, 1.0), uniform_draw, 5, torch.Generator().manual_seed(0))
+    with pytest.warns(UserWarning, match="G's own, not filtered"):
+        out = rejection_sample(Critic(Never(), 0.0, 1.0), uniform_draw, 5, torch.Generator().manual_seed(0))
+    assert out.shape == (5, 1) and ((0 <= out) & (out <= 1)).all()
+
+
+def test_a_critic_keeping_under_one_percent_is_not_used(tmp_path, monkeypatch, capsys):
+    """Training warns and falls back to G alone: scores, `gankit sample` and the API agree."""
+    import gankit.training.trainer as trainer_module
+
+    fitted = Critic(LogRatio(), log_max=0.0, acceptance=0.004)
+    monkeypatch.setattr(trainer_module, "fit_critic", lambda *args, **kwargs: fitted)
+    monkeypatch.setattr(Critic, "from_state", classmethod(lambda cls, state, *a: fitted))
+    run = tmp_path / "ring"
+    sets = [a for item in TINY + ["train.drs_steps=5", "eval.every=10", "eval.n=100", "model.pack=1"]
+            for a in ("--set", item)]
+    assert main(["train", "ring8", "--out", str(run), "--quiet", *sets]) == 0
+    err = capsys.readouterr().err
+    assert "so it is not used: samples and scores are G's own" in err
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["kind"] for r in rows if r.get("event") == "warning"] == ["drs_fallback"]
+    assert not any(r.get("drs") for r in rows if r.get("eval"))
+    assert main(["eval", str(run), "--json", "-n", "100", "--metrics", "modes"]) == 0
+    assert json.loads(capsys.readouterr().out)["drs"] is False
+    assert load(run).sampler.critic is None
+    np.testing.assert_array_equal(load(run).sample(50, seed=1), load(run).sample(50, seed=1, raw=True))
+
+
+def test_no_preset_fits_a_rejection_critic_by_default():
+    from gankit.presets import preset_names
+
+    assert all(load_preset(name).train.drs_steps == 0 for name in preset_names())
 
 
 def test_the_fitted_critic_estimates_the_log_density_ratio():
@@ -95,7 +124,8 @@ def test_the_fitted_critic_estimates_the_log_density_ratio():
 @pytest.fixture(scope="module")
 def drs_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("drs") / "ring"
-    sets = [a for item in TINY + ["train.drs_steps=30", "eval.every=10", "eval.n=300", "model.pack=1"]
+    sets = [a for item in TINY + ["train.drs_steps=30", "train.drs_hidden=[256, 256, 256]", "eval.every=10",
+                                  "eval.n=300", "model.pack=1"]
             for a in ("--set", item)]
     assert main(["train", "ring8", "--out", str(run_dir), "--quiet", *sets]) == 0
     return run_dir

@@ -120,9 +120,11 @@ class Sampler:
             if measured:
                 g.load_state_dict({**weights, **measured})
             else:  # a run saved before they were kept: measured here the same way
-                g = measure_batch_norm(g, cfg.model.z_dim, cfg.model.noise, classes)
+                g = measure_batch_norm(g, cfg.model, classes)
         use_critic = state.get("critic") and not live
         critic = Critic.from_state(state["critic"], cfg, shape, classes) if use_critic else None
+        if critic is not None and not critic.usable:  # training warned: it keeps too few to be worth it
+            critic = None
         return cls(cfg, g.eval(), state["norm"]["mean"], state["norm"]["std"], shape, classes, critic)
 
     @property
@@ -131,7 +133,7 @@ class Sampler:
 
     def noise(self, n: int, seed: int | None) -> torch.Tensor:
         rng = torch.Generator().manual_seed(seed) if seed is not None else None
-        return sample_noise(n, self.config.model.z_dim, self.config.model.noise, rng)
+        return sample_noise(n, self.config.model, rng)
 
     def labels(self, n: int, label: int | None, seed: int | None) -> torch.Tensor | None:
         """None for an unconditional G; else all `label`, or classes in turn (0, 1, ..., 0, 1, ...)."""

@@ -222,9 +222,9 @@ def cmd_eval(args: argparse.Namespace) -> None:
     names = [m.strip() for m in (args.metrics or "").split(",") if m.strip()] or default_metrics(target)
     check_metrics(names, target)
     print(f"gankit: evaluating {args.run} at step {trainer.step}: {', '.join(names)}", file=sys.stderr)
-    drs = {"drs": trainer.critic is not None}
-    if trainer.critic is not None:
-        drs["drs_acceptance"] = trainer.critic.acceptance
+    drs = {"drs": trainer.rejection_critic is not None}
+    if trainer.rejection_critic is not None:
+        drs["drs_acceptance"] = trainer.rejection_critic.acceptance
     scores = {"step": trainer.step, **drs, **evaluate(target, names, args.n, args.seed, progress=True)}
     if args.json:
         print(json.dumps(scores))

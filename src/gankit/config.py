@@ -41,6 +41,9 @@ class ModelConfig:
     name: str = "mlp"
     z_dim: int = 2
     noise: Literal["uniform", "normal"] = "uniform"  # U(-1, 1) or N(0, 1)
+    # a latent with discrete structure: a uniform category of this many, one-hot after the z_dim
+    # continuous coordinates (0: none); lets G put separated modes apart with nothing between them
+    z_categories: int = 0
     g_hidden: tuple[int, ...] = (16, 16)
     g_activation: Activation = "leaky_relu"
     g_output: OutputActivation = "none"
@@ -195,6 +198,7 @@ def check_ranges(cfg: RunConfig) -> None:
     _require(cfg.data.channels in (1, 3), "data.channels", cfg.data.channels, "must be 1 (grey) or 3 (RGB)")
     _require(8 <= cfg.data.image_size <= 1024, "data.image_size", cfg.data.image_size, "must be in [8, 1024]")
     _require(m.z_dim >= 1, "model.z_dim", m.z_dim, "must be >= 1")
+    _require(m.z_categories >= 0, "model.z_categories", m.z_categories, "must be >= 0 (0: no categorical code)")
     for key in ("g_hidden", "d_hidden"):
         widths = getattr(m, key)
         _require(all(w >= 1 for w in widths), f"model.{key}", list(widths), "every width must be >= 1")

@@ -18,6 +18,7 @@ from torch import nn
 from gankit.config import ModelConfig
 from gankit.errors import UserError
 from gankit.models.base import ConditionedSequential, Discriminator, Dropout, Generator, batch_norm
+from gankit.models.noise import latent_width
 from gankit.models.mlp import OUTPUTS, init_weights, with_spectral_norm
 
 
@@ -110,11 +111,11 @@ def build_dcgan(cfg: ModelConfig, shape: tuple[int, ...], num_classes: int = 0) 
         raise UserError(f"dcgan makes 28x28, 32x32 or 64x64 images, the data is {height}x{width}; "
                         "set data.image_size to 32 or 64")
     if height == 28:
-        g: Generator = DCGAN28Generator(cfg.z_dim, channels, cfg.conv_width, cfg.g_output, classes)
+        g: Generator = DCGAN28Generator(latent_width(cfg), channels, cfg.conv_width, cfg.g_output, classes)
         d: Discriminator = DCGAN28Discriminator(channels, cfg.conv_width, cfg.pack, classes, cfg.d_dropout,
                                                 cfg.d_batch_norm)
     else:
-        g = DCGANGenerator(cfg.z_dim, channels, height, cfg.conv_width, cfg.g_output, classes)
+        g = DCGANGenerator(latent_width(cfg), channels, height, cfg.conv_width, cfg.g_output, classes)
         # Spectral norm replaces batch norm in D, as in Miyato et al. 2018.
         d = DCGANDiscriminator(channels, height, cfg.conv_width, cfg.pack, classes, batch_norm=not cfg.spectral_norm)
     init_weights(g, cfg.init, cfg.init_std)

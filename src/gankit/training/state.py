@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from gankit.config import ModelConfig
 from gankit.data.images import to_uint8
 from gankit.models.base import has_batch_norm
 from gankit.models.noise import sample_noise
@@ -72,7 +73,7 @@ def restore_rng(rng: dict[str, Any], data_rng: torch.Generator, noise_rng: torch
 
 
 @torch.no_grad()
-def measure_batch_norm(g: nn.Module, z_dim: int, noise: str, num_classes: int, batches: int = 8,
+def measure_batch_norm(g: nn.Module, latent: ModelConfig, num_classes: int, batches: int = 8,
                        batch_size: int = 256, seed: int = 0) -> nn.Module:
     """A copy of G whose batch-norm running statistics are measured on its own outputs.
 
@@ -92,7 +93,7 @@ def measure_batch_norm(g: nn.Module, z_dim: int, noise: str, num_classes: int, b
     rng = torch.Generator().manual_seed(seed)
     g.train()
     for _ in range(batches):
-        z = sample_noise(batch_size, z_dim, noise, rng).to(device)
+        z = sample_noise(batch_size, latent, rng).to(device)
         labels = torch.randint(num_classes, (batch_size,), generator=rng).to(device) if num_classes else None
         g(z, labels)
     return g.eval()

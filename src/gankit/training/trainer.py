@@ -217,7 +217,7 @@ class Trainer:
         else:
             n = self.cfg.viz.n_points // pack * pack or pack
         real, _ = self.source.sample_labeled(n, rng)
-        z = sample_noise(n, self.cfg.model.z_dim, self.cfg.model.noise, rng).to(self.device)
+        z = sample_noise(n, self.cfg.model, rng).to(self.device)
         labels = torch.arange(self.num_classes).repeat_interleave(8).to(self.device) if self.num_classes else None
         return real, z, labels
 
@@ -229,7 +229,7 @@ class Trainer:
             return self.g
         if self._sampler_copy is None:
             m = self.cfg.model
-            self._sampler_copy = measure_batch_norm(self.ema.module, m.z_dim, m.noise, self.num_classes)
+            self._sampler_copy = measure_batch_norm(self.ema.module, m, self.num_classes)
         return self._sampler_copy
 
     # ------------------------------------------------------------------ one step
@@ -238,7 +238,7 @@ class Trainer:
 
     def draw_noise(self) -> torch.Tensor:
         m = self.cfg.model
-        return sample_noise(self.batch_size, m.z_dim, m.noise, self.noise_rng, self.device)
+        return sample_noise(self.batch_size, m, self.noise_rng, self.device)
 
     def _autocast(self) -> torch.autocast:
         """bfloat16 forward passes (train.precision, resolved in resolve_precision) where PyTorch deems
@@ -424,7 +424,12 @@ class Trainer:
                     seconds=round(seconds, 3))
         tqdm.write(f"gankit: rejection-sampling critic fitted in {seconds:.1f} s; it keeps "
                    f"{100 * self.critic.acceptance:.1f}% of G's samples", file=sys.stderr)
-        if self.cfg.eval.every > 0:
+        if not self.critic.usable:
+            self._event("warning", kind="drs_fallback", message=(
+                f"the critic keeps {100 * self.critic.acceptance:.2f}% of G's samples (over "
+                f"{1 / max(self.critic.acceptance, 1e-9):,.0f} draws a kept sample), so it is not used: "
+                "samples and scores are G's own; more train.drs_steps may fit a better one"))
+        if self.cfg.eval.every > 0 and self.critic.usable:
             self.evaluate()
         return self.critic
 
@@ -551,6 +556,11 @@ class Trainer:
         tqdm.write(f"gankit: {event} at step {self.step}: {text}", file=sys.stderr)
 
     # ------------------------------------------------------------------ evaluation
+    @property
+    def rejection_critic(self) -> Critic | None:
+        """The critic samples go through: the fitted one, unless it keeps too few (then G alone)."""
+        return self.critic if self.critic is not None and self.critic.usable else None
+
     def eval_target(self) -> metrics_eval.EvalTarget:
         """What the metrics need: the data, samples of the sampling generator and, for vector data
         judged one point at a time, sigmoid D. The probability view compares D with D* for the
@@ -558,17 +568,17 @@ class Trainer:
         (an EMA copy of G, or the rejection critic on top)."""
         # D against D* needs D to judge one point at a time, as a probability (a cross-entropy loss)
         vector_d = not self.is_image and self.cfg.model.pack == 1 and self.loss.pair.probabilistic
-        sampler_differs = self.ema is not None or self.critic is not None
+        sampler_differs = self.ema is not None or self.rejection_critic is not None
         return metrics_eval.EvalTarget(self.source, self._eval_samples, self._d_prob if vector_d else None,
                                        self._live_samples if sampler_differs else None)
 
     @torch.no_grad()
     def _eval_samples(self, n: int, seed: int) -> np.ndarray:
         """n samples in the data's units (uint8 NHWC images), through the rejection critic if fitted."""
-        if self.critic is not None:
+        if self.rejection_critic is not None:
             rng = torch.Generator().manual_seed(seed)
             labels = torch.arange(n) % self.num_classes if self.num_classes else None
-            return self._to_data(rejection_sample(self.critic, self._draw_fake, n, rng, labels))
+            return self._to_data(rejection_sample(self.rejection_critic, self._draw_fake, n, rng, labels))
         return self._samples_of(self.sampler_g, n, seed)
 
     def _live_samples(self, n: int, seed: int) -> np.ndarray:
@@ -578,7 +588,7 @@ class Trainer:
     def _samples_of(self, generator: nn.Module, n: int, seed: int) -> np.ndarray:
         """n samples of `generator` in the data's units, in eval mode, 1,000 at a time."""
         m, rng = self.cfg.model, torch.Generator().manual_seed(seed)
-        z = sample_noise(n, m.z_dim, m.noise, rng).to(self.device)
+        z = sample_noise(n, m, rng).to(self.device)
         labels = (torch.arange(n) % self.num_classes).to(self.device) if self.num_classes else None
         with eval_mode(generator) as g:
             parts = [self._to_data(g(z[i:i + 1000], labels[i:i + 1000] if labels is not None else None))
@@ -604,7 +614,7 @@ class Trainer:
         names = list(e.metrics) or metrics_eval.default_metrics(target)
         started = time.perf_counter()
         scores = metrics_eval.evaluate(target, names, e.n or None, seed=0)
-        row = {"step": self.step, "eval": True, **({"drs": True} if self.critic is not None else {}),
+        row = {"step": self.step, "eval": True, **({"drs": True} if self.rejection_critic is not None else {}),
                **{k: round(v, 6) if isinstance(v, float) else v for k, v in scores.items()},
                "eval_seconds": round(time.perf_counter() - started, 3)}
         self._append_metrics(row)
