@@ -27,6 +27,5 @@ def sample_noise(n: int, m: ModelConfig, generator: torch.Generator | None,
         z = torch.randn(n, m.z_dim, generator=generator, device=device)
     if not m.z_categories:
         return z
-    import os; z = z * float(os.environ.get("GK_ZSCALE", "1"))  # EXPERIMENT
     category = torch.randint(m.z_categories, (n,), generator=generator, device=device)
     return torch.cat([z, torch.nn.functional.one_hot(category, m.z_categories).to(z.dtype)], dim=1)
