@@ -85,6 +85,15 @@ def test_gan_loss_adds_r1_scaled_by_gamma_over_two():
     assert stats["d_real"].item() == pytest.approx(0.5)
 
 
+def test_lazy_r1_applies_every_kth_step_with_k_times_the_weight():
+    d = Squeeze(linear_d())
+    real, fake = torch.zeros(4, 2), torch.zeros(4, 2)
+    lazy = losses.GANLoss(LossConfig(name="ns", r1_gamma=2.0, r1_every=4))
+    added = [lazy.d_loss(d, real, fake, step)[0].item() - 2 * math.log(2) for step in range(8)]
+    assert added == pytest.approx([4 * 4.0, 0, 0, 0, 4 * 4.0, 0, 0, 0], abs=1e-5)
+    assert sum(added) / 8 == pytest.approx(0.5 * 2.0 * 4.0, rel=1e-5)  # the eager weight on average
+
+
 def test_wgan_gp_loss_includes_penalty():
     d = Squeeze(linear_d())
     real, fake = torch.ones(4, 2), torch.zeros(4, 2)

@@ -31,10 +31,13 @@ class Parser(argparse.ArgumentParser):
 # --------------------------------------------------------------------------- train / resume
 
 def resolve_config(target: str, settings: list[str]) -> RunConfig:
-    """A preset name or a .toml file, then --set overrides."""
+    """A preset name, a .toml file, or a .npy/.csv file of points (the `points` preset on them),
+    then --set overrides."""
     from gankit.presets import load_preset
 
-    if target.endswith(".toml") or os.sep in target or Path(target).is_file():
+    if Path(target).suffix.lower() in (".npy", ".csv"):
+        cfg = config_mod.replace(load_preset("points"), "data", name=f"points:{Path(target).resolve()}")
+    elif target.endswith(".toml") or os.sep in target or Path(target).is_file():
         cfg = config_mod.load(target)
     else:
         cfg = load_preset(target)
@@ -270,7 +273,8 @@ def build_parser() -> Parser:
     verbs = parser.add_subparsers(dest="verb", required=True, parser_class=Parser)
 
     train = verbs.add_parser("train", help="train a preset or a config file")
-    train.add_argument("target", nargs="?", default="quadratic", help="preset name or CONFIG.toml (default: quadratic)")
+    train.add_argument("target", nargs="?", default="quadratic", help="preset name, CONFIG.toml, or your points as FILE.npy / FILE.csv "
+                       "(the `points` preset; default: quadratic)")
     _add_set(train)
     train.add_argument("--out", help="run directory (default: runs/PRESET-DATE-TIME)")
     train.add_argument("--steps", type=int, help="total steps (one step: n_d D updates then n_g G updates)")

@@ -67,6 +67,7 @@ class LossConfig:
     name: str = "ns"  # ns, minimax, lsgan, wgan-gp, hinge
     gp_weight: float = 10.0  # gradient penalty weight for wgan-gp
     r1_gamma: float = 0.0  # R1 penalty gamma/2 * E|grad D(x)|^2 on real data (0: off)
+    r1_every: int = 1  # apply R1 on every this-many-th step only, its weight multiplied as much (lazy R1)
     label_smoothing: float = 0.0  # one-sided: real target = 1 - label_smoothing
     instance_noise: float = 0.0  # std of Gaussian noise added to D's inputs (0: off)
     instance_noise_anneal: int = 0  # steps over which that std decays linearly to 0 (0: constant)
@@ -224,6 +225,7 @@ def check_ranges(cfg: RunConfig) -> None:
     _require(0.0 <= lo.label_smoothing < 0.5, "loss.label_smoothing", lo.label_smoothing, "must be in [0, 0.5)")
     for key in ("gp_weight", "r1_gamma", "instance_noise"):
         _require(getattr(lo, key) >= 0, f"loss.{key}", getattr(lo, key), "must be >= 0")
+    _require(lo.r1_every >= 1, "loss.r1_every", lo.r1_every, "must be >= 1 (1: R1 on every step)")
     _require(lo.instance_noise_anneal >= 0, "loss.instance_noise_anneal", lo.instance_noise_anneal, "must be >= 0")
     if lo.label_smoothing > 0:
         _require(lo.name in ("ns", "minimax", "lsgan"), "loss.label_smoothing", lo.label_smoothing,

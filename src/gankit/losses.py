@@ -159,9 +159,11 @@ class GANLoss:
             gp = gradient_penalty(d, real_in, fake_in.detach(), generator, labels)
             loss = loss + self.cfg.gp_weight * gp
             stats["gp"] = gp.detach()
-        if self.cfg.r1_gamma > 0:
+        if self.cfg.r1_gamma > 0 and step % self.cfg.r1_every == 0:
+            # Lazy regularisation (Karras et al. 2020): every r1_every-th step, r1_every times the
+            # weight, the same penalty on average for a fraction of its cost.
             r1 = r1_penalty(d, real_in, labels)
-            loss = loss + 0.5 * self.cfg.r1_gamma * r1
+            loss = loss + 0.5 * self.cfg.r1_gamma * self.cfg.r1_every * r1
             stats["r1"] = r1.detach()
         return loss, self.pair.g(fake_logits) if with_g else None, stats
 

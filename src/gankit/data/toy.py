@@ -147,6 +147,9 @@ def validate_points(array: object, source: str) -> np.ndarray:
 def load_points(path: str) -> Points:
     """Points from .npy (an (n, dim) array) or .csv (numbers, an optional header line)."""
     file = Path(path)
+    if not path:
+        raise UserError("no points file given: `gankit train FILE.npy` (or FILE.csv), "
+                        "or --set data.name=points:FILE")
     if not file.is_file():
         raise UserError(f"points file '{path}' does not exist; give data.name=points:PATH to a .npy or .csv file")
     suffix = file.suffix.lower()

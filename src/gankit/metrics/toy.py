@@ -67,6 +67,37 @@ def mmd2_unbiased(x: np.ndarray, y: np.ndarray, bandwidth: float | None = None) 
     return {"mmd2": float(term_x + term_y - 2 * kxy.mean()), "mmd_bandwidth": bandwidth}
 
 
+def mmd_permutation_test(x: np.ndarray, y: np.ndarray, permutations: int = 500, seed: int = 0,
+                         bandwidth: float | None = None) -> dict[str, float]:
+    """Kernel two-sample test (Gretton et al. 2012): the unbiased MMD^2 of x and y (Gaussian kernel,
+    median-heuristic bandwidth unless given) and its permutation p-value, the share of random
+    relabellings of the pooled points whose MMD^2 is at least the observed one (the observed split
+    counted among them, so p >= 1 / (permutations + 1)). p > 0.05: the test cannot tell the samples apart.
+
+    The kernel matrix of the pooled points is computed once; all relabellings are scored by one
+    matrix product with their indicator vectors (scipy.stats.permutation_test would recompute the
+    kernel for every relabelling, thousands of times slower here)."""
+    a = torch.as_tensor(np.asarray(x), dtype=torch.float64)
+    b = torch.as_tensor(np.asarray(y), dtype=torch.float64)
+    pooled, m, n = torch.cat([a, b]), len(a), len(b)
+    h = mmd2_unbiased(a.numpy(), b.numpy(), bandwidth)["mmd_bandwidth"]
+    k = torch.exp(-torch.cdist(pooled, pooled) ** 2 / (2 * h**2))
+    k.fill_diagonal_(0.0)  # the unbiased estimate leaves out each point's kernel with itself
+    rng = torch.Generator().manual_seed(seed)
+    labels = torch.zeros(permutations + 1, m + n, dtype=torch.float64)
+    labels[0, :m] = 1.0  # the observed split first
+    for i in range(1, permutations + 1):
+        labels[i, torch.randperm(m + n, generator=rng)[:m]] = 1.0
+    in_x, in_y = labels.T, 1.0 - labels.T
+    k_in_x = k @ in_x
+    xx = (in_x * k_in_x).sum(0) / (m * (m - 1))
+    xy = (in_y * k_in_x).sum(0) / (m * n)
+    yy = (in_y * (k @ in_y)).sum(0) / (n * (n - 1))
+    stats_ = xx + yy - 2 * xy
+    p = float((stats_ >= stats_[0] - 1e-12).double().mean())
+    return {"mmd2": float(stats_[0]), "p_value": p, "mmd_bandwidth": h}
+
+
 def wasserstein(x: np.ndarray, y: np.ndarray) -> float:
     """Exact 1-Wasserstein distance between the two empirical distributions (Euclidean cost),
     by POT's network-simplex solver. Cost grows as n^3: keep n in the low thousands."""
