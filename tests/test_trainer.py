@@ -74,6 +74,24 @@ def test_ema_generator_is_an_average(tiny_cfg, tmp_path):
     assert trainer.sampler_g is trainer.ema.module
 
 
+def test_ema_decay_ramps_up_from_the_first_steps(tiny_cfg, tmp_path):
+    """ema_t = d_t ema_(t-1) + (1 - d_t) g_t with d_t = min(decay, (1 + t) / (10 + t)), started at G's
+    first-step weights: a short run's average is not stuck near G's random initial weights."""
+    trainer = Trainer(config.replace(tiny_cfg, "train", ema_decay=0.999, steps=30), tmp_path)
+    expected = None
+    for t in range(30):
+        trainer.train_step(log=False)
+        trainer.step += 1  # as the loop counts steps
+        weights = [p.detach().clone() for p in trainer.g.parameters()]
+        if expected is None:
+            expected = weights
+        else:
+            d = min(0.999, (1 + t) / (10 + t))
+            expected = [d * e + (1 - d) * w for e, w in zip(expected, weights)]
+    for got, want in zip(trainer.ema.module.parameters(), expected):
+        torch.testing.assert_close(got, want)
+
+
 @pytest.mark.parametrize("schedule", ["alternating", "shared", "simultaneous"])
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_resume_continues_bit_for_bit(tiny_cfg, tmp_path, schedule, precision):

@@ -1,4 +1,5 @@
-"""The notebook facade, scikit-learn style: `GAN("quadratic").fit(X).sample(1000)`.
+"""The notebook facade, scikit-learn style: `GAN().fit(X).sample(1000)` (the `points` recipe for an
+(n, dim) array X; any preset by name, e.g. `GAN("quadratic").fit()` on its own data).
 
 Every fit writes a normal run directory (a temporary one unless `out` is given), so a run made
 from Python can be plotted, resumed and sampled from the CLI too.
@@ -27,9 +28,10 @@ from gankit.training.rejection import Critic, generator_draw, rejection_sample
 
 
 class GAN:
-    """A GAN built from a preset (or a RunConfig) plus `settings` such as {"train.steps": 500}."""
+    """A GAN built from a preset (or a RunConfig) plus `settings` such as {"train.steps": 500}.
+    The default preset, `points`, is the recipe for a user's own vectors: fit(X) with X of any dimension."""
 
-    def __init__(self, preset: str | RunConfig = "quadratic", settings: dict[str, Any] | None = None,
+    def __init__(self, preset: str | RunConfig = "points", settings: dict[str, Any] | None = None,
                  out: str | Path | None = None, progress: bool = False):
         from gankit.presets import load_preset  # presets import config only; kept local for clarity
 

@@ -18,7 +18,7 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 from torch import nn
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 from tqdm import tqdm
 
 import gankit
@@ -203,10 +203,22 @@ class Trainer:
                             "model.spectral_norm=true (it replaces D's batch norm)")
 
     def _make_ema(self) -> AveragedModel | None:
+        """An exponential moving average of G's weights (and buffers) for sampling. Its decay ramps
+        up as min(ema_decay, (1 + t) / (10 + t)) after t steps (TensorFlow's ExponentialMovingAverage
+        with num_updates): a constant 0.999 would leave a 300-step run's average 74% its initial
+        random weights. It depends on the step alone, so a resumed run averages exactly as before."""
         if self.cfg.train.ema_decay <= 0:
             return None
-        avg = get_ema_multi_avg_fn(self.cfg.train.ema_decay)
-        return AveragedModel(self.g, multi_avg_fn=avg, use_buffers=True)
+
+        def average(ema_params: list[torch.Tensor], params: list[torch.Tensor], _count: torch.Tensor) -> None:
+            decay = min(self.cfg.train.ema_decay, (1 + self.step) / (10 + self.step))
+            if ema_params[0].is_floating_point():  # AveragedModel passes one dtype at a time
+                torch._foreach_lerp_(ema_params, params, 1.0 - decay)  # as get_ema_multi_avg_fn does
+            else:  # integer buffers (batch norm's num_batches_tracked), as get_ema_multi_avg_fn does
+                for ema, param in zip(ema_params, params):
+                    ema.copy_(ema * decay + param * (1 - decay))
+
+        return AveragedModel(self.g, multi_avg_fn=average, use_buffers=True)
 
     def _fixed_inputs(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """The same real data, noise and labels in every snapshot, so pictures compare across steps.
