@@ -111,6 +111,7 @@ class TrainConfig:
     # fast (GPUs with bfloat16 units, CPUs with AMX), fp32 elsewhere
     precision: Literal["fp32", "bf16", "auto"] = "auto"
     log_every: int = 10
+    tensorboard: bool = False  # also write RUN/tensorboard/ event files (needs the tensorboard package)
     snapshot_every: int = 500  # views of D and G for the plots (0: off)
     checkpoint_every: int = 1000
     keep_checkpoints: int = 3
@@ -378,7 +379,7 @@ def with_overrides(cfg: RunConfig, items: list[str]) -> RunConfig:
 # Settings `gankit resume --set` may change: where things are and what is written, never what is trained.
 RESUME_SETTINGS = ("data.root", "data.download", "train.log_every", "train.snapshot_every",
                    "train.checkpoint_every", "train.keep_checkpoints", "viz.n_points", "viz.grid_size",
-                   "viz.plot_at_end", "eval.every", "eval.n", "eval.metrics")
+                   "viz.plot_at_end", "eval.every", "eval.n", "eval.metrics", "train.tensorboard")
 
 
 def check_resume_settings(items: list[str]) -> None:

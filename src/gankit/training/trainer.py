@@ -37,6 +37,7 @@ from gankit.training import checkpoint as ckpt
 from gankit.training import distributed
 from gankit.training.health import CpuShare, HealthMonitor, nonfinite, nonfinite_parts
 from gankit.training.optim import make_optimizer
+from gankit.training import tensorboard
 from gankit.training.rejection import Critic, fit_critic, generator_draw, rejection_sample
 from gankit.rundir import hold_run, is_run, mark_run
 from gankit.training.state import Normalizer, capture_rng, measure_batch_norm, output_to_data, restore_rng
@@ -151,6 +152,9 @@ class Trainer:
         self.d = d.to(self.device, memory_format=self.memory_format)
         self.loss = GANLoss(cfg.loss)
         self._check_penalties_fit_d()
+        if cfg.train.tensorboard:
+            tensorboard.check_available()  # refused before the run folder is touched
+        self.tensorboard: tensorboard.TensorBoardLog | None = None  # open while fit() runs
         self.ema = self._make_ema()
         # the weights each update steps (backward(inputs=...) refuses frozen ones)
         self.g_params = [p for p in self.g.parameters() if p.requires_grad]
@@ -380,7 +384,14 @@ class Trainer:
                 return self._fit(total, progress)
             with hold_run(self.run_dir):
                 self._prepare_run_dir()
-                return self._fit(total, progress)
+                if self.cfg.train.tensorboard:
+                    self.tensorboard = tensorboard.TensorBoardLog(self.run_dir, config_mod.dumps(self.cfg))
+                try:
+                    return self._fit(total, progress)
+                finally:
+                    if self.tensorboard is not None:
+                        self.tensorboard.close()
+                        self.tensorboard = None
 
     def _fit(self, total: int, progress: bool) -> "Trainer":
         main = self.world.is_main
@@ -558,6 +569,8 @@ class Trainer:
             return
         with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as fh:
             fh.write(json.dumps(row) + "\n")
+        if self.tensorboard is not None:
+            self.tensorboard.row(row)
 
     def _event(self, event: str, **fields: Any) -> None:
         """A line in metrics.jsonl (the run's record) and on stderr."""
@@ -716,6 +729,8 @@ class Trainer:
         real = to_uint8(self.fixed_real, self.cfg.model.g_output) if self.is_image else self.fixed_real.numpy()
         extra = {"labels": self.fixed_labels.cpu().numpy()} if self.fixed_labels is not None else {}
         np.savez_compressed(folder / f"step-{self.step:06d}.npz", step=self.step, real=real, **views, **extra)
+        if self.tensorboard is not None and "images" in views:
+            self.tensorboard.images(self.step, views["images"])
 
     def _prepare_run_dir(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
