@@ -30,3 +30,15 @@ def test_unfitted_and_bad_settings_are_clear_errors():
         gankit.GAN("quadratic", settings={"train.stepz": 3})
     with pytest.raises(UserError, match="NaN"):
         gankit.GAN("quadratic", settings={"train.steps": 2}).fit(np.array([[1.0, np.nan], [0.0, 0.0]]))
+
+
+def test_a_fitted_gan_scores_plots_and_shows_its_history():
+    gan = gankit.GAN("quadratic", settings={"train.steps": 20, "train.batch_size": 32, "train.log_every": 10,
+                                            "train.snapshot_every": 10}).fit()
+    assert [r["step"] for r in gan.history() if "d_loss" in r] == [10, 20]
+    scores = gan.evaluate(["mmd"], n=200)
+    assert scores["n"] == 200 and np.isfinite(scores["mmd2"])
+    made = gan.plot()
+    assert made and all(p.is_file() for p in made) and any(p.name == "losses.png" for p in made)
+    with pytest.raises(gankit.UserError, match="not fitted"):
+        gankit.GAN("quadratic").evaluate()

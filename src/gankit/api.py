@@ -67,6 +67,33 @@ class GAN:
         train.drs_steps keep only the samples their rejection critic accepts, unless raw."""
         return self.sampler.sample(n, seed, label, raw)[0]
 
+    def evaluate(self, metrics: list[str] | None = None, n: int | None = None, seed: int = 0) -> dict[str, Any]:
+        """Score the fitted run as `gankit eval` does: the named metrics (`gankit list metrics`;
+        default: those that fit the data) on n samples of the sampling generator."""
+        from gankit.metrics.evaluate import evaluate
+        from gankit.training import Trainer
+
+        trainer = Trainer.resume(self._fitted_run())
+        return evaluate(trainer.eval_target(), metrics, n, seed)
+
+    def plot(self) -> list[Path]:
+        """(Re)draw the run's pictures, as `gankit plot`; returns the files written."""
+        from gankit.viz.plots import plot_run
+
+        return plot_run(self._fitted_run())
+
+    def history(self) -> list[dict[str, Any]]:
+        """The run's metrics.jsonl rows: logged steps, evaluations and events."""
+        import json
+
+        text = (self._fitted_run() / "metrics.jsonl").read_text(encoding="utf-8")
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+    def _fitted_run(self) -> Path:
+        if self.run_dir is None:
+            raise UserError("this GAN is not fitted yet: call fit() or gankit.load(RUN_DIR) first")
+        return Path(self.run_dir)
+
     @property
     def sampler(self) -> "Sampler":
         if self._sampler is None:
