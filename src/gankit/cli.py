@@ -139,10 +139,15 @@ def _finish(trainer, args: argparse.Namespace, total: int | None = None) -> None
     if trainer.cfg.viz.plot_at_end and not args.no_plots:
         from gankit.viz.plots import plot_run
 
+        from gankit.report import write_report
+
         print("gankit: drawing plots...", file=sys.stderr)
         plot_run(out)
+        write_report([out])  # refreshed at every end of training
+    report = out / "report.html"
     print(f"Done: {trainer.step} steps in {trainer.elapsed:.1f} s of training.\n"
           f"  run directory: {out}\n"
+          f"  report:        {report if report.is_file() else 'none yet: gankit report RUN writes it'}\n"
           f"  metrics:       {out / 'metrics.jsonl'}\n"
           f"  checkpoint:    {out / 'checkpoints' / 'latest.pt'}\n"
           f"  plots:         {out / 'plots'}  ({_plot_names(out / 'plots')})\n"
@@ -201,6 +206,16 @@ def cmd_plot(args: argparse.Namespace) -> None:
         raise UserError(f"'{run_dir}' is not a gankit run directory (no config.toml)")
     made = plot_run(run_dir)
     print(f"gankit: drew {len(made)} files under {run_dir / 'plots'} and {run_dir / 'samples'}")
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from gankit.report import write_report
+
+    for run in args.runs:
+        if not Path(run).is_dir():
+            raise UserError(f"'{run}' is not a folder; give run directories (those `gankit train` wrote)")
+    page = write_report(args.runs, args.out)
+    print(f"gankit: wrote {page} ({page.stat().st_size / 1e6:.1f} MB, self-contained: open it in any browser)")
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
@@ -316,6 +331,11 @@ def build_parser() -> Parser:
     plot = verbs.add_parser("plot", help="(re)draw every plot of a run directory")
     plot.add_argument("run_dir")
     plot.set_defaults(func=cmd_plot)
+
+    report = verbs.add_parser("report", help="one self-contained HTML page of a run, or of several side by side")
+    report.add_argument("runs", nargs="+", metavar="RUN")
+    report.add_argument("--out", help="the page (default: RUN/report.html for one run, report.html for several)")
+    report.set_defaults(func=cmd_report)
 
     evaluate = verbs.add_parser("eval", help="score a run's generator with the metrics that fit its data")
     evaluate.add_argument("run", help="run directory or .pt checkpoint")
