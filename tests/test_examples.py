@@ -16,6 +16,7 @@ CASES = [
     pytest.param("counterfeiter_and_police.py", [], "equilibrium 2 ln 2", id="counterfeiter"),
     pytest.param("probability_view.py", [], "V(D*,G)", id="probability-view"),
     pytest.param("sigmoid_role.py", [], "gankit refused: image data needs model.g_output", id="sigmoid"),
+    pytest.param("own_networks.py", [], "report.html", id="own-networks"),
     pytest.param("dcgan_mnist.py", ["--data-root", str(SHARED_MNIST), "--split", "test"], "bundled classifier",
                  id="dcgan-mnist", marks=needs_shared_mnist),
 ]

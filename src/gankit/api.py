@@ -20,7 +20,8 @@ from gankit.config import RunConfig
 from gankit.data.toy import Points, validate_points
 from gankit.errors import UserError
 from gankit.rundir import MADE_BY_FIT, hold_run, prepare_out_dir
-from gankit.models import MODELS
+from gankit.data.images import ImageSource, to_nchw_uint8
+from gankit.models import MODELS, plain
 from gankit.models.noise import sample_noise
 from gankit.training import checkpoint as ckpt
 from gankit.training.state import Normalizer, measure_batch_norm, output_to_data
@@ -32,11 +33,16 @@ class GAN:
     The default preset, `points`, is the recipe for a user's own vectors: fit(X) with X of any dimension."""
 
     def __init__(self, preset: str | RunConfig = "points", settings: dict[str, Any] | None = None,
-                 out: str | Path | None = None, progress: bool = False):
+                 out: str | Path | None = None, progress: bool = False,
+                 generator: nn.Module | None = None, discriminator: nn.Module | None = None):
+        """generator, discriminator: your own networks as plain nn.Modules (models/plain.py says what
+        they must take and give); the preset then gives everything else (loss, optimisers, steps...)."""
         from gankit.presets import load_preset  # presets import config only; kept local for clarity
 
         cfg = preset if isinstance(preset, RunConfig) else load_preset(preset)
         items = [f"{k}={config_mod.toml_value(v)}" for k, v in (settings or {}).items()]
+        if _use_networks(generator, discriminator):
+            items.append(f"model.name={plain.NAME}")
         self.config: RunConfig = config_mod.with_overrides(cfg, items)
         self.out, self.progress = out, progress
         self.run_dir: Path | None = None
@@ -47,15 +53,15 @@ class GAN:
         from gankit.training import Trainer
 
         run_dir = Path(self.out) if self.out else Path(tempfile.mkdtemp(prefix="gankit-run-"))
-        cfg, source, data_file = self.config, None, run_dir / "data.npy"
-        if X is not None:  # kept in the run as data.npy, so the run resumes and evaluates without X
-            source = Points(validate_points(X, "X").astype(np.float32), source="X")
-            cfg = config_mod.replace(cfg, "data", name=f"points:{data_file.resolve()}")
+        cfg, source, save_data = self.config, None, None
+        if X is not None:  # kept in the run (data.npy / data.npz), so it resumes and evaluates without X
+            source, data_name, save_data = _source_of(X, run_dir)
+            cfg = config_mod.replace(cfg, "data", name=data_name)
         trainer = Trainer(cfg, run_dir, source=source)  # bad settings are refused before the folder is touched
         with hold_run(run_dir):
             prepare_out_dir(run_dir, overwrite=True, by=MADE_BY_FIT)  # a notebook cell run again replaces its own run
-            if source is not None:
-                np.save(data_file, source.data.numpy())
+            if save_data is not None:
+                save_data()
             trainer.fit(progress=self.progress)
         self.config, self.run_dir = cfg, run_dir
         self._sampler = Sampler.from_state(trainer.state_dict())
@@ -82,6 +88,12 @@ class GAN:
 
         return plot_run(self._fitted_run())
 
+    def report(self, out: str | Path | None = None) -> Path:
+        """Write the run's HTML report, as `gankit report` (default RUN/report.html); returns its path."""
+        from gankit.report import write_report
+
+        return write_report([self._fitted_run()], out)
+
     def history(self) -> list[dict[str, Any]]:
         """The run's metrics.jsonl rows: logged steps, evaluations and events."""
         import json
@@ -101,9 +113,12 @@ class GAN:
         return self._sampler
 
     @classmethod
-    def load(cls, path: str | Path, live: bool = False) -> "GAN":
+    def load(cls, path: str | Path, live: bool = False, generator: nn.Module | None = None,
+             discriminator: nn.Module | None = None) -> "GAN":
         """A trained GAN from a run directory or checkpoint file, ready to sample. live: sample the
-        last training iterate of G itself, not its EMA copy or rejection critic (see Sampler)."""
+        last training iterate of G itself, not its EMA copy or rejection critic (see Sampler).
+        generator, discriminator: the modules a run trained from Python was given (model.name = 'python')."""
+        _use_networks(generator, discriminator)
         file = ckpt.find_checkpoint(path)
         state = ckpt.load_checkpoint(file)
         try:
@@ -116,8 +131,46 @@ class GAN:
         return gan
 
 
-def load(path: str | Path, live: bool = False) -> GAN:
-    return GAN.load(path, live)
+def load(path: str | Path, live: bool = False, generator: nn.Module | None = None,
+         discriminator: nn.Module | None = None) -> GAN:
+    return GAN.load(path, live, generator, discriminator)
+
+
+def _use_networks(generator: nn.Module | None, discriminator: nn.Module | None) -> bool:
+    """Register the user's modules as the model `python` of this process; False when none are given."""
+    if generator is None and discriminator is None:
+        return False
+    if generator is None or discriminator is None:
+        raise UserError("give both generator= and discriminator= (plain nn.Modules), or neither")
+    MODELS.register(plain.NAME, "your own G and D as nn.Modules, from Python", replace=True)(
+        plain.plain_builder(generator, discriminator))
+    return True
+
+
+def _source_of(X: Any, run_dir: Path):
+    """(data source, data.name, a function that saves the data into the run) for X: an (n, dim)
+    array of vectors, images (N, H, W), (N, H, W, C) or (N, C, H, W) as uint8 or floats in [0, 1], a
+    torch tensor of either, or a torch Dataset of them (items, or (item, label) pairs)."""
+    array = _as_array(X)
+    if array.ndim <= 2:
+        points = Points(validate_points(array, "X").astype(np.float32), source="X")
+        file = (run_dir / "data.npy").resolve()
+        return points, f"points:{file}", lambda: np.save(file, points.data.numpy())
+    if array.ndim == 4 and array.shape[1] in (1, 3) and array.shape[-1] not in (1, 3):
+        array = array.transpose(0, 2, 3, 1)  # (N, C, H, W) -> (N, H, W, C)
+    images = ImageSource(to_nchw_uint8(array, "X"), None, "images X")
+    file = (run_dir / "data.npz").resolve()
+    return images, f"images:{file}", lambda: np.savez(file, images=images.images.numpy().transpose(0, 2, 3, 1))
+
+
+def _as_array(X: Any) -> np.ndarray:
+    if isinstance(X, torch.utils.data.Dataset) and not isinstance(X, torch.Tensor):
+        items = [X[i] for i in range(len(X))]  # a map-style Dataset, read once
+        items = [item[0] if isinstance(item, (tuple, list)) else item for item in items]
+        X = torch.stack([torch.as_tensor(item) for item in items])
+    if isinstance(X, torch.Tensor):
+        X = X.detach().cpu().numpy()
+    return np.asarray(X)
 
 
 @dataclasses.dataclass

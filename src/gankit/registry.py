@@ -23,9 +23,9 @@ class Registry(Generic[T]):
         self._items: dict[str, T] = {}
         self._help: dict[str, str] = {}
 
-    def register(self, name: str, help: str = "") -> Callable[[T], T]:
+    def register(self, name: str, help: str = "", replace: bool = False) -> Callable[[T], T]:
         def add(item: T) -> T:
-            if name in self._items:
+            if name in self._items and not replace:
                 raise ValueError(f"{self.kind} '{name}' is registered twice")
             self._items[name] = item
             self._help[name] = help or (getattr(item, "__doc__", "") or "").strip().split("\n")[0]

@@ -239,10 +239,10 @@ def load_array(path: str) -> ImageSource:
         raise
     except (ValueError, OSError, EOFError) as exc:
         raise UserError(f"image array '{path}' cannot be read ({str(exc).splitlines()[0]})")
-    return ImageSource(_to_nchw_uint8(images, path), labels, f"images {path}")
+    return ImageSource(to_nchw_uint8(images, path), labels, f"images {path}")
 
 
-def _to_nchw_uint8(images: np.ndarray, path: str) -> np.ndarray:
+def to_nchw_uint8(images: np.ndarray, path: str) -> np.ndarray:
     if images.ndim == 3:
         images = images[..., None]
     if images.ndim != 4 or images.shape[-1] not in (1, 3):

@@ -1,0 +1,91 @@
+"""Your own G and D as plain nn.Modules, and data as a tensor or a torch Dataset, through gankit.GAN."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import gankit
+from gankit.cli import main
+
+NO_PICTURES = {"train.snapshot_every": 0, "viz.plot_at_end": False}
+
+
+def mlp(inputs: int, outputs: int) -> nn.Module:
+    return nn.Sequential(nn.Linear(inputs, 64), nn.LeakyReLU(0.2), nn.Linear(64, 64), nn.LeakyReLU(0.2),
+                         nn.Linear(64, outputs))
+
+
+class Rings(torch.utils.data.Dataset):
+    """A map-style Dataset of (point, label) pairs: a ring of radius 3 around (10, -5)."""
+
+    def __init__(self, n: int):
+        angle = torch.rand(n, generator=torch.Generator().manual_seed(0)) * 2 * torch.pi
+        self.points = torch.stack([10 + 3 * angle.cos(), -5 + 3 * angle.sin()], 1)
+
+    def __len__(self):
+        return len(self.points)
+
+    def __getitem__(self, i):
+        return self.points[i], 0
+
+
+def test_plain_modules_train_resume_evaluate_and_reload(tmp_path, capsys):
+    G, D = mlp(8, 2), mlp(2, 1)
+    first_weight = G[0].weight.detach().clone()
+    run = tmp_path / "mine"
+    gan = gankit.GAN(settings={"model.z_dim": 8, "train.steps": 800, **NO_PICTURES}, out=run,
+                     generator=G, discriminator=D).fit(Rings(3000))
+    torch.testing.assert_close(G[0].weight, first_weight)  # the caller's modules are left as they were
+    samples = gan.sample(1000, seed=0)
+    radius = np.hypot(samples[:, 0] - 10, samples[:, 1] + 5)
+    assert abs(np.median(radius) - 3) < 0.6  # learned the ring, in the data's units
+    assert "mmd2" in gan.evaluate(["mmd"], n=300)
+    again = gankit.load(run, generator=mlp(8, 2), discriminator=mlp(2, 1))
+    np.testing.assert_array_equal(again.sample(50, seed=1), gan.sample(50, seed=1))
+    # resumed in this process, where the modules are known (steps counted on from the checkpoint)
+    assert main(["resume", str(run), "--steps", "850", "--quiet", "--no-plots"]) == 0
+    assert gankit.load(run, generator=mlp(8, 2), discriminator=mlp(2, 1)).history()[-1]["step"] == 850
+
+
+def test_the_cli_without_the_modules_names_the_fix(tmp_path, capsys):
+    from gankit.models import MODELS
+
+    gankit.GAN(settings={"model.z_dim": 8, "train.steps": 5, **NO_PICTURES}, out=tmp_path / "run",
+               generator=mlp(8, 2), discriminator=mlp(2, 1)).fit(np.random.default_rng(0).normal(size=(300, 2)))
+    MODELS.register("python", replace=True)(_placeholder())  # as in a fresh process
+    assert main(["sample", str(tmp_path / "run"), "-n", "5", "--out", str(tmp_path / "s.npy")]) == 2
+    assert "gankit.load(RUN, generator=G, discriminator=D)" in capsys.readouterr().err
+
+
+def _placeholder():
+    import gankit.models as models
+
+    return models._python_networks_not_here
+
+
+def test_networks_that_do_not_fit_the_data_are_refused_in_one_line():
+    X = np.random.default_rng(0).normal(size=(300, 3))
+    with pytest.raises(gankit.UserError, match="makes samples shaped"):
+        gankit.GAN(settings={"model.z_dim": 8, "train.steps": 2}, generator=mlp(8, 2), discriminator=mlp(3, 1)).fit(X)
+    with pytest.raises(gankit.UserError, match="model.z_dim"):
+        gankit.GAN(settings={"model.z_dim": 4, "train.steps": 2}, generator=mlp(8, 3), discriminator=mlp(3, 1)).fit(X)
+    with pytest.raises(gankit.UserError, match="one logit per sample"):
+        gankit.GAN(settings={"model.z_dim": 8, "train.steps": 2}, generator=mlp(8, 3), discriminator=mlp(3, 2)).fit(X)
+    with pytest.raises(gankit.UserError, match="both generator= and discriminator="):
+        gankit.GAN(generator=mlp(8, 3))
+
+
+def test_image_tensors_train_a_conv_pair(tmp_path):
+    """(N, C, H, W) floats in [0, 1] with a small convolutional G and D of the user's."""
+    G = nn.Sequential(nn.Linear(16, 8 * 7 * 7), nn.Unflatten(1, (8, 7, 7)), nn.ReLU(),
+                      nn.ConvTranspose2d(8, 4, 4, 2, 1), nn.ReLU(), nn.ConvTranspose2d(4, 1, 4, 2, 1), nn.Tanh())
+    D = nn.Sequential(nn.Conv2d(1, 4, 4, 2, 1), nn.LeakyReLU(0.2), nn.Conv2d(4, 8, 4, 2, 1), nn.LeakyReLU(0.2),
+                      nn.Flatten(), nn.Linear(8 * 7 * 7, 1))
+    images = torch.rand(64, 1, 28, 28)
+    gan = gankit.GAN("mnist-dcgan", settings={"model.z_dim": 16, "train.steps": 3, "train.batch_size": 16,
+                                              **NO_PICTURES}, out=tmp_path / "img", generator=G, discriminator=D)
+    made = gan.fit(images).sample(5, seed=0)
+    assert made.shape == (5, 28, 28, 1) and made.dtype == np.uint8
+    assert (tmp_path / "img" / "data.npz").is_file()
