@@ -252,6 +252,6 @@ def test_probability_view_scores_the_live_generator_not_its_ema(tmp_path):
         return prob.probability_view(ev.blurred_log_prob(trainer.source, density), ev.real_samples(target, 200, 0),
                                      density, target.d_prob)
 
-    live, ema = view(trainer._live_samples(200, 0)), view(target.sample(200, 0))
+    live, ema = view(trainer.evaluation.live_samples(200, 0)), view(target.sample(200, 0))
     assert {k: v for k, v in scores.items() if k != "n"} == pytest.approx(live)
     assert ema["value_d"] != pytest.approx(live["value_d"])  # early in training JSD saturates at log 2 for both

@@ -28,4 +28,5 @@ def test_example_runs_with_quick(script, extra, expected, tmp_path):
                           env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert expected in done.stdout
-    assert (tmp_path / "runs").is_dir()  # the example's run, where a learner finds it
+    if script != "sigmoid_role.py":  # its runs are temporary
+        assert (tmp_path / "runs").is_dir()  # the example's run, where a learner finds it

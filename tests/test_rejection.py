@@ -74,10 +74,10 @@ def test_a_critic_that_rejects_everything_falls_back_to_gs_samples_with_a_warnin
 
 def test_a_critic_keeping_under_one_percent_is_not_used(tmp_path, monkeypatch, capsys):
     """Training warns and falls back to G alone: scores, `gankit sample` and the API agree."""
-    import gankit.training.trainer as trainer_module
+    import gankit.training.rejection as rejection_module
 
     fitted = Critic(LogRatio(), log_max=0.0, acceptance=0.004)
-    monkeypatch.setattr(trainer_module, "fit_critic", lambda *args, **kwargs: fitted)
+    monkeypatch.setattr(rejection_module, "fit_critic", lambda *args, **kwargs: fitted)
     monkeypatch.setattr(Critic, "from_state", classmethod(lambda cls, state, *a: fitted))
     run = tmp_path / "ring"
     sets = [a for item in TINY + ["train.drs_steps=5", "eval.every=10", "eval.n=100", "model.pack=1"]
@@ -208,7 +208,7 @@ def test_live_samples_the_last_iterate_without_ema_or_critic(drs_run, tmp_path, 
     live = np.load(tmp_path / "live.npy")
     trainer = Trainer.resume(drs_run)
     assert trainer.ema is not None and trainer.critic is not None
-    np.testing.assert_allclose(live, trainer._live_samples(200, 3), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(live, trainer.evaluation.live_samples(200, 3), rtol=1e-6, atol=1e-6)
     assert not np.allclose(live, load(drs_run).sample(200, seed=3, raw=True))  # the EMA copy differs
     np.testing.assert_array_equal(load(drs_run, live=True).sample(200, seed=3), live)
     capsys.readouterr()

@@ -218,7 +218,7 @@ def test_rollback_passes_over_a_poisoned_checkpoint(tiny_cfg, tmp_path):
     resumed = Trainer.resume(tmp_path).fit(25, progress=False)  # NaN losses: roll back past step 20
     rollbacks = [r for r in lines(tmp_path) if r.get("event") == "rollback"]
     assert len(rollbacks) == 1 and "back to step 10" in rollbacks[0]["message"]
-    assert resumed.step == 25 and not resumed._nonfinite_state()
+    assert resumed.step == 25 and not resumed.guards.nonfinite_state()
     assert (tmp_path / "checkpoints" / "abandoned" / "step-000020.pt").is_file()  # set aside, not resumed from
 
 

@@ -286,7 +286,13 @@ def build_parser() -> Parser:
     parser = Parser(prog="gankit", description="Train, understand and evaluate GANs.")
     parser.add_argument("--version", action="version", version=f"gankit {__version__}")
     verbs = parser.add_subparsers(dest="verb", required=True, parser_class=Parser)
+    _add_training_verbs(verbs)
+    _add_sampling_verbs(verbs)
+    _add_looking_verbs(verbs)
+    return parser
 
+
+def _add_training_verbs(verbs) -> None:
     train = verbs.add_parser("train", help="train a preset or a config file")
     train.add_argument("target", nargs="?", default="quadratic", help="preset name, CONFIG.toml, or your points as FILE.npy / FILE.csv "
                        "(the `points` preset; default: quadratic)")
@@ -308,6 +314,8 @@ def build_parser() -> Parser:
     _add_run_flags(resume)
     resume.set_defaults(func=cmd_resume)
 
+
+def _add_sampling_verbs(verbs) -> None:
     sample = verbs.add_parser("sample", help="generate samples from a run or checkpoint")
     sample.add_argument("run", help="run directory or .pt checkpoint")
     sample.add_argument("-n", type=int, default=1000, help="number of samples (default 1000)")
@@ -328,6 +336,8 @@ def build_parser() -> Parser:
     export.add_argument("--out", required=True, help="generator.pt2")
     export.set_defaults(func=cmd_export)
 
+
+def _add_looking_verbs(verbs) -> None:
     plot = verbs.add_parser("plot", help="(re)draw every plot of a run directory")
     plot.add_argument("run_dir")
     plot.set_defaults(func=cmd_plot)
@@ -358,7 +368,6 @@ def build_parser() -> Parser:
     show.add_argument("preset")
     _add_set(show)
     show.set_defaults(func=cmd_config)
-    return parser
 
 
 def _add_set(p: argparse.ArgumentParser) -> None:

@@ -1,6 +1,8 @@
 """Optimisers for G and D, built from their config sections."""
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from gankit.config import OptimConfig
@@ -37,3 +39,20 @@ def _start_rms_average(opt: torch.optim.RMSprop, value: float) -> None:
             if group["centered"]:
                 state["grad_avg"] = torch.zeros_like(p)
             opt.state[p] = state
+
+
+def load_optimizer_state(opt: torch.optim.Optimizer, saved: dict[str, Any]) -> None:
+    """Load a saved optimiser state, keeping the implementation this run chose (fused or foreach: a
+    run saved by another version or machine may have used the other) and every state tensor laid
+    out like its weight: CPU fused Adam assumes it (with contiguous moments beside channels-last
+    weights, as an earlier version saved them, it silently updates the wrong elements)."""
+    chosen = [{k: g.get(k) for k in ("fused", "foreach")} for g in opt.param_groups]
+    opt.load_state_dict(saved)
+    for group, flags in zip(opt.param_groups, chosen):
+        group.update(flags)
+        for p in group["params"]:
+            for key, value in opt.state.get(p, {}).items():
+                if torch.is_tensor(value) and value.shape == p.shape:
+                    opt.state[p][key] = torch.empty_like(p).copy_(value)
+                elif key == "step" and torch.is_tensor(value) and flags.get("fused"):
+                    opt.state[p][key] = value.to(device=p.device, dtype=torch.float32)

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+import time
 import warnings
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 from torch import nn
@@ -27,6 +28,9 @@ from gankit.models import MODELS
 from gankit.models.base import eval_mode, without_batch_norm
 from gankit.models.noise import sample_noise
 from gankit.training.optim import make_optimizer
+
+if TYPE_CHECKING:
+    from gankit.training.trainer import Trainer
 
 # Candidates drawn to set M (the largest log-ratio seen) once the critic is trained.
 POOL = 20_000
@@ -172,3 +176,27 @@ def _kept(critic: Critic, draw_fake: DrawFake, n: int, rng: torch.Generator, lab
             kept.append(draw_fake(n - have, rng, label)[0])
             break
     return torch.cat(kept)[:n]
+
+
+def fit_run_critic(run: "Trainer", progress: bool = True) -> Critic | None:
+    """Fit the critic of a run's finished G; from then on sampling and evaluation keep only the
+    samples it accepts, unless it keeps too few (then, with a warning, G's own). Evaluates again
+    when eval.every is set. None when a stop signal came first (`gankit resume RUN` fits it then)."""
+
+    started = time.perf_counter()
+    critic = fit_critic(run.cfg, run.source.shape, run.num_classes, run._draw_real_with, run.draw_fake,
+                        run.device, progress, lambda: run.guards.stop_signal is not None)
+    if critic is None:
+        return None
+    run.critic = critic
+    seconds, kept = time.perf_counter() - started, critic.acceptance
+    run.log.event("drs_critic", steps=run.cfg.train.drs_steps, acceptance=round(kept, 4), seconds=round(seconds, 3))
+    run.log.say(f"gankit: rejection-sampling critic fitted in {seconds:.1f} s; it keeps {100 * kept:.1f}% "
+                "of G's samples")
+    if not critic.usable:
+        run.log.event("warning", kind="drs_fallback", message=(
+            f"the critic keeps {100 * kept:.2f}% of G's samples (over {1 / max(kept, 1e-9):,.0f} draws a kept "
+            "sample), so it is not used: samples and scores are G's own; more train.drs_steps may fit a better one"))
+    elif run.cfg.eval.every > 0:
+        run.evaluation.evaluate()
+    return critic

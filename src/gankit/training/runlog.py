@@ -1,0 +1,113 @@
+"""A run's record as it trains: metrics.jsonl (the run's own log), the progress bar, a stderr line
+for each event, and the TensorBoard mirror when train.tensorboard asks for it. Process 0 writes;
+the other processes of a multi-process run keep quiet."""
+from __future__ import annotations
+
+import json
+import sys
+from typing import TYPE_CHECKING, Any
+
+import torch
+from tqdm import tqdm
+
+from gankit import config as config_mod
+from gankit.io import atomic_write_text
+from gankit.training import tensorboard
+
+if TYPE_CHECKING:
+    from gankit.training.trainer import Trainer
+
+
+class RunLog:
+    def __init__(self, run: "Trainer"):
+        self.run = run
+        self.bar: tqdm | None = None
+        self.tensorboard: tensorboard.TensorBoardLog | None = None  # open while fit() runs
+
+    def open(self, total: int, progress: bool) -> None:
+        run = self.run
+        self.bar = tqdm(total=total, initial=run.step, desc="train", unit="step", file=sys.stderr,
+                        disable=not (progress and run.world.is_main), dynamic_ncols=True, mininterval=0.5)
+        if run.cfg.train.tensorboard and run.world.is_main and self.tensorboard is None:
+            self.tensorboard = tensorboard.TensorBoardLog(run.run_dir, config_mod.dumps(run.cfg))
+
+    def close_bar(self) -> None:
+        """Training is over (a rejection critic may show its own bar next)."""
+        if self.bar is not None:
+            self.bar.close()
+
+    def close(self) -> None:
+        self.close_bar()
+        if self.tensorboard is not None:
+            self.tensorboard.close()
+            self.tensorboard = None
+
+    def append(self, row: dict[str, Any]) -> None:
+        """One line of metrics.jsonl (and its numbers in TensorBoard)."""
+        if not self.run.world.is_main:
+            return
+        with open(self.run.run_dir / "metrics.jsonl", "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(row) + "\n")
+        if self.tensorboard is not None:
+            self.tensorboard.row(row)
+
+    def event(self, event: str, **fields: Any) -> None:
+        """A line in metrics.jsonl (the run's record) and on stderr."""
+        self.append({"step": self.run.step, "event": event, **fields})
+        if self.run.world.is_main:
+            tqdm.write(f"gankit: {event} at step {self.run.step}: {fields.get('message', '')}", file=sys.stderr)
+
+    def say(self, text: str) -> None:
+        """A line on stderr that does not break the progress bar."""
+        tqdm.write(text, file=sys.stderr)
+
+    def training_row(self, stats: dict[str, torch.Tensor]) -> dict[str, Any]:
+        """A log step's row: the step's statistics, the time, and for images epochs and images/s;
+        written to metrics.jsonl and shown on the progress bar."""
+        run = self.run
+        row: dict[str, Any] = {"step": run.step}
+        row.update({k: round(float(v), 6) for k, v in stats.items()})
+        if run.cfg.loss.instance_noise > 0:
+            row["noise_std"] = run.loss.noise_std(run.step)
+        row["seconds"] = round(run.elapsed, 3)
+        postfix = {"D": f"{row['d_loss']:.3f}", "G": f"{row['g_loss']:.3f}"}
+        if "d_real" in row:
+            postfix.update({"D(x)": f"{row['d_real']:.2f}", "D(G(z))": f"{row['d_fake']:.2f}"})
+        else:  # a critic's raw values (wgan-gp, hinge, lsgan): no probabilities
+            postfix.update({"C(x)": f"{row['critic_real']:.2f}", "C(G(z))": f"{row['critic_fake']:.2f}"})
+        if run.is_image:
+            t = run.cfg.train
+            seen = run.step * t.batch_size * (1 if t.reuse_batch else t.n_d)  # real images drawn so far
+            row["epoch"] = round(seen / len(run.source), 4)
+            row["images_per_s"] = round(seen / max(run.elapsed, 1e-9), 1)
+            postfix = {"epoch": f"{row['epoch']:.2f}", **postfix, "img/s": f"{row['images_per_s']:.0f}"}
+        self.append(row)
+        if self.bar is not None:
+            self.bar.set_postfix(postfix, refresh=False)
+        return row
+
+    def advance(self) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def rewind(self, step: int) -> None:
+        """After a rollback: the bar shows the step training continues from."""
+        if self.bar is not None:
+            self.bar.n = step
+            self.bar.refresh()
+
+    def truncate(self, step: int) -> None:
+        """Drop log lines written after `step` (on resume or rollback): no duplicates, no gaps."""
+        path = self.run.run_dir / "metrics.jsonl"
+        if not path.exists() or not self.run.world.is_main:
+            return
+        kept = [line for line in path.read_text(encoding="utf-8").splitlines()
+                if line.strip() and _line_step(line) <= step]
+        atomic_write_text(path, "".join(line + "\n" for line in kept))
+
+
+def _line_step(line: str) -> int:
+    try:
+        return int(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return sys.maxsize  # an unreadable (half-written) line is dropped
