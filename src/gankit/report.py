@@ -313,7 +313,7 @@ def _figure(traces: list[dict], title: str, x_label: str, y_label: str,
                "line": {"dash": "dash", "color": "#555", "width": 1}} for y, _ in lines or []]
     notes = [{"xref": "paper", "x": 1, "y": y, "xanchor": "right", "yanchor": "bottom", "text": text,
               "showarrow": False, "font": {"size": 10, "color": "#555"}} for y, text in lines or []]
-    layout = {"title": {"text": title}, "xaxis": {"title": {"text": x_label}}, "yaxis": {"title": {"text": y_label}},
+    layout = {"title": {"text": title, "x": 0.01, "xanchor": "left"}, "modebar": {"orientation": "v"}, "xaxis": {"title": {"text": x_label}}, "yaxis": {"title": {"text": y_label}},
               "shapes": shapes, "annotations": notes, "height": 320, "margin": {"l": 60, "r": 20, "t": 40, "b": 45},
               "legend": {"orientation": "h"}}
     data = json.dumps(traces, default=_json_number)
