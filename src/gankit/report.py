@@ -334,7 +334,7 @@ def _page(title: str, body: str) -> str:
              "text-align:left}th{background:#f2f2f2}.ok{color:#276b27}.grid{display:grid;"
              "grid-template-columns:repeat(auto-fill,minmax(330px,1fr));gap:10px}img{max-width:100%}"
              "figure{margin:0}pre{background:#f7f7f7;padding:1em;overflow:auto}"
-             ".figure{min-height:320px}")
+             ".figure{min-height:320px}.wide{overflow-x:auto}")
     return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{_e(title)}</title>"
             f"<style>{style}</style><noscript><style>.script-only{{display:none}}.figure{{min-height:0}}"
             f"</style></noscript><script>{get_plotlyjs()}</script></head><body>{body}"
@@ -344,7 +344,7 @@ def _page(title: str, body: str) -> str:
 def _table(columns: list[str], rows: list[tuple], header: bool = True) -> str:
     head = "<tr>" + "".join(f"<th>{_e(h)}</th>" for h in columns) + "</tr>" if header else ""
     body = "".join("<tr>" + "".join(f"<td>{_e(_fmt(c))}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table>{head}{body}</table>"
+    return f"<div class='wide'><table>{head}{body}</table></div>"  # wide tables scroll, the page does not
 
 
 def _fmt(value: Any) -> str:
