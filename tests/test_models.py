@@ -206,3 +206,13 @@ def test_a_categorical_latent_is_a_uniform_one_hot_after_the_continuous_coordina
     torch.testing.assert_close(plain, torch.rand(10, 3, generator=torch.Generator().manual_seed(1)) * 2 - 1)
     g, _ = build_mlp(m, (2,))
     assert g(z[:4]).shape == (4, 2)
+
+
+def test_dcgan_discriminator_takes_its_own_width():
+    base = ModelConfig(name="dcgan", z_dim=8, conv_width=4, g_output="tanh")
+    g, d = build_dcgan(base, (1, 28, 28))
+    g2, wide = build_dcgan(ModelConfig(name="dcgan", z_dim=8, conv_width=4, d_conv_width=16, g_output="tanh"),
+                           (1, 28, 28))
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert count(g2) == count(g) and count(wide) > 4 * count(d)
+    assert wide(torch.zeros(3, 1, 28, 28)).shape == (3,)

@@ -60,6 +60,7 @@ class ModelConfig:
     pack: int = 1  # PacGAN: D judges `pack` samples at once
     conditional: bool = False  # class-conditional G (label embedding) and projection D
     conv_width: int = 64  # dcgan: channels of the widest-resolution layer
+    d_conv_width: int = 0  # dcgan: D's own conv_width (0: the same as G's)
 
 
 @dataclass(frozen=True)
@@ -209,6 +210,7 @@ def check_ranges(cfg: RunConfig) -> None:
     _require(m.pack >= 1, "model.pack", m.pack, "must be >= 1")
     _require(not (m.conditional and m.pack > 1), "model.pack", m.pack, "must be 1 when model.conditional = true")
     _require(m.conv_width >= 1, "model.conv_width", m.conv_width, "must be >= 1")
+    _require(m.d_conv_width >= 0, "model.d_conv_width", m.d_conv_width, "must be >= 0 (0: model.conv_width)")
     _require(m.init_std > 0, "model.init_std", m.init_std, "must be > 0")
     _require(t.steps >= 1, "train.steps", t.steps, "must be >= 1")
     _require(t.batch_size >= 1, "train.batch_size", t.batch_size, "must be >= 1")

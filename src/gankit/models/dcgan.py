@@ -110,14 +110,15 @@ def build_dcgan(cfg: ModelConfig, shape: tuple[int, ...], num_classes: int = 0) 
     if height != width or height not in (28, 32, 64):
         raise UserError(f"dcgan makes 28x28, 32x32 or 64x64 images, the data is {height}x{width}; "
                         "set data.image_size to 32 or 64")
+    d_width = cfg.d_conv_width or cfg.conv_width
     if height == 28:
         g: Generator = DCGAN28Generator(latent_width(cfg), channels, cfg.conv_width, cfg.g_output, classes)
-        d: Discriminator = DCGAN28Discriminator(channels, cfg.conv_width, cfg.pack, classes, cfg.d_dropout,
+        d: Discriminator = DCGAN28Discriminator(channels, d_width, cfg.pack, classes, cfg.d_dropout,
                                                 cfg.d_batch_norm)
     else:
         g = DCGANGenerator(latent_width(cfg), channels, height, cfg.conv_width, cfg.g_output, classes)
         # Spectral norm replaces batch norm in D, as in Miyato et al. 2018.
-        d = DCGANDiscriminator(channels, height, cfg.conv_width, cfg.pack, classes, batch_norm=not cfg.spectral_norm)
+        d = DCGANDiscriminator(channels, height, d_width, cfg.pack, classes, batch_norm=not cfg.spectral_norm)
     init_weights(g, cfg.init, cfg.init_std)
     init_weights(d, cfg.init, cfg.init_std)
     if cfg.spectral_norm:
