@@ -89,3 +89,23 @@ def test_image_tensors_train_a_conv_pair(tmp_path):
     made = gan.fit(images).sample(5, seed=0)
     assert made.shape == (5, 28, 28, 1) and made.dtype == np.uint8
     assert (tmp_path / "img" / "data.npz").is_file()
+
+
+def test_two_gans_with_their_own_modules_each_train_their_own(tmp_path):
+    X = np.random.default_rng(0).normal(size=(300, 2))
+    settings = {"model.z_dim": 8, "train.steps": 5, **NO_PICTURES}
+    small = gankit.GAN(settings=settings, out=tmp_path / "small", generator=mlp(8, 2), discriminator=mlp(2, 1))
+    wide_g = nn.Sequential(nn.Linear(8, 256), nn.LeakyReLU(0.2), nn.Linear(256, 2))
+    wide = gankit.GAN(settings=settings, out=tmp_path / "wide", generator=wide_g, discriminator=mlp(2, 1))
+    small.fit(X)  # after `wide` registered its modules: `small` still trains its own
+    wide.fit(X)
+    count = lambda gan: sum(p.numel() for p in gan.sampler.generator.parameters())  # noqa: E731
+    assert count(small) == sum(p.numel() for p in mlp(8, 2).parameters())
+    assert count(wide) == sum(p.numel() for p in wide_g.parameters())
+    assert "mmd2" in small.evaluate(["mmd"], n=100)
+
+
+def test_a_plain_discriminator_refuses_packing():
+    with pytest.raises(gankit.UserError, match="model.pack = 4"):
+        gankit.GAN(settings={"model.z_dim": 8, "model.pack": 4, "train.steps": 2}, generator=mlp(8, 2),
+                   discriminator=mlp(2, 1)).fit(np.zeros((300, 2)))

@@ -63,3 +63,13 @@ def test_without_the_package_the_flag_is_one_clear_error(tmp_path, monkeypatch, 
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "pip install tensorboard" in err[0]
     assert not (tmp_path / "run").exists()
+
+
+def test_a_resumed_run_shows_each_step_once(tmp_path):
+    run = tmp_path / "run"
+    sets = ["--quiet", "--no-plots", "--set", "train.tensorboard=true", "--set", "train.log_every=5",
+            "--set", "train.checkpoint_every=10"]
+    assert main(["train", "quadratic", "--steps", "20", "--out", str(run), *sets]) == 0
+    assert main(["resume", str(run / "checkpoints" / "step-000010.pt"), "--steps", "25", "--quiet", "--no-plots"]) == 0
+    steps = [e.step for e in read(run / "tensorboard").Scalars("d_loss")]
+    assert steps == [5, 10, 15, 20, 25]  # the abandoned 15 and 20 dropped, the new ones kept once

@@ -41,7 +41,8 @@ class GAN:
 
         cfg = preset if isinstance(preset, RunConfig) else load_preset(preset)
         items = [f"{k}={config_mod.toml_value(v)}" for k, v in (settings or {}).items()]
-        if _use_networks(generator, discriminator):
+        self._networks = _networks_of(generator, discriminator)  # this GAN's own, registered when it builds
+        if self._networks is not None:
             items.append(f"model.name={plain.NAME}")
         self.config: RunConfig = config_mod.with_overrides(cfg, items)
         self.out, self.progress = out, progress
@@ -52,6 +53,7 @@ class GAN:
         """Train on X (an (n, dim) array) or, with X None, on the config's dataset."""
         from gankit.training import Trainer
 
+        self._register_networks()
         run_dir = Path(self.out) if self.out else Path(tempfile.mkdtemp(prefix="gankit-run-"))
         cfg, source, save_data = self.config, None, None
         if X is not None:  # kept in the run (data.npy / data.npz), so it resumes and evaluates without X
@@ -79,6 +81,7 @@ class GAN:
         from gankit.metrics.evaluate import evaluate
         from gankit.training import Trainer
 
+        self._register_networks()
         trainer = Trainer.resume(self._fitted_run())
         return evaluate(trainer.eval_target(), metrics, n, seed)
 
@@ -92,6 +95,7 @@ class GAN:
         """Write the run's HTML report, as `gankit report` (default RUN/report.html); returns its path."""
         from gankit.report import write_report
 
+        self._register_networks()  # the report counts the networks' parameters
         return write_report([self._fitted_run()], out)
 
     def history(self) -> list[dict[str, Any]]:
@@ -100,6 +104,12 @@ class GAN:
 
         text = (self._fitted_run() / "metrics.jsonl").read_text(encoding="utf-8")
         return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+    def _register_networks(self) -> None:
+        """Networks from Python: make this GAN's own the model `python` of the process (another GAN
+        given other modules may have registered its own since)."""
+        if getattr(self, "_networks", None) is not None:
+            MODELS.register(plain.NAME, "your own G and D as nn.Modules, from Python", replace=True)(self._networks)
 
     def _fitted_run(self) -> Path:
         if self.run_dir is None:
@@ -118,7 +128,9 @@ class GAN:
         """A trained GAN from a run directory or checkpoint file, ready to sample. live: sample the
         last training iterate of G itself, not its EMA copy or rejection critic (see Sampler).
         generator, discriminator: the modules a run trained from Python was given (model.name = 'python')."""
-        _use_networks(generator, discriminator)
+        networks = _networks_of(generator, discriminator)
+        if networks is not None:
+            MODELS.register(plain.NAME, "your own G and D as nn.Modules, from Python", replace=True)(networks)
         file = ckpt.find_checkpoint(path)
         state = ckpt.load_checkpoint(file)
         try:
@@ -126,6 +138,7 @@ class GAN:
         except ckpt.STATE_ERRORS as exc:
             raise ckpt.incompatible(file, exc) from exc
         gan = cls(sampler.config)
+        gan._networks = networks
         gan.run_dir = ckpt.run_dir_of(path)
         gan._sampler = sampler
         return gan
@@ -136,15 +149,13 @@ def load(path: str | Path, live: bool = False, generator: nn.Module | None = Non
     return GAN.load(path, live, generator, discriminator)
 
 
-def _use_networks(generator: nn.Module | None, discriminator: nn.Module | None) -> bool:
-    """Register the user's modules as the model `python` of this process; False when none are given."""
+def _networks_of(generator: nn.Module | None, discriminator: nn.Module | None):
+    """The model builder of the user's two modules (models/plain.py), or None when none are given."""
     if generator is None and discriminator is None:
-        return False
+        return None
     if generator is None or discriminator is None:
         raise UserError("give both generator= and discriminator= (plain nn.Modules), or neither")
-    MODELS.register(plain.NAME, "your own G and D as nn.Modules, from Python", replace=True)(
-        plain.plain_builder(generator, discriminator))
-    return True
+    return plain.plain_builder(generator, discriminator)
 
 
 def _source_of(X: Any, run_dir: Path):

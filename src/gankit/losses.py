@@ -124,6 +124,7 @@ class GANLoss:
     def __init__(self, cfg: LossConfig):
         self.cfg = cfg
         self.pair: LossPair = LOSSES.get(cfg.name)
+        self._last_r1: Tensor | None = None
 
     def noise_std(self, step: int) -> float:
         """Instance noise, annealed linearly to 0 over `instance_noise_anneal` steps."""
@@ -164,7 +165,9 @@ class GANLoss:
             # weight, the same penalty on average for a fraction of its cost.
             r1 = r1_penalty(d, real_in, labels)
             loss = loss + 0.5 * self.cfg.r1_gamma * self.cfg.r1_every * r1
-            stats["r1"] = r1.detach()
+            self._last_r1 = r1.detach()
+        if self.cfg.r1_gamma > 0 and self._last_r1 is not None:
+            stats["r1"] = self._last_r1  # on lazy steps: its value where it was last computed
         return loss, self.pair.g(fake_logits) if with_g else None, stats
 
     def _judgement_stats(self, real_logits: Tensor, fake_logits: Tensor) -> dict[str, Tensor]:

@@ -199,7 +199,7 @@ def _samples(run: RunRecord) -> str:
             f"<span id='sample-step'>step {steps[last]:,}</span></p>"
             f"<input type='range' id='sample-slider' min='0' max='{last}' value='{last}' class='script-only'>"
             f"<div><img id='sample-img' src='{sources[last]}' alt='samples at step {steps[last]}'></div>"
-            f"<script>const sampleFrames = {json.dumps(sources)}; const sampleSteps = {json.dumps(steps)};"
+            f"<script>const sampleFrames = {_script_json(sources)}; const sampleSteps = {_script_json(steps)};"
             "const slider = document.getElementById('sample-slider');"
             "slider.addEventListener('input', () => {"
             "document.getElementById('sample-img').src = sampleFrames[slider.value];"
@@ -316,10 +316,15 @@ def _figure(traces: list[dict], title: str, x_label: str, y_label: str,
     layout = {"title": {"text": title, "x": 0.01, "xanchor": "left"}, "modebar": {"orientation": "v"}, "xaxis": {"title": {"text": x_label}}, "yaxis": {"title": {"text": y_label}},
               "shapes": shapes, "annotations": notes, "height": 320, "margin": {"l": 60, "r": 20, "t": 40, "b": 45},
               "legend": {"orientation": "h"}}
-    data = json.dumps(traces, default=_json_number)
+    data = _script_json(traces)
     return (f"<div class='figure' id='{div}'><noscript>{_e(title)}: chart needs scripts; the numbers are in "
-            f"metrics.jsonl</noscript></div><script>Plotly.newPlot('{div}', {data}, {json.dumps(layout)}, "
+            f"metrics.jsonl</noscript></div><script>Plotly.newPlot('{div}', {data}, {_script_json(layout)}, "
             "{responsive: true, displaylogo: false});</script>")
+
+
+def _script_json(value: Any) -> str:
+    """JSON safe inside <script>: a run named '</script>' cannot end the script early."""
+    return json.dumps(value, default=_json_number).replace("</", "<\\/")
 
 
 def _json_number(value: Any) -> Any:

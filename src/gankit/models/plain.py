@@ -55,6 +55,9 @@ def plain_builder(generator: nn.Module, discriminator: nn.Module) -> Callable:
     def build(cfg: ModelConfig, shape: tuple[int, ...], num_classes: int = 0) -> tuple[Generator, Discriminator]:
         if num_classes and cfg.conditional:
             raise UserError("networks passed from Python are unconditional; set model.conditional = false")
+        if cfg.pack > 1:
+            raise UserError(f"model.pack = {cfg.pack}: a discriminator passed from Python judges one sample at a "
+                            "time; set model.pack = 1 (or pack inside your own module)")
         g, d = PlainGenerator(copy.deepcopy(g0), latent_width(cfg)), PlainDiscriminator(copy.deepcopy(d0))
         _check_shapes(g, d, latent_width(cfg), shape)
         return g, d
@@ -66,15 +69,16 @@ def plain_builder(generator: nn.Module, discriminator: nn.Module) -> Callable:
 def _check_shapes(g: PlainGenerator, d: PlainDiscriminator, z_width: int, shape: tuple[int, ...]) -> None:
     """A clear error when the modules do not fit the data or model.z_dim, before any training."""
     g.eval(), d.eval()
+    device = next(iter(g.parameters()), torch.zeros(0)).device  # the modules may already sit on a GPU
     try:
-        out = g(torch.zeros(2, z_width))
+        out = g(torch.zeros(2, z_width, device=device))
     except RuntimeError as exc:
         raise UserError(f"your generator does not take noise of width {z_width} (model.z_dim): "
                         f"{str(exc).splitlines()[0]}; set model.z_dim to its input width") from None
     if tuple(out.shape[1:]) != tuple(shape):
         raise UserError(f"your generator makes samples shaped {tuple(out.shape[1:])}, the data's are {tuple(shape)}")
     try:
-        logits = d.net(torch.zeros(2, *shape))
+        logits = d.net(torch.zeros(2, *shape, device=next(iter(d.parameters()), torch.zeros(0)).device))
     except RuntimeError as exc:
         raise UserError(f"your discriminator does not take samples shaped {tuple(shape)}: "
                         f"{str(exc).splitlines()[0]}") from None

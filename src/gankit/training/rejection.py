@@ -170,7 +170,7 @@ def _kept(critic: Critic, draw_fake: DrawFake, n: int, rng: torch.Generator, lab
         kept.append(x[mask])
         have += int(mask.sum())
         tries += size
-        if have < n and tries > n / MIN_ACCEPTANCE + 100_000:  # far below the acceptance measured at fit time
+        if have < n and tries > 3 * n / max(critic.acceptance, MIN_ACCEPTANCE) + 100_000:  # far below the measured rate
             warnings.warn(f"rejection sampling kept {have} of {tries} draws; the other {n - have} samples are "
                           "G's own, not filtered (refit the critic with more train.drs_steps)", stacklevel=2)
             kept.append(draw_fake(n - have, rng, label)[0])

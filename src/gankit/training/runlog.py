@@ -29,7 +29,7 @@ class RunLog:
         self.bar = tqdm(total=total, initial=run.step, desc="train", unit="step", file=sys.stderr,
                         disable=not (progress and run.world.is_main), dynamic_ncols=True, mininterval=0.5)
         if run.cfg.train.tensorboard and run.world.is_main and self.tensorboard is None:
-            self.tensorboard = tensorboard.TensorBoardLog(run.run_dir, config_mod.dumps(run.cfg))
+            self.tensorboard = tensorboard.TensorBoardLog(run.run_dir, config_mod.dumps(run.cfg), run.step)
 
     def close_bar(self) -> None:
         """Training is over (a rejection critic may show its own bar next)."""
@@ -91,10 +91,14 @@ class RunLog:
             self.bar.update(1)
 
     def rewind(self, step: int) -> None:
-        """After a rollback: the bar shows the step training continues from."""
+        """After a rollback: the bar shows the step training continues from, and TensorBoard drops the
+        abandoned stretch (as metrics.jsonl did)."""
         if self.bar is not None:
             self.bar.n = step
             self.bar.refresh()
+        if self.tensorboard is not None:
+            self.tensorboard.close()
+            self.tensorboard = tensorboard.TensorBoardLog(self.run.run_dir, config_mod.dumps(self.run.cfg), step)
 
     def truncate(self, step: int) -> None:
         """Drop log lines written after `step` (on resume or rollback): no duplicates, no gaps."""

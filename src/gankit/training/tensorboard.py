@@ -27,12 +27,15 @@ def check_available() -> None:
 
 
 class TensorBoardLog:
-    def __init__(self, run_dir: Path, config_text: str):
+    def __init__(self, run_dir: Path, config_text: str, step: int = 0):
+        """Continuing at `step` (a resume, a rollback): TensorBoard drops what the files hold after it,
+        as metrics.jsonl is cut back to the checkpoint, so no stretch shows twice."""
         check_available()
         from torch.utils.tensorboard import SummaryWriter
 
-        self.writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
-        self.writer.add_text("config", "    " + config_text.replace("\n", "\n    "), 0)  # indented: shown verbatim
+        self.writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"), purge_step=step + 1 if step else None)
+        if not step:
+            self.writer.add_text("config", "    " + config_text.replace("\n", "\n    "), 0)  # indented: verbatim
 
     def row(self, row: dict[str, Any]) -> None:
         step, event = int(row.get("step", 0)), row.get("event")
