@@ -35,7 +35,7 @@ def data_settings(preset: str, tmp_path) -> list[str]:
 # The two widest image presets at their own batch would add minutes to the suite; a smaller batch
 # keeps every step of the short run's path (schedules, evaluation, snapshots, checkpoints) and only
 # makes each step cheaper. Both were also run at their own batch by hand (docs/benchmarks.md).
-SMALLER_BATCH = {"folder-dcgan": 8, "mnist-cdcgan": 16}
+SMALLER_BATCH = {"folder-dcgan": 4, "mnist-cdcgan": 16}
 
 PRESETS = [pytest.param(name, marks=needs_shared_mnist) if "mnist" in name else name for name in preset_names()]
 
