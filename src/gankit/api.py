@@ -108,8 +108,7 @@ class GAN:
     def _register_networks(self) -> None:
         """Networks from Python: make this GAN's own the model `python` of the process (another GAN
         given other modules may have registered its own since)."""
-        if getattr(self, "_networks", None) is not None:
-            MODELS.register(plain.NAME, "your own G and D as nn.Modules, from Python", replace=True)(self._networks)
+        _register(getattr(self, "_networks", None))
 
     def _fitted_run(self) -> Path:
         if self.run_dir is None:
@@ -129,8 +128,7 @@ class GAN:
         last training iterate of G itself, not its EMA copy or rejection critic (see Sampler).
         generator, discriminator: the modules a run trained from Python was given (model.name = 'python')."""
         networks = _networks_of(generator, discriminator)
-        if networks is not None:
-            MODELS.register(plain.NAME, "your own G and D as nn.Modules, from Python", replace=True)(networks)
+        _register(networks)
         file = ckpt.find_checkpoint(path)
         state = ckpt.load_checkpoint(file)
         try:
@@ -156,6 +154,12 @@ def _networks_of(generator: nn.Module | None, discriminator: nn.Module | None):
     if generator is None or discriminator is None:
         raise UserError("give both generator= and discriminator= (plain nn.Modules), or neither")
     return plain.plain_builder(generator, discriminator)
+
+
+def _register(networks) -> None:
+    """Make these networks (a builder from _networks_of, or None: nothing to do) the model `python`."""
+    if networks is not None:
+        MODELS.register(plain.NAME, "your own G and D as nn.Modules, from Python", replace=True)(networks)
 
 
 def _source_of(X: Any, run_dir: Path):

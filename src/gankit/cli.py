@@ -137,9 +137,8 @@ def _finish(trainer, args: argparse.Namespace, total: int | None = None) -> None
         return  # process 0 draws the plots and sums up
     out = trainer.run_dir
     if trainer.cfg.viz.plot_at_end and not args.no_plots:
-        from gankit.viz.plots import plot_run
-
         from gankit.report import write_report
+        from gankit.viz.plots import plot_run
 
         print("gankit: drawing plots...", file=sys.stderr)
         plot_run(out)

@@ -45,6 +45,15 @@ def curve_scores(samples: np.ndarray, curve_error: np.ndarray, x_low: float, x_h
     return {"curve_error": float(np.median(curve_error) / y_range), "ks_x": float(ks)}
 
 
+def median_bandwidth(a: torch.Tensor, b: torch.Tensor) -> float:
+    """The median pairwise distance of the pooled points (of 2,000 of them drawn at random with a
+    fixed seed, from both samples alike, when there are more); 1 when all points coincide."""
+    pooled = torch.cat([a, b])
+    pooled = pooled[torch.randperm(len(pooled), generator=torch.Generator().manual_seed(0))[:2000]]
+    d = torch.cdist(pooled, pooled)
+    return float(d[torch.triu(torch.ones_like(d, dtype=torch.bool), 1)].median()) or 1.0
+
+
 def mmd2_unbiased(x: np.ndarray, y: np.ndarray, bandwidth: float | None = None) -> dict[str, float]:
     """Unbiased squared MMD with a Gaussian kernel exp(-|a-b|^2 / (2 h^2)) (Gretton et al. 2012,
     eq. 3). h defaults to the median pairwise distance of the pooled samples (median heuristic; of
@@ -53,11 +62,7 @@ def mmd2_unbiased(x: np.ndarray, y: np.ndarray, bandwidth: float | None = None) 
     a = torch.as_tensor(np.asarray(x), dtype=torch.float64)
     b = torch.as_tensor(np.asarray(y), dtype=torch.float64)
     if bandwidth is None:
-        pooled = torch.cat([a, b])
-        pooled = pooled[torch.randperm(len(pooled), generator=torch.Generator().manual_seed(0))[:2000]]
-        d = torch.cdist(pooled, pooled)
-        bandwidth = float(d[torch.triu(torch.ones_like(d, dtype=torch.bool), 1)].median())
-        bandwidth = bandwidth or 1.0
+        bandwidth = median_bandwidth(a, b)
 
     def kernel(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
         return torch.exp(-torch.cdist(p, q) ** 2 / (2 * bandwidth**2))
@@ -82,7 +87,7 @@ def mmd_permutation_test(x: np.ndarray, y: np.ndarray, permutations: int = 500, 
     a = torch.as_tensor(np.asarray(x), dtype=torch.float64)
     b = torch.as_tensor(np.asarray(y), dtype=torch.float64)
     pooled, m, n = torch.cat([a, b]), len(a), len(b)
-    h = mmd2_unbiased(a.numpy(), b.numpy(), bandwidth)["mmd_bandwidth"]
+    h = bandwidth if bandwidth is not None else median_bandwidth(a, b)
     k = torch.exp(-torch.cdist(pooled, pooled) ** 2 / (2 * h**2))
     k.fill_diagonal_(0.0)  # the unbiased estimate leaves out each point's kernel with itself
     rng = torch.Generator().manual_seed(seed)
