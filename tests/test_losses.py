@@ -176,3 +176,33 @@ def test_penalties_of_a_packed_d_use_the_gradient_of_each_group():
     x = torch.randn(8, 2)
     assert losses.r1_penalty(d, x).item() == pytest.approx(1.0, rel=1e-5)
     assert losses.gradient_penalty(d, x, torch.randn(8, 2)).item() == pytest.approx(0.0, abs=1e-8)
+
+
+def test_info_term_is_the_cross_entropy_of_the_code_head_for_each_packed_sample():
+    """InfoGAN's Q reads D's features; with packing, row 2i + j of its output is the code of sample j
+    of group i, so the cross-entropy compares each sample's code logits with its own category."""
+    from gankit.models.mlp import MLPDiscriminator
+
+    d = MLPDiscriminator(2, hidden=(), feature_dim=0, pack=2)
+    d.add_code_head(3)
+    with torch.no_grad():  # group (a, b) -> code logits (a0, a1, 0 | b0, b1, 0)
+        d.code.weight.copy_(torch.tensor([[1.0, 0, 0, 0], [0, 1, 0, 0], [0, 0, 0, 0],
+                                          [0, 0, 1, 0], [0, 0, 0, 1], [0, 0, 0, 0]]))
+        d.code.bias.zero_()
+    x = torch.tensor([[5.0, 0.0], [0.0, 5.0], [0.0, 0.0], [5.0, 0.0]])
+    logits, code_logits = d(x, with_code=True)
+    assert logits.shape == (2,) and code_logits.shape == (4, 3)
+    assert code_logits.argmax(1).tolist() == [0, 1, 0, 0]  # sample 2 ties: the first category
+    codes = torch.tensor([0, 1, 2, 0])
+    expected = torch.nn.functional.cross_entropy(code_logits, codes)
+    assert losses.info_loss(code_logits, codes).item() == pytest.approx(expected.item())
+    loss = losses.GANLoss(LossConfig(name="ns", info_weight=0.5))
+    plain = losses.GANLoss(LossConfig(name="ns"))
+    with_info, stats = loss.d_loss(d, x, x, 0, codes=codes)
+    without, _ = plain.d_loss(d, x, x, 0)
+    assert with_info.item() - without.item() == pytest.approx(0.5 * expected.item(), rel=1e-5)
+    assert stats["info"].item() == pytest.approx(expected.item(), rel=1e-5)
+    g = nn.Identity()  # G(z) = z: the G loss takes the same term on its own batch
+    g_with = loss.g_loss(lambda z, labels=None: g(z), d, x, 0, codes=codes)
+    g_without = plain.g_loss(lambda z, labels=None: g(z), d, x, 0)
+    assert g_with.item() - g_without.item() == pytest.approx(0.5 * expected.item(), rel=1e-5)

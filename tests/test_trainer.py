@@ -96,7 +96,8 @@ def test_ema_decay_ramps_up_from_the_first_steps(tiny_cfg, tmp_path):
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_resume_continues_bit_for_bit(tiny_cfg, tmp_path, schedule, precision):
     cfg = config.with_overrides(tiny_cfg, ["train.ema_decay=0.5", f"train.schedule={schedule}",
-                                           f"train.precision={precision}", "model.d_dropout=0.2"])
+                                           f"train.precision={precision}", "model.d_dropout=0.2",
+                                           "model.z_categories=3", "loss.info_weight=0.5"])  # with InfoGAN's head
     straight = Trainer(cfg, tmp_path / "a").fit(steps=20, progress=False)
     Trainer(cfg, tmp_path / "b").fit(steps=10, progress=False)
     resumed = Trainer.resume(tmp_path / "b").fit(steps=20, progress=False)

@@ -69,6 +69,9 @@ class LossConfig:
     gp_weight: float = 10.0  # gradient penalty weight for wgan-gp
     r1_gamma: float = 0.0  # R1 penalty gamma/2 * E|grad D(x)|^2 on real data (0: off)
     r1_every: int = 1  # apply R1 on every this-many-th step only, its weight multiplied as much (lazy R1)
+    # InfoGAN: weight of a cross-entropy term by which a head on D's features must tell G's category
+    # (model.z_categories) from the sample alone; G is trained to make it tellable (0: off)
+    info_weight: float = 0.0
     label_smoothing: float = 0.0  # one-sided: real target = 1 - label_smoothing
     instance_noise: float = 0.0  # std of Gaussian noise added to D's inputs (0: off)
     instance_noise_anneal: int = 0  # steps over which that std decays linearly to 0 (0: constant)
@@ -226,8 +229,10 @@ def check_ranges(cfg: RunConfig) -> None:
     _require(0.0 <= t.lr_final <= 1.0, "train.lr_final", t.lr_final, "must be in [0, 1]")
     _require(0.0 <= t.ema_decay < 1.0, "train.ema_decay", t.ema_decay, "must be in [0, 1) (0: off)")
     _require(0.0 <= lo.label_smoothing < 0.5, "loss.label_smoothing", lo.label_smoothing, "must be in [0, 0.5)")
-    for key in ("gp_weight", "r1_gamma", "instance_noise"):
+    for key in ("gp_weight", "r1_gamma", "instance_noise", "info_weight"):
         _require(getattr(lo, key) >= 0, f"loss.{key}", getattr(lo, key), "must be >= 0")
+    _require(lo.info_weight == 0 or m.z_categories > 0, "loss.info_weight", lo.info_weight,
+             "needs a categorical code to recover: set model.z_categories (e.g. 8), or loss.info_weight = 0")
     _require(lo.r1_every >= 1, "loss.r1_every", lo.r1_every, "must be >= 1 (1: R1 on every step)")
     _require(lo.instance_noise_anneal >= 0, "loss.instance_noise_anneal", lo.instance_noise_anneal, "must be >= 0")
     if lo.label_smoothing > 0:

@@ -90,6 +90,18 @@ def judge(d: nn.Module, x: Tensor, labels: Tensor | None = None) -> Tensor:
     return d(x) if labels is None else d(x, labels)
 
 
+def judge_with_code(d: nn.Module, x: Tensor, labels: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """D's logits and Q's code logits (a gankit Discriminator with a code head)."""
+    return d(x, labels, with_code=True)
+
+
+def info_loss(code_logits: Tensor, codes: Tensor) -> Tensor:
+    """InfoGAN (Chen et al. 2016): the cross-entropy of Q's guess of G's category. Minimising it
+    maximises a lower bound on the mutual information between the category and the sample (the
+    bound is H(c) minus this)."""
+    return F.cross_entropy(code_logits.float(), codes)
+
+
 def input_gradient_sq(d: nn.Module, x: Tensor, labels: Tensor | None = None) -> Tensor:
     """|grad D|^2 for each input D judges, kept in the graph so it can be penalised. A PacGAN D
     (pack > 1) judges groups of `pack` consecutive samples: the gradient is over the whole group."""
@@ -139,23 +151,32 @@ class GANLoss:
         return x + std * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
 
     def d_loss(self, d: nn.Module, real: Tensor, fake: Tensor, step: int,
-               generator: torch.Generator | None = None,
-               labels: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
-        """D's loss on a real and a (detached) generated batch of the same labels, plus stats for the log."""
-        loss, _, stats = self.d_and_g_loss(d, real, fake.detach(), step, generator, labels, with_g=False)
+               generator: torch.Generator | None = None, labels: Tensor | None = None,
+               codes: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+        """D's loss on a real and a (detached) generated batch of the same labels, plus stats for the log.
+        `codes`: G's categories for the generated batch, when loss.info_weight > 0."""
+        loss, _, stats = self.d_and_g_loss(d, real, fake.detach(), step, generator, labels, with_g=False,
+                                           codes=codes)
         return loss, stats
 
     def d_and_g_loss(self, d: nn.Module, real: Tensor, fake: Tensor, step: int,
                      generator: torch.Generator | None = None,
-                     labels: Tensor | None = None, with_g: bool = True) -> tuple[Tensor, Tensor | None, dict[str, Tensor]]:
+                     labels: Tensor | None = None, with_g: bool = True,
+                     codes: Tensor | None = None) -> tuple[Tensor, Tensor | None, dict[str, Tensor]]:
         """D's loss and G's loss from one pass of D over a real and a generated batch (simultaneous
         updates, as the TensorFlow DCGAN tutorial): when `fake` keeps its graph, G's loss reaches G.
         D's loss then reaches G too: the caller takes its gradient for D's weights only."""
         std = self.noise_std(step)
         real_in, fake_in = self._noisy(real, std, generator), self._noisy(fake, std, generator)
-        real_logits, fake_logits = self._judge_both(d, real_in, fake_in, labels)
+        real_logits, fake_logits, code_logits = self._judge_both(d, real_in, fake_in, labels, self._info(codes))
         loss = self.pair.d(real_logits, fake_logits, 1.0 - self.cfg.label_smoothing)
+        g_loss = self.pair.g(fake_logits) if with_g else None
         stats = self._judgement_stats(real_logits.detach(), fake_logits.detach())
+        if code_logits is not None:
+            # Q learns with D's loss, G with its own: both lower the same cross-entropy
+            info = self.cfg.info_weight * info_loss(code_logits, codes)
+            loss, g_loss = loss + info, (g_loss + info if with_g else None)
+            stats["info"] = info.detach() / self.cfg.info_weight
         if self.pair.gradient_penalty and self.cfg.gp_weight > 0:
             gp = gradient_penalty(d, real_in, fake_in.detach(), generator, labels)
             loss = loss + self.cfg.gp_weight * gp
@@ -168,7 +189,10 @@ class GANLoss:
             self._last_r1 = r1.detach()
         if self.cfg.r1_gamma > 0 and self._last_r1 is not None:
             stats["r1"] = self._last_r1  # on lazy steps: its value where it was last computed
-        return loss, self.pair.g(fake_logits) if with_g else None, stats
+        return loss, g_loss, stats
+
+    def _info(self, codes: Tensor | None) -> bool:
+        return self.cfg.info_weight > 0 and codes is not None
 
     def _judgement_stats(self, real_logits: Tensor, fake_logits: Tensor) -> dict[str, Tensor]:
         """Mean D(x) and D(G(z)) as probabilities (cross-entropy losses), else the critic's raw means."""
@@ -177,21 +201,30 @@ class GANLoss:
         return {"critic_real": real_logits.float().mean(), "critic_fake": fake_logits.float().mean()}
 
     @staticmethod
-    def _judge_both(d: nn.Module, real: Tensor, fake: Tensor, labels: Tensor | None) -> tuple[Tensor, Tensor]:
-        """D's logits on both batches, as float32: under bfloat16 autocast the losses stay float32."""
+    def _judge_both(d: nn.Module, real: Tensor, fake: Tensor, labels: Tensor | None,
+                    with_code: bool = False) -> tuple[Tensor, Tensor, Tensor | None]:
+        """D's logits on both batches, as float32 (under bfloat16 autocast the losses stay float32),
+        and with_code, Q's code logits on the generated batch (else None)."""
         if not getattr(d, "joint_batch", True):  # batch norm in D: keep the statistics apart
-            return judge(d, real, labels).float(), judge(d, fake, labels).float()
+            fake_logits, code_logits = judge_with_code(d, fake, labels) if with_code else (judge(d, fake, labels), None)
+            return judge(d, real, labels).float(), fake_logits.float(), code_logits
         # One forward pass over both halves: half the kernel launches of two passes.
         both = None if labels is None else torch.cat([labels, labels])
-        logits = judge(d, torch.cat([real, fake]), both).float()
+        logits, code_logits = judge_with_code(d, torch.cat([real, fake]), both) if with_code else \
+            (judge(d, torch.cat([real, fake]), both), None)
         n_real = len(real) // getattr(d, "pack", 1)
-        return logits[:n_real], logits[n_real:]
+        logits = logits.float()
+        return logits[:n_real], logits[n_real:], None if code_logits is None else code_logits[len(real):]
 
     def g_loss(self, g: nn.Module, d: nn.Module, z: Tensor, step: int,
                generator: torch.Generator | None = None, labels: Tensor | None = None,
-               fake: Tensor | None = None) -> Tensor:
-        """G's loss on G(z); `fake` is G(z) already computed with its graph (train.schedule = "shared")."""
+               fake: Tensor | None = None, codes: Tensor | None = None) -> Tensor:
+        """G's loss on G(z); `fake` is G(z) already computed with its graph (train.schedule = "shared");
+        `codes`: z's categories, when loss.info_weight > 0."""
         if fake is None:
             fake = g(z, labels)  # a gankit Generator takes labels=None when unconditional
         fake = self._noisy(fake, self.noise_std(step), generator)
-        return self.pair.g(judge(d, fake, labels).float())
+        if not self._info(codes):
+            return self.pair.g(judge(d, fake, labels).float())
+        logits, code_logits = judge_with_code(d, fake, labels)
+        return self.pair.g(logits.float()) + self.cfg.info_weight * info_loss(code_logits, codes)

@@ -80,11 +80,13 @@ def _parameter_counts(run_dir: Path, cfg: RunConfig) -> dict[str, int]:
     the data's shape); empty when the run has no checkpoint yet."""
     from gankit.models import MODELS
     from gankit.training import checkpoint as ckpt
+    from gankit.training.trainer import add_code_head
 
     try:
         state = ckpt.load_checkpoint(ckpt.find_checkpoint(run_dir))
         shape, classes = tuple(int(v) for v in state["data_shape"]), int(state["num_classes"])
         g, d = MODELS.get(cfg.model.name)(cfg.model, shape, classes)
+        add_code_head(d, cfg)
     except (UserError, KeyError, OSError):
         return {}
     return {"G": sum(p.numel() for p in g.parameters()), "D": sum(p.numel() for p in d.parameters())}

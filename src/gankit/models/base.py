@@ -132,16 +132,26 @@ class Discriminator(nn.Module):
     def init_head(self, feature_dim: int, num_classes: int) -> None:
         self.logit = nn.Linear(feature_dim, 1)
         self.project = nn.Embedding(num_classes, feature_dim) if num_classes else None
+        self.code: nn.Linear | None = None  # InfoGAN's Q head, added by add_code_head
 
+    def add_code_head(self, categories: int) -> None:
+        """InfoGAN's Q: a linear head on D's features giving, for each sample (each of a packed
+        group's `pack`), the logits of G's categorical code; trained with D, sharing its features."""
+        self.code = nn.Linear(self.logit.in_features, self.pack * categories)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None,
+                with_code: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """The logits, one per sample (per packed group); with_code: also the code logits, one row
+        of `categories` per sample, from the same features."""
         h = self.features(x)
         out = self.logit(h).squeeze(1)
         if self.project is not None:
             if y is None:
                 raise ValueError("a conditional discriminator needs labels")
             out = out + (self.project(y[:: self.pack]) * h).sum(1)
-        return out
+        if not with_code:
+            return out
+        return out, self.code(h).reshape(len(x), -1)

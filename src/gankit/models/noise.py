@@ -5,7 +5,8 @@ discrete part (model.z_categories = K > 0): a category drawn uniformly from K, g
 one-hot code after the continuous coordinates. A continuous G maps a connected latent space onto a
 connected set, so between two separated modes it must put some samples; a categorical code lets
 each category land on one mode with no bridge between them (a latent with discrete structure, as
-in InfoGAN's codes, without InfoGAN's mutual-information term).
+in InfoGAN's codes). Alone, G may ignore the code; loss.info_weight adds InfoGAN's mutual-information
+term, which makes each category recognisable in the samples.
 """
 from __future__ import annotations
 
@@ -29,3 +30,8 @@ def sample_noise(n: int, m: ModelConfig, generator: torch.Generator | None,
         return z
     category = torch.randint(m.z_categories, (n,), generator=generator, device=device)
     return torch.cat([z, torch.nn.functional.one_hot(category, m.z_categories).to(z.dtype)], dim=1)
+
+
+def categories_of(z: torch.Tensor, m: ModelConfig) -> torch.Tensor:
+    """The category each latent row carries (its one-hot code after the continuous coordinates)."""
+    return z[:, m.z_dim:].argmax(1)
