@@ -4,8 +4,9 @@ Each run is `gankit train PRESET --seed S --no-plots` in its own process (one th
 `gankit eval RUN --metrics modes -n 2500 --json`, and the same with `--raw` when the run fitted a
 rejection critic (train.drs_steps). Prints Markdown table rows per preset, for G's own samples and,
 where there is a critic, for the samples it keeps: modes covered, % high-quality samples, reverse KL
-(mean +- standard error over seeds), runs with every mode, and the mean wall time of training (the
-critic's fit included; evaluation and plots not).
+(mean +- standard error over seeds), the modes' spread against the data's (metrics/toy.mode_spread),
+runs with every mode, and the mean wall time of training (the critic's fit included; evaluation and
+plots not).
 
     python benchmarks/mixtures.py --presets ring8 grid25 --seeds 0-9 --jobs 2
 """
@@ -67,9 +68,9 @@ def main() -> None:
     parser.add_argument("--out", default="runs/bench-mixtures")
     args = parser.parse_args()
     seeds = parse_seeds(args.seeds)
-    print("| preset | samples | seeds | modes (of K) | high quality | reverse KL | runs with every mode | "
-          "training time / run |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| preset | samples | seeds | modes (of K) | high quality | reverse KL | mode spread (data = 1) | "
+          "runs with every mode | training time / run |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for preset in args.presets:
         with ThreadPoolExecutor(args.jobs) as pool:
             rows = list(pool.map(lambda s: one_run(preset, s, Path(args.out), args.set), seeds))
@@ -82,11 +83,12 @@ def main() -> None:
 
 
 def table_row(preset: str, label: str, scores: list[dict], seconds: float) -> str:
-    kl = [s["reverse_kl"] if s["reverse_kl"] is not None else float("nan") for s in scores]
+    kl, spread = ([s[key] if s.get(key) is not None else float("nan") for s in scores]
+                  for key in ("reverse_kl", "mode_spread"))
     full = sum(s["modes"] == TOTAL_MODES.get(preset, -1) for s in scores)
     return (f"| `{preset}` | {label} | {len(scores)} | {mean_se([s['modes'] for s in scores])} "
             f"(of {TOTAL_MODES.get(preset, '?')}) | {mean_se([100 * s['high_quality'] for s in scores])}% | "
-            f"{mean_se(kl)} | {full}/{len(scores)} | {seconds:.0f} s |")
+            f"{mean_se(kl)} | {mean_se(spread)} | {full}/{len(scores)} | {seconds:.0f} s |")
 
 
 if __name__ == "__main__":

@@ -52,7 +52,8 @@ def test_eval_cli_prints_json(ring_run, capsys):
     assert code == 0, err
     scores = json.loads(out)
     assert scores["step"] == 20 and scores["n"] == 300
-    assert set(scores) == {"step", "drs", "n", "modes", "high_quality", "reverse_kl", "mmd2", "mmd_bandwidth"}
+    assert set(scores) == {"step", "drs", "n", "modes", "high_quality", "reverse_kl", "mode_spread", "mmd2",
+                           "mmd_bandwidth"}
 
 
 def test_eval_matches_the_metric_on_sampled_points(ring_run, tmp_path, capsys):

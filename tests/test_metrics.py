@@ -33,7 +33,23 @@ def test_samples_from_the_data_score_like_a_perfect_sampler(make):
     assert s["modes"] == len(source.centres)
     assert abs(s["high_quality"] - 0.989) < 0.008  # binomial s.e. at n=2500 is 0.002
     assert s["reverse_kl"] < 0.02
+    assert s["mode_spread"] == pytest.approx(1.0, abs=0.03)  # the data's own spread
     assert abs(T.perfect_high_quality() - (1 - math.exp(-4.5))) < 1e-12
+
+
+def test_mode_spread_sees_modes_shrunk_towards_their_centres():
+    """Every sample pulled halfway to its centre still scores as high quality, more of it even; the
+    spread says the modes are half as wide as the data's."""
+    source = grid25()
+    x = source.sample(5000, torch.Generator().manual_seed(2))
+    centres = source.centres
+    nearest = torch.cdist(x, centres).argmin(1)
+    shrunk = (centres[nearest] + 0.5 * (x - centres[nearest])).numpy()
+    s = T.mixture_scores(shrunk, centres.numpy(), source.std)
+    assert s["high_quality"] > 0.999
+    # every data sample, its distance halved (E r^2 = 2 std^2 / 4), against the data within 3 std (1.899 std^2)
+    assert s["mode_spread"] == pytest.approx(math.sqrt(0.5 / 1.899), abs=0.03)
+    assert T.mixture_scores(np.full((3, 2), 9.0), centres.numpy(), 0.05)["mode_spread"] is None
 
 
 def test_mixture_scores_on_planted_samples():

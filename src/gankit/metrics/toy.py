@@ -25,7 +25,20 @@ def mixture_scores(samples: np.ndarray, centres: np.ndarray, std: float) -> dict
         "modes": int((counts > 0).sum()),
         "high_quality": float(good.mean()),
         "reverse_kl": reverse_kl_to_uniform(counts),
+        "mode_spread": mode_spread(dist[np.arange(len(x)), nearest][good], std, x.shape[1]),
     }
+
+
+def mode_spread(distances: np.ndarray, std: float, dim: int = 2, radius_in_std: float = 3.0) -> float | None:
+    """The root-mean-square distance of the high-quality samples to their mode centre, over that of
+    the data's own samples within the same radius: 1 for the data, below 1 when G's modes are tighter
+    than the data's. High quality counts samples near a centre, so a G that shrinks each mode to a
+    point scores 100% there: this says whether it did. None when no sample is high quality."""
+    if len(distances) == 0:
+        return None
+    r2 = radius_in_std**2  # E[chi^2_k | chi^2_k <= r^2] = k P(chi^2_{k+2} <= r^2) / P(chi^2_k <= r^2)
+    data_mean_sq = dim * stats.chi2.cdf(r2, dim + 2) / stats.chi2.cdf(r2, dim)
+    return float(np.sqrt((distances**2).mean() / (data_mean_sq * std**2)))
 
 
 def reverse_kl_to_uniform(counts: np.ndarray) -> float | None:
