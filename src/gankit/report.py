@@ -152,7 +152,7 @@ def _reference(run: RunRecord) -> dict[str, float]:
         from gankit.metrics.toy import perfect_high_quality
 
         return {"high_quality": perfect_high_quality(), "modes": 8 if run.cfg.data.name == "ring8" else 25,
-                "reverse_kl": 0.0}
+                "reverse_kl": 0.0, "mode_spread": 1.0}
     if run.cfg.data.name == "mnist":
         return MNIST_REFERENCE
     return {}
