@@ -196,13 +196,13 @@ def test_info_term_is_the_cross_entropy_of_the_code_head_for_each_packed_sample(
     codes = torch.tensor([0, 1, 2, 0])
     expected = torch.nn.functional.cross_entropy(code_logits, codes)
     assert losses.info_loss(code_logits, codes).item() == pytest.approx(expected.item())
-    loss = losses.GANLoss(LossConfig(name="ns", info_weight=0.5))
-    plain = losses.GANLoss(LossConfig(name="ns"))
-    with_info, stats = loss.d_loss(d, x, x, 0, codes=codes)
+    loss = losses.GANLoss(LossConfig(name="ns", info_weight=0.5), z_dim=2)
+    plain = losses.GANLoss(LossConfig(name="ns"), z_dim=2)
+    z = torch.cat([torch.randn(4, 2), torch.nn.functional.one_hot(codes, 3).float()], 1)  # the latent G had
+    with_info, stats = loss.d_loss(d, x, x, 0, z=z)
     without, _ = plain.d_loss(d, x, x, 0)
     assert with_info.item() - without.item() == pytest.approx(0.5 * expected.item(), rel=1e-5)
     assert stats["info"].item() == pytest.approx(expected.item(), rel=1e-5)
-    g = nn.Identity()  # G(z) = z: the G loss takes the same term on its own batch
-    g_with = loss.g_loss(lambda z, labels=None: g(z), d, x, 0, codes=codes)
-    g_without = plain.g_loss(lambda z, labels=None: g(z), d, x, 0)
+    g_with = loss.g_loss(None, d, z, 0, fake=x)  # G's loss takes the same term on its batch
+    g_without = plain.g_loss(None, d, z, 0, fake=x)
     assert g_with.item() - g_without.item() == pytest.approx(0.5 * expected.item(), rel=1e-5)

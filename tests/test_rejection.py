@@ -124,8 +124,9 @@ def test_the_fitted_critic_estimates_the_log_density_ratio():
 @pytest.fixture(scope="module")
 def drs_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("drs") / "ring"
+    # an EMA of G and a constant rate: the sampler still moves when a resumed run trains on
     sets = [a for item in TINY + ["train.drs_steps=30", "train.drs_hidden=[256, 256, 256]", "eval.every=10",
-                                  "eval.n=300", "model.pack=1"]
+                                  "eval.n=300", "model.pack=1", "train.ema_decay=0.999", "train.lr_schedule=constant"]
             for a in ("--set", item)]
     assert main(["train", "ring8", "--out", str(run_dir), "--quiet", *sets]) == 0
     return run_dir

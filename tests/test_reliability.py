@@ -31,8 +31,8 @@ def poison_d_loss_at(trainer, bad_steps):
     original = trainer.loss.d_loss
     pending = set(bad_steps)
 
-    def d_loss(d, real, fake, step, generator=None, labels=None):
-        loss, stats = original(d, real, fake, step, generator, labels)
+    def d_loss(d, real, fake, step, generator=None, labels=None, **kwargs):
+        loss, stats = original(d, real, fake, step, generator, labels, **kwargs)
         if step in pending:
             pending.discard(step)
             loss = loss * float("nan")

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gankit.config import LossConfig
+from gankit.models.noise import categories_of
 from gankit.registry import Registry
 
 Tensor = torch.Tensor
@@ -90,9 +91,10 @@ def judge(d: nn.Module, x: Tensor, labels: Tensor | None = None) -> Tensor:
     return d(x) if labels is None else d(x, labels)
 
 
-def judge_with_code(d: nn.Module, x: Tensor, labels: Tensor | None = None) -> tuple[Tensor, Tensor]:
-    """D's logits and Q's code logits (a gankit Discriminator with a code head)."""
-    return d(x, labels, with_code=True)
+def judge_and_code(d: nn.Module, x: Tensor, labels: Tensor | None, with_code: bool) -> tuple[Tensor, Tensor | None]:
+    """D's logits and, with_code, Q's code logits from the same pass (a gankit Discriminator with a
+    code head); else None for them."""
+    return d(x, labels, with_code=True) if with_code else (judge(d, x, labels), None)
 
 
 def info_loss(code_logits: Tensor, codes: Tensor) -> Tensor:
@@ -133,8 +135,9 @@ def r1_penalty(d: nn.Module, real: Tensor, labels: Tensor | None = None) -> Tens
 class GANLoss:
     """One adversarial loss plus its regularisers, applied to a generator and a discriminator."""
 
-    def __init__(self, cfg: LossConfig):
+    def __init__(self, cfg: LossConfig, z_dim: int = 0):
         self.cfg = cfg
+        self.z_dim = z_dim  # where a latent's one-hot category starts (model.z_dim), for the InfoGAN term
         self.pair: LossPair = LOSSES.get(cfg.name)
         self._last_r1: Tensor | None = None
 
@@ -152,23 +155,23 @@ class GANLoss:
 
     def d_loss(self, d: nn.Module, real: Tensor, fake: Tensor, step: int,
                generator: torch.Generator | None = None, labels: Tensor | None = None,
-               codes: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+               z: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
         """D's loss on a real and a (detached) generated batch of the same labels, plus stats for the log.
-        `codes`: G's categories for the generated batch, when loss.info_weight > 0."""
-        loss, _, stats = self.d_and_g_loss(d, real, fake.detach(), step, generator, labels, with_g=False,
-                                           codes=codes)
+        `z`: the generated batch's latent, whose categories the InfoGAN term needs (loss.info_weight > 0)."""
+        loss, _, stats = self.d_and_g_loss(d, real, fake.detach(), step, generator, labels, with_g=False, z=z)
         return loss, stats
 
     def d_and_g_loss(self, d: nn.Module, real: Tensor, fake: Tensor, step: int,
                      generator: torch.Generator | None = None,
                      labels: Tensor | None = None, with_g: bool = True,
-                     codes: Tensor | None = None) -> tuple[Tensor, Tensor | None, dict[str, Tensor]]:
+                     z: Tensor | None = None) -> tuple[Tensor, Tensor | None, dict[str, Tensor]]:
         """D's loss and G's loss from one pass of D over a real and a generated batch (simultaneous
         updates, as the TensorFlow DCGAN tutorial): when `fake` keeps its graph, G's loss reaches G.
         D's loss then reaches G too: the caller takes its gradient for D's weights only."""
         std = self.noise_std(step)
         real_in, fake_in = self._noisy(real, std, generator), self._noisy(fake, std, generator)
-        real_logits, fake_logits, code_logits = self._judge_both(d, real_in, fake_in, labels, self._info(codes))
+        codes = self._codes(z)
+        real_logits, fake_logits, code_logits = self._judge_both(d, real_in, fake_in, labels, codes is not None)
         loss = self.pair.d(real_logits, fake_logits, 1.0 - self.cfg.label_smoothing)
         g_loss = self.pair.g(fake_logits) if with_g else None
         stats = self._judgement_stats(real_logits.detach(), fake_logits.detach())
@@ -191,8 +194,9 @@ class GANLoss:
             stats["r1"] = self._last_r1  # on lazy steps: its value where it was last computed
         return loss, g_loss, stats
 
-    def _info(self, codes: Tensor | None) -> bool:
-        return self.cfg.info_weight > 0 and codes is not None
+    def _codes(self, z: Tensor | None) -> Tensor | None:
+        """G's categories from its latent, when the InfoGAN term is on (else None)."""
+        return categories_of(z, self.z_dim) if self.cfg.info_weight > 0 and z is not None else None
 
     def _judgement_stats(self, real_logits: Tensor, fake_logits: Tensor) -> dict[str, Tensor]:
         """Mean D(x) and D(G(z)) as probabilities (cross-entropy losses), else the critic's raw means."""
@@ -206,25 +210,23 @@ class GANLoss:
         """D's logits on both batches, as float32 (under bfloat16 autocast the losses stay float32),
         and with_code, Q's code logits on the generated batch (else None)."""
         if not getattr(d, "joint_batch", True):  # batch norm in D: keep the statistics apart
-            fake_logits, code_logits = judge_with_code(d, fake, labels) if with_code else (judge(d, fake, labels), None)
+            fake_logits, code_logits = judge_and_code(d, fake, labels, with_code)
             return judge(d, real, labels).float(), fake_logits.float(), code_logits
         # One forward pass over both halves: half the kernel launches of two passes.
         both = None if labels is None else torch.cat([labels, labels])
-        logits, code_logits = judge_with_code(d, torch.cat([real, fake]), both) if with_code else \
-            (judge(d, torch.cat([real, fake]), both), None)
+        logits, code_logits = judge_and_code(d, torch.cat([real, fake]), both, with_code)
         n_real = len(real) // getattr(d, "pack", 1)
         logits = logits.float()
         return logits[:n_real], logits[n_real:], None if code_logits is None else code_logits[len(real):]
 
     def g_loss(self, g: nn.Module, d: nn.Module, z: Tensor, step: int,
                generator: torch.Generator | None = None, labels: Tensor | None = None,
-               fake: Tensor | None = None, codes: Tensor | None = None) -> Tensor:
-        """G's loss on G(z); `fake` is G(z) already computed with its graph (train.schedule = "shared");
-        `codes`: z's categories, when loss.info_weight > 0."""
+               fake: Tensor | None = None) -> Tensor:
+        """G's loss on G(z); `fake` is G(z) already computed with its graph (train.schedule = "shared")."""
         if fake is None:
             fake = g(z, labels)  # a gankit Generator takes labels=None when unconditional
         fake = self._noisy(fake, self.noise_std(step), generator)
-        if not self._info(codes):
-            return self.pair.g(judge(d, fake, labels).float())
-        logits, code_logits = judge_with_code(d, fake, labels)
-        return self.pair.g(logits.float()) + self.cfg.info_weight * info_loss(code_logits, codes)
+        codes = self._codes(z)
+        logits, code_logits = judge_and_code(d, fake, labels, codes is not None)
+        loss = self.pair.g(logits.float())
+        return loss if code_logits is None else loss + self.cfg.info_weight * info_loss(code_logits, codes)

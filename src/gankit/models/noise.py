@@ -32,6 +32,6 @@ def sample_noise(n: int, m: ModelConfig, generator: torch.Generator | None,
     return torch.cat([z, torch.nn.functional.one_hot(category, m.z_categories).to(z.dtype)], dim=1)
 
 
-def categories_of(z: torch.Tensor, m: ModelConfig) -> torch.Tensor:
-    """The category each latent row carries (its one-hot code after the continuous coordinates)."""
-    return z[:, m.z_dim:].argmax(1)
+def categories_of(z: torch.Tensor, z_dim: int) -> torch.Tensor:
+    """The category each latent row carries (its one-hot code after the z_dim continuous coordinates)."""
+    return z[:, z_dim:].argmax(1)

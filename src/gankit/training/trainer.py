@@ -32,7 +32,7 @@ from gankit.losses import GANLoss
 from gankit.metrics import evaluate as metrics_eval
 from gankit.models import MODELS
 from gankit.models.base import has_batch_norm
-from gankit.models.noise import categories_of, sample_noise
+from gankit.models.noise import sample_noise
 from gankit.rundir import hold_run
 from gankit.training import checkpoint as ckpt
 from gankit.training import distributed, tensorboard
@@ -200,7 +200,7 @@ class Trainer:
             torch.contiguous_format
         self.g = g.to(self.device, memory_format=self.memory_format)
         self.d = d.to(self.device, memory_format=self.memory_format)
-        self.loss = GANLoss(cfg.loss)
+        self.loss = GANLoss(cfg.loss, cfg.model.z_dim)
         check_penalties_fit_d(self.loss, self.d)
         add_code_head(self.d, cfg)
         if cfg.train.tensorboard:
@@ -254,10 +254,6 @@ class Trainer:
     @property
     def draw_fake(self):
         return generator_draw(self.sampler_g, self.cfg, self.num_classes, self.device)
-
-    def codes(self, z: torch.Tensor) -> torch.Tensor | None:
-        """The categories of z's rows, for the InfoGAN term (None when loss.info_weight is 0)."""
-        return categories_of(z, self.cfg.model) if self.cfg.loss.info_weight > 0 else None
 
     def _autocast(self) -> torch.autocast:
         """bfloat16 forward passes (train.precision, resolved in resolve_precision) where PyTorch deems
@@ -322,7 +318,7 @@ class Trainer:
                 (real, labels), z = self.draw_real(), self.draw_noise()
                 fake = self.generate(z, labels)
             with self._autocast():
-                d_loss, stats = self.loss.d_loss(self.d, real, fake, self.step, self.noise_rng, labels, self.codes(z))
+                d_loss, stats = self.loss.d_loss(self.d, real, fake, self.step, self.noise_rng, labels, z=z)
             self._update(self.d_params, self.opt_d, d_loss)
         return d_loss, stats, real, fake, labels
 
@@ -335,8 +331,7 @@ class Trainer:
             if shared is None and not t.reuse_batch:
                 z = self.draw_noise()
             with self._autocast():
-                g_loss = self.loss.g_loss(self.g, self.d, z, self.step, self.noise_rng, labels, fake=shared,
-                                          codes=self.codes(z))
+                g_loss = self.loss.g_loss(self.g, self.d, z, self.step, self.noise_rng, labels, fake=shared)
             self._update(self.g_params, self.opt_g, g_loss)
         return g_loss
 
@@ -345,8 +340,7 @@ class Trainer:
         each step on the gradient for their own weights (two backward passes through D's graph)."""
         with self._autocast():
             fake = self.g(z, labels)
-            d_loss, g_loss, stats = self.loss.d_and_g_loss(self.d, real, fake, self.step, self.noise_rng, labels,
-                                                           codes=self.codes(z))
+            d_loss, g_loss, stats = self.loss.d_and_g_loss(self.d, real, fake, self.step, self.noise_rng, labels, z=z)
         self._gradients(self.d_params, self.opt_d, d_loss, retain_graph=True)  # G's loss still needs D's graph
         self._gradients(self.g_params, self.opt_g, g_loss)  # both before either step: D's weights are in the graph
         self.opt_d.step()
