@@ -33,7 +33,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 MNIST = REPO.parent / "shared" / "data" / "mnist"
-VARIANTS = {"gankit-simultaneous": ["train.schedule=simultaneous"], "gankit-fp32": ["train.precision=fp32"]}
+VARIANTS = {"gankit-simultaneous": ["train.schedule=simultaneous"], "gankit-shared": ["train.schedule=shared"],
+            "gankit-alternating": ["train.schedule=alternating"], "gankit-fp32": ["train.precision=fp32"]}
 NETS = {
     "mlp": ("seed-mnist-mlp", []),
     "dcgan": ("mnist-dcgan", ["model.conv_width=64", "model.d_dropout=0.3", "model.d_batch_norm=false",
@@ -142,8 +143,9 @@ def main() -> None:
     parser.add_argument("--nets", nargs="+", default=["mlp", "dcgan"], choices=list(NETS))
     parser.add_argument("--batches", nargs="+", type=int, default=[64, 256])
     parser.add_argument("--kinds", nargs="+", default=["gankit", "torch", "tf"],
-                        help="gankit (the preset's defaults), gankit-simultaneous (train.schedule = simultaneous), "
-                             "gankit-fp32 (train.precision = fp32, as the peers compute), torch, tf")
+                        help="gankit (the preset's defaults), gankit-SCHEDULE (train.schedule = alternating, "
+                             "shared or simultaneous), gankit-fp32 (train.precision = fp32, as the peers compute), "
+                             "torch, tf")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--warmup", type=int, default=20)
@@ -177,7 +179,7 @@ def print_table(results: dict, args) -> None:
         rows = results.get((net, batch, kind))
         return statistics.median(r[key] for r in rows) if rows else None
 
-    ours = ("gankit", "gankit-simultaneous", "gankit-fp32")
+    ours = [k for k in args.kinds if k.startswith("gankit")]
     fmt = lambda v: f"{v:,.0f}" if v else "-"  # noqa: E731
     print(f"| networks | batch | {' | '.join(ours)} | plain PyTorch | TF-Keras | "
           f"{' | '.join(k + ' / faster peer' for k in ours)} | peak MB: gankit / PyTorch / TF | "
