@@ -429,3 +429,22 @@ def test_infogan_term_puts_each_category_of_the_latent_on_one_mode(tmp_path):
     category = z[:, cfg.model.z_dim:].argmax(1)
     at_main_mode = [torch.bincount(mode[category == k], minlength=8).max() / (category == k).sum() for k in range(8)]
     assert min(at_main_mode) > 0.9
+
+
+def test_shared_schedule_gives_g_the_noise_that_made_its_batch(tiny_cfg):
+    """With n_d > 1 each D update draws new noise; G's update reuses the last batch (shared), so its
+    InfoGAN term must read the categories of the noise that made that batch."""
+    cfg = config.with_overrides(tiny_cfg, ["train.schedule=shared", "train.n_d=2", "model.z_categories=3",
+                                           "loss.info_weight=0.5", "train.precision=fp32"])
+    trainer = Trainer(cfg, "unused")
+    remade = []
+    original = trainer.loss.g_loss
+
+    def g_loss(g, d, z, step, generator=None, labels=None, fake=None):
+        with torch.no_grad():  # G has not stepped yet: the batch's own noise remakes it exactly
+            remade.append(torch.equal(g(z), fake.detach()))
+        return original(g, d, z, step, generator, labels, fake=fake)
+
+    trainer.loss.g_loss = g_loss
+    trainer.train_step()
+    assert remade == [True]

@@ -138,6 +138,8 @@ class GANLoss:
     def __init__(self, cfg: LossConfig, z_dim: int = 0):
         self.cfg = cfg
         self.z_dim = z_dim  # where a latent's one-hot category starts (model.z_dim), for the InfoGAN term
+        if cfg.info_weight > 0 and z_dim < 1:
+            raise ValueError("loss.info_weight > 0 needs GANLoss(cfg, z_dim=model.z_dim) to find G's categories")
         self.pair: LossPair = LOSSES.get(cfg.name)
         self._last_r1: Tensor | None = None
 
@@ -210,8 +212,9 @@ class GANLoss:
         """D's logits on both batches, as float32 (under bfloat16 autocast the losses stay float32),
         and with_code, Q's code logits on the generated batch (else None)."""
         if not getattr(d, "joint_batch", True):  # batch norm in D: keep the statistics apart
+            real_logits = judge(d, real, labels).float()  # real first: D's running statistics as before
             fake_logits, code_logits = judge_and_code(d, fake, labels, with_code)
-            return judge(d, real, labels).float(), fake_logits.float(), code_logits
+            return real_logits, fake_logits.float(), code_logits
         # One forward pass over both halves: half the kernel launches of two passes.
         both = None if labels is None else torch.cat([labels, labels])
         logits, code_logits = judge_and_code(d, torch.cat([real, fake]), both, with_code)

@@ -154,4 +154,6 @@ class Discriminator(nn.Module):
             out = out + (self.project(y[:: self.pack]) * h).sum(1)
         if not with_code:
             return out
+        if self.code is None:
+            raise ValueError("this discriminator has no code head: call add_code_head(categories) first")
         return out, self.code(h).reshape(len(x), -1)

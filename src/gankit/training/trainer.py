@@ -195,6 +195,7 @@ class Trainer:
         self.num_classes = self.source.num_classes if cfg.model.conditional else 0
         torch.manual_seed(cfg.train.seed)  # weight initialisation
         g, d = MODELS.get(cfg.model.name)(cfg.model, self.source.shape, self.num_classes)
+        add_code_head(d, cfg)  # before the move to the device, which then takes the head too
         # channels-last convolutions: oneDNN's (and cuDNN's) fastest layout, above all in bfloat16
         self.memory_format = torch.channels_last if self.is_image and cfg.model.name == "dcgan" else \
             torch.contiguous_format
@@ -202,7 +203,6 @@ class Trainer:
         self.d = d.to(self.device, memory_format=self.memory_format)
         self.loss = GANLoss(cfg.loss, cfg.model.z_dim)
         check_penalties_fit_d(self.loss, self.d)
-        add_code_head(self.d, cfg)
         if cfg.train.tensorboard:
             tensorboard.check_available()  # refused before the run folder is touched
         self.ema = make_ema(self.g, cfg.train.ema_decay, lambda: self.step)
@@ -292,7 +292,7 @@ class Trainer:
         if self.schedule == "simultaneous":
             d_loss, g_loss, stats, real, fake = self._simultaneous_update(real, labels, z, between)
         else:
-            d_loss, stats, real, fake, labels = self._d_updates(real, labels, z)
+            d_loss, stats, real, fake, labels, z = self._d_updates(real, labels, z)
             if between is not None:
                 between()
             g_loss = self._g_updates(fake, z, labels)
@@ -310,7 +310,7 @@ class Trainer:
 
     def _d_updates(self, real, labels, z):
         """train.n_d D updates on generated batches (a new real and generated batch for each unless
-        train.reuse_batch). Returns the last loss and stats, and the last batches."""
+        train.reuse_batch). Returns the last loss and stats, and the last batches and noise."""
         t = self.cfg.train
         fake = self.generate(z, labels)
         for i in range(t.n_d):
@@ -320,7 +320,7 @@ class Trainer:
             with self._autocast():
                 d_loss, stats = self.loss.d_loss(self.d, real, fake, self.step, self.noise_rng, labels, z=z)
             self._update(self.d_params, self.opt_d, d_loss)
-        return d_loss, stats, real, fake, labels
+        return d_loss, stats, real, fake, labels, z  # z made fake: G's InfoGAN term reads its categories
 
     def _g_updates(self, fake, z, labels) -> torch.Tensor:
         """train.n_g G updates through the updated D; the first reuses D's batch when shared (G has not
