@@ -179,9 +179,10 @@ class GANLoss:
         stats = self._judgement_stats(real_logits.detach(), fake_logits.detach())
         if code_logits is not None:
             # Q learns with D's loss, G with its own: both lower the same cross-entropy
-            info = self.cfg.info_weight * info_loss(code_logits, codes)
+            cross_entropy = info_loss(code_logits, codes)
+            info = self.cfg.info_weight * cross_entropy
             loss, g_loss = loss + info, (g_loss + info if with_g else None)
-            stats["info"] = info.detach() / self.cfg.info_weight
+            stats["info"] = cross_entropy.detach()
         if self.pair.gradient_penalty and self.cfg.gp_weight > 0:
             gp = gradient_penalty(d, real_in, fake_in.detach(), generator, labels)
             loss = loss + self.cfg.gp_weight * gp
