@@ -109,3 +109,17 @@ def test_a_plain_discriminator_refuses_packing():
     with pytest.raises(gankit.UserError, match="model.pack = 4"):
         gankit.GAN(settings={"model.z_dim": 8, "model.pack": 4, "train.steps": 2}, generator=mlp(8, 2),
                    discriminator=mlp(2, 1)).fit(np.zeros((300, 2)))
+
+
+def test_a_preset_with_infogan_categories_takes_plain_networks_without_them(tmp_path):
+    """ring8 gives G 8 categories and D a code head; the user's D has none, so the preset's term is off
+    and G takes z_dim-wide noise. Asked for explicitly, the term gets a clear error instead."""
+    X = np.random.default_rng(0).normal(size=(200, 2))
+    settings = {"train.steps": 2, "train.batch_size": 32, "model.pack": 1, **NO_PICTURES}
+    gan = gankit.GAN("ring8", settings=settings, out=tmp_path / "r", generator=mlp(2, 2), discriminator=mlp(2, 1))
+    assert gan.config.loss.info_weight == 0 and gan.config.model.z_categories == 0
+    assert gan.fit(X).sample(4).shape == (4, 2)
+    asked = gankit.GAN("ring8", settings={**settings, "loss.info_weight": 0.2}, out=tmp_path / "a",
+                       generator=mlp(10, 2), discriminator=mlp(2, 1))
+    with pytest.raises(gankit.UserError, match="set loss.info_weight = 0 for networks passed from Python"):
+        asked.fit(X)

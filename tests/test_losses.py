@@ -206,3 +206,31 @@ def test_info_term_is_the_cross_entropy_of_the_code_head_for_each_packed_sample(
     g_with = loss.g_loss(None, d, z, 0, fake=x)  # G's loss takes the same term on its batch
     g_without = plain.g_loss(None, d, z, 0, fake=x)
     assert g_with.item() - g_without.item() == pytest.approx(0.5 * expected.item(), rel=1e-5)
+
+
+def test_translation_shifts_each_image_whole_pixels_with_its_edges_repeated():
+    x = torch.arange(4 * 8 * 8, dtype=torch.float).reshape(4, 1, 8, 8)
+    moved = losses.translate(x, 0.25, torch.Generator().manual_seed(0))
+    assert moved.shape == x.shape
+    shifts = [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)]  # 0.25 of 8 pixels: up to 2
+
+    def shifted(image, dy, dx):
+        return image[(torch.arange(8) + dy).clamp(0, 7)][:, (torch.arange(8) + dx).clamp(0, 7)]
+
+    for image, original in zip(moved[:, 0], x[:, 0]):
+        assert any(torch.equal(image, shifted(original, dy, dx)) for dy, dx in shifts)
+    assert not torch.equal(moved, x)  # some image moved
+    assert torch.equal(losses.translate(x, 0.0), x)
+
+
+def test_translation_passes_gradients_to_the_images_and_reaches_both_batches():
+    x = torch.randn(6, 1, 8, 8, requires_grad=True)
+    losses.translate(x, 0.125, torch.Generator().manual_seed(1)).sum().backward()
+    assert x.grad.sum().item() == pytest.approx(6 * 64)  # every output pixel takes one input pixel
+    cfg = LossConfig(translate=0.125)
+    seen = []
+    d = lambda batch: seen.append(batch.detach()) or batch.mean((1, 2, 3))  # noqa: E731
+    d.joint_batch = True
+    real, fake = torch.randn(3, 1, 8, 8), torch.randn(3, 1, 8, 8)
+    losses.GANLoss(cfg).d_loss(d, real, fake, 0, torch.Generator().manual_seed(2))
+    assert not torch.equal(seen[0][:3], real) and not torch.equal(seen[0][3:], fake)

@@ -448,3 +448,10 @@ def test_shared_schedule_gives_g_the_noise_that_made_its_batch(tiny_cfg):
     trainer.loss.g_loss = g_loss
     trainer.train_step()
     assert remade == [True]
+
+
+def test_translation_is_refused_for_vectors(tiny_cfg, tmp_path):
+    from gankit.errors import UserError
+    with pytest.raises(UserError, match="loss.translate shifts images"):
+        Trainer(config.with_overrides(tiny_cfg, ["loss.translate=0.125"]), tmp_path / "run")
+    assert not (tmp_path / "run").exists()

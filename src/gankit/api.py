@@ -43,7 +43,7 @@ class GAN:
         items = [f"{k}={config_mod.toml_value(v)}" for k, v in (settings or {}).items()]
         self._networks = _networks_of(generator, discriminator)  # this GAN's own, registered when it builds
         if self._networks is not None:
-            items.append(f"model.name={plain.NAME}")
+            items = [f"model.name={plain.NAME}", *_preset_code_off(cfg, settings or {}), *items]
         self.config: RunConfig = config_mod.with_overrides(cfg, items)
         self.out, self.progress = out, progress
         self.run_dir: Path | None = None
@@ -145,6 +145,15 @@ class GAN:
 def load(path: str | Path, live: bool = False, generator: nn.Module | None = None,
          discriminator: nn.Module | None = None) -> GAN:
     return GAN.load(path, live, generator, discriminator)
+
+
+def _preset_code_off(cfg: RunConfig, settings: dict[str, Any]) -> list[str]:
+    """A preset's InfoGAN categories (model.z_categories with loss.info_weight) need gankit's own D, whose
+    code head tells the category: with the user's networks they are off, so G takes z_dim-wide noise.
+    Settings the user gives win (an error then says what the plain D lacks)."""
+    if cfg.loss.info_weight == 0 or {"loss.info_weight", "model.z_categories"} & set(settings):
+        return []
+    return ["loss.info_weight=0", "model.z_categories=0"]
 
 
 def _networks_of(generator: nn.Module | None, discriminator: nn.Module | None):

@@ -75,6 +75,9 @@ class LossConfig:
     label_smoothing: float = 0.0  # one-sided: real target = 1 - label_smoothing
     instance_noise: float = 0.0  # std of Gaussian noise added to D's inputs (0: off)
     instance_noise_anneal: int = 0  # steps over which that std decays linearly to 0 (0: constant)
+    # DiffAugment's translation: images D judges (real and generated alike) shifted by up to this
+    # fraction of their size, differentiably (0: off; 0.125 in Zhao et al. 2020); image data only
+    translate: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -233,6 +236,8 @@ def check_ranges(cfg: RunConfig) -> None:
         _require(getattr(lo, key) >= 0, f"loss.{key}", getattr(lo, key), "must be >= 0")
     _require(lo.info_weight == 0 or m.z_categories > 0, "loss.info_weight", lo.info_weight,
              "needs a categorical code to recover: set model.z_categories (e.g. 8), or loss.info_weight = 0")
+    _require(0.0 <= lo.translate < 0.5, "loss.translate", lo.translate,
+             "must be in [0, 0.5): the largest shift as a fraction of the image size (0: off)")
     _require(lo.r1_every >= 1, "loss.r1_every", lo.r1_every, "must be >= 1 (1: R1 on every step)")
     _require(lo.instance_noise_anneal >= 0, "loss.instance_noise_anneal", lo.instance_noise_anneal, "must be >= 0")
     if lo.label_smoothing > 0:

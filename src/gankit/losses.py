@@ -2,7 +2,7 @@
 
 The adversarial losses are pure functions of D's logits on real and generated data, so they can
 be checked against hand-computed numbers. `GANLoss` applies one of them to the networks, with
-the regularisers (gradient penalty, R1, label smoothing, instance noise); the training loop only
+the regularisers (gradient penalty, R1, label smoothing, instance noise, translation); the training loop only
 asks it for a D loss and a G loss.
 """
 from __future__ import annotations
@@ -127,6 +127,23 @@ def gradient_penalty(d: nn.Module, real: Tensor, fake: Tensor, generator: torch.
     return ((input_gradient_sq(d, mixed, labels) + 1e-12).sqrt() - 1.0).pow(2).mean()
 
 
+def translate(x: Tensor, fraction: float, generator: torch.Generator | None = None) -> Tensor:
+    """DiffAugment's translation (Zhao et al. 2020): each image of an (N, C, H, W) batch shifted by up
+    to `fraction` of its height and width, a whole number of pixels drawn per image, with the edge
+    pixels repeated into the gap (MNIST's background, where zeros would be grey in [-1, 1]).
+    Differentiable in x, so G learns through it; D never sees an unshifted training image it could memorise."""
+    n, _, height, width = x.shape
+
+    def shifted_positions(size: int) -> Tensor:
+        reach = int(size * fraction + 0.5)
+        shift = torch.randint(-reach, reach + 1, (n, 1), generator=generator, device=x.device)
+        return (torch.arange(size, device=x.device) + shift).clamp_(0, size - 1)
+
+    rows, cols = shifted_positions(height), shifted_positions(width)
+    batch = torch.arange(n, device=x.device)[:, None, None]
+    return x[batch, :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)  # indexing puts C last
+
+
 def r1_penalty(d: nn.Module, real: Tensor, labels: Tensor | None = None) -> Tensor:
     """R1 (Mescheder et al. 2018): E |grad D(x)|^2 on real data; the caller scales by gamma/2."""
     return input_gradient_sq(d, real, labels).mean()
@@ -150,7 +167,11 @@ class GANLoss:
             return std
         return std * max(0.0, 1.0 - step / anneal)
 
-    def _noisy(self, x: Tensor, std: float, generator: torch.Generator | None) -> Tensor:
+    def _d_input(self, x: Tensor, step: int, generator: torch.Generator | None) -> Tensor:
+        """What D sees of a real or generated batch: translated (loss.translate), then noisy (instance noise)."""
+        if self.cfg.translate > 0:
+            x = translate(x, self.cfg.translate, generator)
+        std = self.noise_std(step)
         if std == 0:
             return x
         return x + std * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
@@ -170,8 +191,7 @@ class GANLoss:
         """D's loss and G's loss from one pass of D over a real and a generated batch (simultaneous
         updates, as the TensorFlow DCGAN tutorial): when `fake` keeps its graph, G's loss reaches G.
         D's loss then reaches G too: the caller takes its gradient for D's weights only."""
-        std = self.noise_std(step)
-        real_in, fake_in = self._noisy(real, std, generator), self._noisy(fake, std, generator)
+        real_in, fake_in = self._d_input(real, step, generator), self._d_input(fake, step, generator)
         codes = self._codes(z)
         real_logits, fake_logits, code_logits = self._judge_both(d, real_in, fake_in, labels, codes is not None)
         loss = self.pair.d(real_logits, fake_logits, 1.0 - self.cfg.label_smoothing)
@@ -229,7 +249,7 @@ class GANLoss:
         """G's loss on G(z); `fake` is G(z) already computed with its graph (train.schedule = "shared")."""
         if fake is None:
             fake = g(z, labels)  # a gankit Generator takes labels=None when unconditional
-        fake = self._noisy(fake, self.noise_std(step), generator)
+        fake = self._d_input(fake, step, generator)
         codes = self._codes(z)
         logits, code_logits = judge_and_code(d, fake, labels, codes is not None)
         loss = self.pair.g(logits.float())

@@ -124,6 +124,8 @@ def make_normalizer(cfg: RunConfig, source: Source) -> Normalizer:
         return Normalizer.identity(1)
     if cfg.model.conditional:
         raise UserError(f"model.conditional = true needs labelled data; '{cfg.data.name}' has no labels")
+    if cfg.loss.translate > 0:
+        raise UserError(f"loss.translate shifts images; '{cfg.data.name}' holds vectors: set loss.translate = 0")
     return Normalizer(*source.moments()) if cfg.data.normalize else Normalizer.identity(source.dim)
 
 
