@@ -36,6 +36,7 @@ from gankit.models.noise import sample_noise
 from gankit.rundir import hold_run
 from gankit.training import checkpoint as ckpt
 from gankit.training import distributed, tensorboard
+from gankit.training.cpu import default_threads, torch_cpu_settings
 from gankit.training.evaluation import Evaluation
 from gankit.training.guards import Guards
 from gankit.training.health import CpuShare, HealthMonitor, nonfinite
@@ -85,25 +86,6 @@ def resolve_precision(precision: str, device: torch.device, is_image: bool) -> s
         return "bf16" if torch.cuda.get_device_capability(device)[0] >= 8 else "fp32"
     amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
     return "bf16" if device.type == "cpu" and amx() else "fp32"
-
-
-def default_threads(is_image: bool) -> int:
-    """train.threads = 0: one thread for vector data (its small networks gain nothing from more, and a
-    run beside another keeps its speed: two runs of 1,000 quadratic steps at once on 2 cores took
-    32 s each with 2 threads, 2.4 s with one; docs/benchmarks.md); image networks keep PyTorch's own
-    count (the cores, or OMP_NUM_THREADS when set; torchrun sets it to 1 for several processes)."""
-    return torch.get_num_threads() if is_image else 1
-
-
-@contextmanager
-def torch_threads(threads: int) -> Iterator[None]:
-    """PyTorch's CPU thread count for the block, then back to what it was (a notebook keeps its own)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def per_process_batch(batch_size: int, processes: int) -> int:
@@ -355,7 +337,7 @@ class Trainer:
     def fit(self, steps: int | None = None, progress: bool = True) -> "Trainer":
         """Train until `steps` (default: train.steps) steps are done; resumable at any checkpoint."""
         total = steps or self.cfg.train.steps
-        with torch_threads(self.threads), self._holding_run():
+        with torch_cpu_settings(self.threads, self.cfg.train.flush_denormals), self._holding_run():
             self.log.open(total, progress)
             try:
                 self._loop(total, progress)
