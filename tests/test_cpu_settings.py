@@ -1,6 +1,9 @@
 """train.flush_denormals reaches every CPU thread of PyTorch's pool, and the block restores what it changed."""
 from __future__ import annotations
 
+import platform
+import sys
+
 import pytest
 import torch
 
@@ -15,19 +18,42 @@ def product_of(denormals: torch.Tensor) -> torch.Tensor:
     return denormals * 1.0
 
 
-@pytest.mark.skipif("OpenMP" not in torch.__config__.parallel_info(), reason="PyTorch built without OpenMP")
-def test_denormals_are_flushed_on_every_thread_inside_the_block_only():
+@pytest.fixture
+def two_threads():
     before = torch.get_num_threads()
     torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+x86_linux_openmp = pytest.mark.skipif(
+    sys.platform != "linux" or platform.machine() not in ("x86_64", "AMD64")
+    or "OpenMP" not in torch.__config__.parallel_info(),
+    reason="the flush reaches every thread where PyTorch's OpenMP runtime is found: x86 Linux")
+
+
+@x86_linux_openmp
+def test_denormals_are_flushed_on_every_thread_inside_the_block_only(two_threads):
     denormals = torch.full((1 << 21,), DENORMAL)  # made before: the pool exists, as in any process that has computed
     assert (denormals != 0).all()
-    with torch_cpu_settings(threads=2, flush_denormals=True):
-        assert torch.get_num_threads() == 2
+    with torch_cpu_settings(threads=2, flush_denormals=True) as flushed:
+        assert flushed and torch.get_num_threads() == 2
         assert (product_of(denormals) == 0).all()  # a worker thread left out would keep its part
     assert (product_of(denormals) != 0).all()
+
+
+@x86_linux_openmp
+def test_off_or_on_a_gpu_run_the_block_leaves_the_mode_alone(two_threads):
+    denormals = torch.full((1 << 21,), DENORMAL)
+    for settings in ({"flush_denormals": False}, {"flush_denormals": True, "device_type": "cuda"}):
+        with torch_cpu_settings(threads=2, **settings) as flushed:
+            assert flushed  # nothing was asked of the CPU, so nothing is missing
+            assert (product_of(denormals) != 0).all()
+    torch.set_flush_denormal(True)  # the caller's own choice (on this thread) survives a block that is off
     with torch_cpu_settings(threads=2, flush_denormals=False):
-        assert (product_of(denormals) != 0).all()
-    torch.set_num_threads(before)
+        pass
+    assert torch.tensor([DENORMAL]).item() == 0
+    torch.set_flush_denormal(False)
 
 
 def test_the_thread_count_is_restored():

@@ -43,7 +43,9 @@ class GAN:
         items = [f"{k}={config_mod.toml_value(v)}" for k, v in (settings or {}).items()]
         self._networks = _networks_of(generator, discriminator)  # this GAN's own, registered when it builds
         if self._networks is not None:
-            items = [f"model.name={plain.NAME}", *_preset_code_off(cfg, settings or {}), *items]
+            # a preset's categories need gankit's D; a RunConfig passed in is the user's own choice
+            code_off = _preset_code_off(cfg, settings or {}) if isinstance(preset, str) else []
+            items = [f"model.name={plain.NAME}", *code_off, *items]
         self.config: RunConfig = config_mod.with_overrides(cfg, items)
         self.out, self.progress = out, progress
         self.run_dir: Path | None = None

@@ -2,7 +2,7 @@
 
 Denormals (floats below 1.2e-38) take a slow microcode path on x86. A GAN's Adam state fills with
 them: beta1 = 0.5 halves a first moment whose gradient stays 0 (a dead ReLU unit), so within ~120
-steps it is denormal. The MLP GAN at batch 64 then trained at 5,900 images/s instead of 7,350.
+steps it is denormal. The MLP GAN at batch 64 then trained at 5,900-6,200 images/s instead of 7,560-7,690.
 TensorFlow flushes them in its own threads by default; PyTorch leaves them on.
 
 The flush mode is a register of each CPU thread, and `torch.set_flush_denormal` sets the calling
@@ -28,17 +28,21 @@ def default_threads(is_image: bool) -> int:
 
 
 @contextmanager
-def torch_cpu_settings(threads: int, flush_denormals: bool) -> Iterator[None]:
-    """PyTorch's CPU thread count and denormal mode (train.flush_denormals) for the block, then back
-    to what they were (a notebook keeps its own). PyTorch cannot read the denormal mode back; it is
-    off in every new process, so off is what the block restores."""
+def torch_cpu_settings(threads: int, flush_denormals: bool, device_type: str = "cpu") -> Iterator[bool]:
+    """PyTorch's CPU thread count and, with flush_denormals on a CPU run (a GPU computes its own way),
+    the denormal mode for the block, then back to what they were (a notebook keeps its own). PyTorch
+    cannot read the denormal mode back; it is off in every new process, so off is what the block
+    restores. Yields whether denormals are flushed on every thread of the pool (False where flushing
+    was asked but did not reach them)."""
+    flush_denormals = flush_denormals and device_type == "cpu"
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
-    set_flush_denormal_on_every_thread(flush_denormals, threads)
+    flushed = flush_denormals and set_flush_denormal_on_every_thread(True, threads)
     try:
-        yield
+        yield flushed or not flush_denormals
     finally:
-        set_flush_denormal_on_every_thread(False, threads)
+        if flush_denormals:
+            set_flush_denormal_on_every_thread(False, threads)
         torch.set_num_threads(before)
 
 
@@ -48,30 +52,41 @@ _PER_THREAD = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
 def set_flush_denormal_on_every_thread(on: bool, threads: int) -> bool:
     """torch.set_flush_denormal(on) on the calling thread and on each of `threads` OpenMP threads.
     GOMP_parallel (GNU OpenMP's entry point, which LLVM's and Intel's runtimes also provide) runs
-    the callback once on each thread of the pool PyTorch uses. Where no OpenMP runtime is found,
-    only the calling thread changes. Returns whether the worker threads were reached."""
-    torch.set_flush_denormal(on)
-    gomp = _openmp_runtime()
-    if threads <= 1:
-        return True
-    if gomp is None:
+    the callback once on each thread of PyTorch's pool. Returns whether the mode now holds on every
+    thread, checked on a product split over them (False on CPUs without the mode, e.g. ARM ones
+    whose PyTorch lacks it, and where PyTorch's OpenMP runtime is not found: macOS, Windows)."""
+    if not torch.set_flush_denormal(on):
         return False
-    callback = _PER_THREAD(lambda _: torch.set_flush_denormal(on))  # kept referenced through the call
-    gomp.GOMP_parallel(callback, None, ctypes.c_uint(threads), ctypes.c_uint(0))
-    return True
+    runtime = _torch_openmp_runtime() if threads > 1 else None
+    if runtime is not None:
+        callback = _PER_THREAD(lambda _: torch.set_flush_denormal(on))  # referenced until the call returns
+        runtime.GOMP_parallel(callback, None, ctypes.c_uint(threads), ctypes.c_uint(0))
+    return _denormals_flushed() == on
 
 
-def _openmp_runtime() -> ctypes.CDLL | None:
-    """The OpenMP runtime PyTorch loaded, found by its path in this process's memory map (Linux): opening
-    that path again gives the loaded copy, where a bare name could load another runtime with its own pool."""
+def _denormals_flushed() -> bool:
+    """Whether a product of denormals, split over the pool's threads, came out all zeros."""
+    tiny = torch.ones(1 << 18, dtype=torch.int32).view(torch.float32)  # 1.4e-45 from its bits: no arithmetic
+    return bool(((tiny * 1.0) == 0).all())
+
+
+def _torch_openmp_runtime() -> ctypes.CDLL | None:
+    """The OpenMP runtime PyTorch's own wheel loaded (under torch/lib or torch.libs), found by its path in
+    this process's memory map (Linux): opening that path again gives the loaded copy, where a bare
+    name, or another package's runtime, would start a pool of its own."""
     try:
         maps = Path("/proc/self/maps").read_text()
     except OSError:  # not Linux
         return None
-    paths = {line.split()[-1] for line in maps.splitlines() if line.count(" /") == 1}
+    torch_dirs = (Path(torch.__file__).parent, Path(torch.__file__).parent.parent / "torch.libs")
+    fields = (line.split(maxsplit=5) for line in maps.splitlines())
+    paths = {Path(f[5]) for f in fields if len(f) == 6 and f[5].startswith("/")}
     for path in sorted(paths):
-        if Path(path).name.startswith(("libgomp", "libiomp5", "libomp")):
-            runtime = ctypes.CDLL(path)
-            if hasattr(runtime, "GOMP_parallel"):
-                return runtime
+        owned = any(folder in path.parents for folder in torch_dirs)
+        if owned and path.name.startswith(("libgomp", "libiomp5", "libomp")):
+            try:
+                runtime = ctypes.CDLL(str(path))
+            except OSError:
+                return None
+            return runtime if hasattr(runtime, "GOMP_parallel") else None
     return None

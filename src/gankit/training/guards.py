@@ -73,6 +73,10 @@ class Guards:
         if run.store.resume_note:
             run.log.event("warning", kind="resume_processes", message=run.store.resume_note)
             run.store.resume_note = None
+        if not getattr(run, "denormals_flushed", True):  # set by fit() for its run
+            run.log.event("warning", kind="denormals", message="train.flush_denormals: this CPU or PyTorch build "
+                          "did not let gankit flush denormal floats on every thread, so a long run may slow down; "
+                          "set train.flush_denormals=false to silence this")
         size = len(run.source) if hasattr(run.source, "__len__") else None
         if run.step == 0 and size is not None and size < run.cfg.train.batch_size:
             run.log.event("warning", kind="small_data", message=f"the data set has {size} samples, fewer than "

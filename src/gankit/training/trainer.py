@@ -214,8 +214,7 @@ class Trainer:
 
     @property
     def sampler_g(self) -> nn.Module:
-        """The generator to sample from: the EMA copy when there is one, with its batch-norm
-        statistics measured for its own weights (state.measure_batch_norm), again each time the EMA moves."""
+        """G to sample from: the EMA copy when there is one, its batch-norm statistics measured again each time it moves."""
         if self.ema is None:
             return self.g
         if self._sampler_copy is None:
@@ -337,7 +336,8 @@ class Trainer:
     def fit(self, steps: int | None = None, progress: bool = True) -> "Trainer":
         """Train until `steps` (default: train.steps) steps are done; resumable at any checkpoint."""
         total = steps or self.cfg.train.steps
-        with torch_cpu_settings(self.threads, self.cfg.train.flush_denormals), self._holding_run():
+        cpu = torch_cpu_settings(self.threads, self.cfg.train.flush_denormals, self.device.type)
+        with cpu as self.denormals_flushed, self._holding_run():
             self.log.open(total, progress)
             try:
                 self._loop(total, progress)
