@@ -216,3 +216,46 @@ def test_dcgan_discriminator_takes_its_own_width():
     count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     assert count(g2) == count(g) and count(wide) > 4 * count(d)
     assert wide(torch.zeros(3, 1, 28, 28)).shape == (3,)
+
+
+def test_flatten_keeps_nchw_order_and_hands_the_gradient_back_channels_last():
+    """Flattening a channels-last activation must give the same vector as nn.Flatten, and its
+    gradient must come back channels-last: mixed layouts make the elementwise backward kernels below
+    (leaky_relu_backward) many times slower."""
+    from gankit.models.base import Flatten
+
+    x = torch.randn(3, 4, 5, 5).contiguous(memory_format=torch.channels_last).requires_grad_()
+    weights = torch.randn(3, 100)
+    (Flatten()(x) * weights).sum().backward()
+    assert torch.equal(Flatten()(x), nn.Flatten()(x))
+    assert x.grad.is_contiguous(memory_format=torch.channels_last) and not x.grad.is_contiguous()
+    assert torch.equal(x.grad, weights.view(3, 4, 5, 5))
+    plain = torch.randn(3, 4, 5, 5, requires_grad=True)
+    (Flatten()(plain) * weights).sum().backward()
+    assert plain.grad.is_contiguous()
+
+
+def test_dcgan28_backward_sees_one_memory_format_per_op():
+    """With channels-last weights (as the trainer makes them) no op in G's or D's forward or
+    backward mixes channels-last and NCHW tensors."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    g, d = build_dcgan(ModelConfig(name="dcgan", conv_width=4, z_dim=8, d_batch_norm=True), (1, 28, 28))
+    g, d = (net.to(memory_format=torch.channels_last) for net in (g, d))
+
+    def layout(t):
+        return "nchw" if t.is_contiguous() else "nhwc" if t.is_contiguous(memory_format=torch.channels_last) else "?"
+
+    class MixedLayouts(TorchDispatchMode):
+        mixed: list = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            images = [a for a in args if isinstance(a, torch.Tensor) and a.dim() == 4 and a.shape[1] > 1
+                      and a.shape[2] > 1]
+            if len({layout(a) for a in images}) > 1:
+                self.mixed.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    with MixedLayouts() as mode:
+        d(g(torch.randn(6, 8))).sum().backward()
+    assert mode.mixed == []

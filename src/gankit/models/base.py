@@ -41,6 +41,40 @@ class Dropout(nn.Dropout):
         return x * keep.to(x.dtype).mul_(1.0 / (1.0 - self.p))  # one multiply forward, one backward
 
 
+class _FlattenKeepingGradientFormat(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        ctx.shape = x.shape
+        ctx.channels_last = not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+        return x.flatten(1)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.reshape(ctx.shape)
+        return grad.contiguous(memory_format=torch.channels_last) if ctx.channels_last else grad
+
+
+class Flatten(nn.Flatten):
+    """nn.Flatten (NCHW order, whatever the memory format) whose gradient goes back in the memory
+    format of its input. Why: flattening a channels-last tensor copies it to NCHW order, and autograd
+    would hand the layers below an NCHW gradient beside their channels-last activations. PyTorch's
+    elementwise backward kernels run 20x slower on such mixed layouts (leaky_relu_backward on
+    128x32x7x7: 400 us against 20 us), which was a tenth of the mnist-dcgan step."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.start_dim != 1 or self.end_dim != -1 or x.dim() != 4:
+            return super().forward(x)
+        return _FlattenKeepingGradientFormat.apply(x)
+
+
+def like_weight(x: torch.Tensor, layer: nn.Module) -> torch.Tensor:
+    """x in the memory format of the layer's 4-d weight (channels-last when the trainer made the
+    network so), so that the convolution and its backward need no layout conversion."""
+    if layer.weight.is_contiguous() or not layer.weight.is_contiguous(memory_format=torch.channels_last):
+        return x
+    return x.contiguous(memory_format=torch.channels_last)
+
+
 def has_batch_norm(module: nn.Module) -> bool:
     return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules())
 

@@ -17,7 +17,8 @@ from torch import nn
 
 from gankit.config import ModelConfig
 from gankit.errors import UserError
-from gankit.models.base import ConditionedSequential, Discriminator, Dropout, Generator, batch_norm
+from gankit.models.base import (ConditionedSequential, Discriminator, Dropout, Flatten, Generator, batch_norm,
+                                like_weight)
 from gankit.models.noise import latent_width
 from gankit.models.mlp import OUTPUTS, init_weights, with_spectral_norm
 
@@ -36,7 +37,8 @@ class DCGAN28Generator(Generator):
             nn.ConvTranspose2d(w, channels, 5, 2, 2, output_padding=1), OUTPUTS[output]())
 
     def decode(self, inputs: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
-        return self.convs(self.dense(inputs, y).view(-1, 4 * self.width, 7, 7), y)
+        grid = self.dense(inputs, y).view(-1, 4 * self.width, 7, 7)
+        return self.convs(like_weight(grid, self.convs[0]), y)
 
 
 class DCGAN28Discriminator(Discriminator):
@@ -51,7 +53,7 @@ class DCGAN28Discriminator(Discriminator):
         self.convs = nn.Sequential(
             nn.Conv2d(channels * pack, width, 5, 2, 2), nn.LeakyReLU(0.3), Dropout(dropout),
             nn.Conv2d(width, 2 * width, 5, 2, 2, bias=not batch_norm), norm, nn.LeakyReLU(0.3), Dropout(dropout),
-            nn.Flatten())
+            Flatten())
         self.init_head(2 * width * 7 * 7, num_classes)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
@@ -89,7 +91,7 @@ class DCGANDiscriminator(Discriminator):
         for w_in, w_out in zip(widths[:-1], widths[1:]):
             norm = nn.BatchNorm2d(w_out) if batch_norm else nn.Identity()
             layers += [nn.Conv2d(w_in, w_out, 4, 2, 1, bias=not batch_norm), norm, nn.LeakyReLU(0.2, True)]
-        self.convs = nn.Sequential(*layers, nn.Flatten())
+        self.convs = nn.Sequential(*layers, Flatten())
         self.joint_batch = not batch_norm
         self.init_head(widths[-1] * 4 * 4, num_classes)
 
