@@ -120,7 +120,7 @@ class Points(VectorSource):
         return len(self.data)
 
     def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
-        return self.data[torch.randint(len(self.data), (n,), generator=generator)]
+        return self.data.index_select(0, torch.randint(len(self.data), (n,), generator=generator))
 
     def moments(self) -> tuple[torch.Tensor, torch.Tensor]:
         return self.data.mean(0), self.data.std(0).clamp_min(1e-8)
