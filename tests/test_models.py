@@ -259,3 +259,13 @@ def test_dcgan28_backward_sees_one_memory_format_per_op():
     with MixedLayouts() as mode:
         d(g(torch.randn(6, 8))).sum().backward()
     assert mode.mixed == []
+
+
+@pytest.mark.parametrize("hidden", [0, 6])
+def test_code_head_gives_each_packed_sample_its_category_logits(hidden):
+    d = build_dcgan(ModelConfig(name="dcgan", conv_width=4, z_dim=8, pack=2), (1, 28, 28))[1]
+    d.add_code_head(5, hidden)
+    logits, code = d(torch.randn(6, 1, 28, 28), with_code=True)
+    assert logits.shape == (3,) and code.shape == (6, 5)
+    layers = [m for m in d.code.modules() if isinstance(m, nn.Linear)]
+    assert [layer.out_features for layer in layers] == ([6, 10] if hidden else [10])

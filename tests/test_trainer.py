@@ -97,7 +97,8 @@ def test_ema_decay_ramps_up_from_the_first_steps(tiny_cfg, tmp_path):
 def test_resume_continues_bit_for_bit(tiny_cfg, tmp_path, schedule, precision):
     cfg = config.with_overrides(tiny_cfg, ["train.ema_decay=0.5", f"train.schedule={schedule}",
                                            f"train.precision={precision}", "model.d_dropout=0.2",
-                                           "model.z_categories=3", "loss.info_weight=0.5"])  # with InfoGAN's head
+                                           "model.z_categories=3", "loss.info_weight=0.5",
+                                           "model.code_hidden=4"])  # with InfoGAN's head (a hidden layer)
     straight = Trainer(cfg, tmp_path / "a").fit(steps=20, progress=False)
     Trainer(cfg, tmp_path / "b").fit(steps=10, progress=False)
     resumed = Trainer.resume(tmp_path / "b").fit(steps=20, progress=False)
@@ -231,12 +232,41 @@ def test_bf16_autocast_trains_in_bfloat16(tiny_cfg, tmp_path):
     rows = [json.loads(line) for line in (tmp_path / "bf16" / "metrics.jsonl").open() if "d_loss" in line]
     assert rows and all(np.isfinite(r["d_loss"]) and np.isfinite(r["g_loss"]) for r in rows)
     assert not torch.equal(next(runs["fp32"].g.parameters()), next(runs["bf16"].g.parameters()))
-    with runs["bf16"]._autocast():
+    with runs["bf16"].precision.autocast():
         assert runs["bf16"].g(torch.zeros(4, tiny_cfg.model.z_dim)).dtype == torch.bfloat16
 
 
+@pytest.mark.parametrize("schedule", ["alternating", "shared", "simultaneous"])
+@pytest.mark.parametrize("net", ["mlp", "dcgan"])
+def test_bf16_weight_buffers_give_autocasts_arithmetic_bit_for_bit(tiny_cfg, tmp_path, schedule, net):
+    """On a CPU, bfloat16 steps run on bfloat16 copies of the weights cast once per update: the
+    same numbers as autocast casting them at every forward, and float32 weights outside the step."""
+    from gankit.data.images import ImageSource
+
+    images = ImageSource(np.random.default_rng(0).integers(0, 256, (32, 1, 28, 28), dtype=np.uint8), None, "noise")
+    sets = ["train.precision=bf16", f"train.schedule={schedule}", "train.steps=6", "train.ema_decay=0.5",
+            "model.g_output=tanh", "model.z_categories=3", "loss.info_weight=0.5"]
+    if net == "dcgan":
+        sets += ["model.name=dcgan", "model.conv_width=4", "model.z_dim=8", "model.d_batch_norm=true"]
+    runs, dtypes = {}, []
+    for buffers in (True, False):
+        trainer = Trainer(config.with_overrides(tiny_cfg, sets), tmp_path / str(buffers), source=images)
+        assert trainer.precision.copies  # on by default here: bfloat16 on a CPU, image data, one process
+        if buffers:
+            trainer.g.register_forward_hook(lambda g, *_: dtypes.append(next(g.parameters()).dtype))
+        else:
+            trainer.precision.copies.clear()  # autocast alone
+        runs[buffers] = trainer.fit(progress=False)
+    assert set(dtypes) == {torch.bfloat16}
+    for part in ("g", "d", "sampler_g"):
+        fast, plain = getattr(runs[True], part).state_dict(), getattr(runs[False], part).state_dict()
+        for key, value in plain.items():
+            assert fast[key].dtype == value.dtype and torch.equal(fast[key], value), (part, key)
+    assert all(p.grad is None or p.grad.dtype == torch.float32 for p in runs[True].d.parameters())
+
+
 def test_precision_auto_is_bf16_only_for_images_on_hardware_that_has_it(monkeypatch):
-    from gankit.training.trainer import resolve_precision
+    from gankit.training.precision import resolve_precision
 
     cpu = torch.device("cpu")
     assert resolve_precision("fp32", cpu, True) == "fp32" and resolve_precision("bf16", cpu, False) == "bf16"

@@ -44,6 +44,9 @@ class ModelConfig:
     # a latent with discrete structure: a uniform category of this many, one-hot after the z_dim
     # continuous coordinates (0: none); lets G put separated modes apart with nothing between them
     z_categories: int = 0
+    # InfoGAN's Q head (loss.info_weight): a hidden layer of this width (LeakyReLU) between D's
+    # features and the category logits, as in Chen et al. 2016 (0: one linear layer)
+    code_hidden: int = 0
     g_hidden: tuple[int, ...] = (16, 16)
     g_activation: Activation = "leaky_relu"
     g_output: OutputActivation = "none"
@@ -212,6 +215,7 @@ def check_ranges(cfg: RunConfig) -> None:
     _require(8 <= cfg.data.image_size <= 1024, "data.image_size", cfg.data.image_size, "must be in [8, 1024]")
     _require(m.z_dim >= 1, "model.z_dim", m.z_dim, "must be >= 1")
     _require(m.z_categories >= 0, "model.z_categories", m.z_categories, "must be >= 0 (0: no categorical code)")
+    _require(m.code_hidden >= 0, "model.code_hidden", m.code_hidden, "must be >= 0 (0: a linear code head)")
     for key in ("g_hidden", "d_hidden"):
         widths = getattr(m, key)
         _require(all(w >= 1 for w in widths), f"model.{key}", list(widths), "every width must be >= 1")

@@ -166,12 +166,18 @@ class Discriminator(nn.Module):
     def init_head(self, feature_dim: int, num_classes: int) -> None:
         self.logit = nn.Linear(feature_dim, 1)
         self.project = nn.Embedding(num_classes, feature_dim) if num_classes else None
-        self.code: nn.Linear | None = None  # InfoGAN's Q head, added by add_code_head
+        self.code: nn.Module | None = None  # InfoGAN's Q head, added by add_code_head
 
-    def add_code_head(self, categories: int) -> None:
-        """InfoGAN's Q: a linear head on D's features giving, for each sample (each of a packed
-        group's `pack`), the logits of G's categorical code; trained with D, sharing its features."""
-        self.code = nn.Linear(self.logit.in_features, self.pack * categories)
+    def add_code_head(self, categories: int, hidden: int = 0) -> None:
+        """InfoGAN's Q: a head on D's features giving, for each sample (each of a packed group's
+        `pack`), the logits of G's categorical code; trained with D, sharing its features. One linear
+        layer, or with `hidden` > 0 a hidden layer of that width and a LeakyReLU before it (Chen et
+        al.'s Q on MNIST had 128)."""
+        out = self.pack * categories
+        if not hidden:
+            self.code = nn.Linear(self.logit.in_features, out)
+            return
+        self.code = nn.Sequential(nn.Linear(self.logit.in_features, hidden), nn.LeakyReLU(0.2), nn.Linear(hidden, out))
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError

@@ -40,6 +40,7 @@ from gankit.training.cpu import default_threads, torch_cpu_settings
 from gankit.training.evaluation import Evaluation
 from gankit.training.guards import Guards
 from gankit.training.health import CpuShare, HealthMonitor, nonfinite
+from gankit.training.precision import Precision
 from gankit.training.optim import make_optimizer
 from gankit.training.rejection import Critic, fit_run_critic, generator_draw
 from gankit.training.runlog import RunLog
@@ -69,23 +70,6 @@ def update_schedule(t) -> str:
         raise UserError(f"train.schedule = 'simultaneous' makes one D and one G update from one pass; it needs "
                         f"train.n_d = train.n_g = 1 (got {t.n_d} and {t.n_g}): use 'alternating' for more")
     return schedule
-
-
-def resolve_precision(precision: str, device: torch.device, is_image: bool) -> str:
-    """train.precision = auto: bf16 for image networks where the device computes it fast, else fp32.
-    GPUs: those with bfloat16 units (Ampere and later). CPUs: those with AMX tiles (Intel Sapphire
-    Rapids and later), where oneDNN runs bfloat16 matrix products on them (measured:
-    docs/benchmarks.md); AVX-512-BF16 alone is left at fp32 (not measured to pay). Vector data stays
-    fp32: its networks are small (nothing to gain) and bfloat16's 8-bit mantissa would blur
-    coordinates in raw units (seed-quadratic's y reaches 2,510)."""
-    if precision != "auto":
-        return precision
-    if not is_image:
-        return "fp32"
-    if device.type == "cuda":  # is_bf16_supported() also counts emulation (T4, V100): compute capability 8+
-        return "bf16" if torch.cuda.get_device_capability(device)[0] >= 8 else "fp32"
-    amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
-    return "bf16" if device.type == "cpu" and amx() else "fp32"
 
 
 def per_process_batch(batch_size: int, processes: int) -> int:
@@ -130,7 +114,7 @@ def add_code_head(d: nn.Module, cfg: RunConfig) -> None:
     if not hasattr(d, "logit"):
         raise UserError("loss.info_weight needs one of gankit's discriminators (its features feed the code head); "
                         "set loss.info_weight = 0 for networks passed from Python")
-    d.add_code_head(cfg.model.z_categories)
+    d.add_code_head(cfg.model.z_categories, cfg.model.code_hidden)
 
 
 def make_ema(g: nn.Module, decay: float, step_now) -> AveragedModel | None:
@@ -196,7 +180,8 @@ class Trainer:
         self.opt_g = make_optimizer(self.g_params, cfg.optim_g)
         self.opt_d = make_optimizer(self.d_params, cfg.optim_d)
         self.schedule = update_schedule(cfg.train)
-        self.bf16 = resolve_precision(cfg.train.precision, self.device, self.is_image) == "bf16"
+        self.precision = Precision(cfg.train.precision, self.device, self.is_image, [self.g, self.d],
+                                   processes=self.world.size)
         self.threads = cfg.train.threads or default_threads(self.is_image)
         rank_seed = cfg.train.seed + RANK_SEED_STRIDE * self.world.rank  # the same weights, other batches
         if self.world.active:
@@ -238,18 +223,14 @@ class Trainer:
     def draw_fake(self):
         return generator_draw(self.sampler_g, self.cfg, self.num_classes, self.device)
 
-    def _autocast(self) -> torch.autocast:
-        """bfloat16 forward passes (train.precision, resolved in resolve_precision) where PyTorch deems
-        it safe (matrix products, convolutions); losses, reductions and the weights stay float32.
-        bfloat16 has float32's range, so no loss scaling is needed (float16 would need a GradScaler)."""
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
-
     def _gradients(self, params: list[nn.Parameter], opt: torch.optim.Optimizer, loss: torch.Tensor,
                    retain_graph: bool = False) -> None:
         """The gradient of `loss` for these weights only: G's update computes no gradient for D's
         weights (autograd skips that work), nor D's for G's. Averaged over processes when several."""
         opt.zero_grad(set_to_none=True)
         loss.backward(inputs=params, retain_graph=retain_graph)
+        if not retain_graph:  # a retained graph still holds the bfloat16 weights: the caller switches back
+            self.precision.use_full(params)
         if self.world.active:
             distributed.average_gradients(params, self.world.size)
 
@@ -259,7 +240,7 @@ class Trainer:
 
     def generate(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """The batch D is trained on: without a graph, unless the first G update reuses it (shared)."""
-        with self._autocast(), torch.set_grad_enabled(self.schedule == "shared"):
+        with self.precision.autocast(), torch.set_grad_enabled(self.schedule == "shared"):
             return self.g(z, labels)
 
     def train_step(self, snapshot: bool = False, log: bool = True) -> tuple[dict[str, torch.Tensor], dict[str, np.ndarray]]:
@@ -272,13 +253,14 @@ class Trainer:
             views.update(self.snapshots.views("d0", "g0"))
         # D moved, G not yet
         between = (lambda: views.update(self.snapshots.views("d1", "g0"))) if article_views else None
-        if self.schedule == "simultaneous":
-            d_loss, g_loss, stats, real, fake = self._simultaneous_update(real, labels, z, between)
-        else:
-            d_loss, stats, real, fake, labels, z = self._d_updates(real, labels, z)
-            if between is not None:
-                between()
-            g_loss = self._g_updates(fake, z, labels)
+        with self.precision.during_step():
+            if self.schedule == "simultaneous":
+                d_loss, g_loss, stats, real, fake = self._simultaneous_update(real, labels, z, between)
+            else:
+                d_loss, stats, real, fake, labels, z = self._d_updates(real, labels, z)
+                if between is not None:
+                    between()
+                g_loss = self._g_updates(fake, z, labels)
         if self.ema is not None:
             self.ema.update_parameters(self.g)
             self._sampler_copy = None  # measured for the EMA weights before this update
@@ -300,7 +282,7 @@ class Trainer:
             if i > 0 and not t.reuse_batch:
                 (real, labels), z = self.draw_real(), self.draw_noise()
                 fake = self.generate(z, labels)
-            with self._autocast():
+            with self.precision.autocast():
                 d_loss, stats = self.loss.d_loss(self.d, real, fake, self.step, self.noise_rng, labels, z=z)
             self._update(self.d_params, self.opt_d, d_loss)
         return d_loss, stats, real, fake, labels, z  # z made fake: G's InfoGAN term reads its categories
@@ -313,7 +295,7 @@ class Trainer:
             shared = fake if self.schedule == "shared" and i == 0 else None
             if shared is None and not t.reuse_batch:
                 z = self.draw_noise()
-            with self._autocast():
+            with self.precision.autocast():
                 g_loss = self.loss.g_loss(self.g, self.d, z, self.step, self.noise_rng, labels, fake=shared)
             self._update(self.g_params, self.opt_g, g_loss)
         return g_loss
@@ -321,11 +303,12 @@ class Trainer:
     def _simultaneous_update(self, real, labels, z, between):
         """One G forward and one D pass over the real and the generated batch give both losses; D and G
         each step on the gradient for their own weights (two backward passes through D's graph)."""
-        with self._autocast():
+        with self.precision.autocast():
             fake = self.g(z, labels)
             d_loss, g_loss, stats = self.loss.d_and_g_loss(self.d, real, fake, self.step, self.noise_rng, labels, z=z)
         self._gradients(self.d_params, self.opt_d, d_loss, retain_graph=True)  # G's loss still needs D's graph
         self._gradients(self.g_params, self.opt_g, g_loss)  # both before either step: D's weights are in the graph
+        self.precision.use_full(self.d_params)
         self.opt_d.step()
         if between is not None:
             between()
