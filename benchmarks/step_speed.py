@@ -3,8 +3,8 @@
 The same networks, optimiser, batch and loss in all three (the work defined by the articles):
 - `mlp`: the probability-view article's MLP GAN (`seed-mnist-mlp`: G 100-128-256-512-1024-784,
   D 784-512-256-128-1, ReLU, Adam 2e-4 / 0.5);
-- `dcgan`: the TensorFlow DCGAN tutorial's 28x28 networks (`mnist-dcgan` with model.conv_width=64 for both,
-  model.d_dropout=0.3, model.d_batch_norm=false, no EMA, no InfoGAN categories, G's rate 2e-4 like D's).
+- `dcgan`: the TensorFlow DCGAN tutorial's 28x28 networks (`mnist-dcgan` with model.conv_width=64 for G
+  and D, model.d_dropout=0.3, model.d_batch_norm=false, no EMA, no InfoGAN categories, G's rate 2e-4 like D's).
 Each measurement runs in a fresh process (threads as the machine gives them, unless --threads):
 - gankit: `Trainer.fit`, the normal training entry point, with the preset's own defaults; the speed
   is taken between two logged steps after a warm-up, so start-up and the final save are left out;
@@ -38,7 +38,8 @@ VARIANTS = {"gankit-simultaneous": ["train.schedule=simultaneous"], "gankit-shar
 NETS = {
     "mlp": ("seed-mnist-mlp", []),
     "dcgan": ("mnist-dcgan", ["model.conv_width=64", "model.d_conv_width=0", "model.d_dropout=0.3",
-                              "model.d_batch_norm=false", "train.ema_decay=0", "model.z_categories=0", "loss.info_weight=0", "optim_g.lr=0.0002"]),
+                              "model.d_batch_norm=false", "train.ema_decay=0", "model.z_categories=0",
+                              "loss.info_weight=0", "optim_g.lr=0.0002"]),
 }
 
 

@@ -247,7 +247,9 @@ def test_dcgan28_backward_sees_one_memory_format_per_op():
         return "nchw" if t.is_contiguous() else "nhwc" if t.is_contiguous(memory_format=torch.channels_last) else "?"
 
     class MixedLayouts(TorchDispatchMode):
-        mixed: list = []
+        def __init__(self):
+            super().__init__()
+            self.mixed = []
 
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
             images = [a for a in args if isinstance(a, torch.Tensor) and a.dim() == 4 and a.shape[1] > 1
