@@ -13,10 +13,14 @@ Each measurement runs in a fresh process (threads as the machine gives them, unl
   detached batch, then G through D again);
 - tf: the TF DCGAN tutorial's `tf.function` train step (benchmarks/tf_step.py), run with the
   Python of a separate virtual environment holding tensorflow-cpu (--tf-python; skipped if absent).
+By default each measurement times the steady state of a long run: the MLP over steps 500-800
+(by step 400 a GAN's Adam state fills with denormal floats, which slow any loop that leaves them
+unflushed: docs/benchmarks.md), the DCGAN over steps 30-90 (each of its steps is 10-20 times an
+MLP step); --warmup and --steps set both nets' lengths instead.
 Rounds alternate the three, so a machine whose speed drifts affects them alike; the table gives
 the median images/s per cell, the ratios to the faster peer, and peak resident memory.
 
-    python benchmarks/step_speed.py --rounds 3 --tf-python ../tf-env/bin/python
+    python benchmarks/step_speed.py --rounds 3 --kinds gankit torch tf
 """
 from __future__ import annotations
 
@@ -41,6 +45,9 @@ NETS = {
                               "model.d_batch_norm=false", "train.ema_decay=0", "model.z_categories=0",
                               "loss.info_weight=0", "optim_g.lr=0.0002"]),
 }
+
+# (warm-up steps, timed steps) per net unless --warmup / --steps
+LENGTHS = {"mlp": (500, 300), "dcgan": (30, 60)}
 
 
 def config(net: str, batch: int, extra: list[str]):
@@ -133,10 +140,16 @@ def measure(kind: str, net: str, batch: int, args) -> dict | None:
         cmd = [sys.executable, __file__, "--worker", kind.split("-")[0]]
         sets = args.set + VARIANTS.get(kind, [])
         cmd += [a for s in sets for a in ("--set", s)]
-    cmd += ["--net", net, "--batch", str(batch), "--steps", str(args.steps), "--warmup", str(args.warmup)]
+    warmup, steps = lengths(net, args)
+    cmd += ["--net", net, "--batch", str(batch), "--steps", str(steps), "--warmup", str(warmup)]
     env = dict(os.environ, **({"OMP_NUM_THREADS": str(args.threads)} if args.threads else {}))
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
     return json.loads(out.strip().splitlines()[-1])
+
+
+def lengths(net: str, args) -> tuple[int, int]:
+    warmup, steps = LENGTHS[net]
+    return (warmup if args.warmup is None else args.warmup), (steps if args.steps is None else args.steps)
 
 
 def main() -> None:
@@ -148,8 +161,8 @@ def main() -> None:
                              "shared or simultaneous), gankit-fp32 (train.precision = fp32, as the peers compute), "
                              "torch, tf")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=60)
-    parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--steps", type=int, help="timed steps (default: mlp 300, dcgan 60)")
+    parser.add_argument("--warmup", type=int, help="steps before the timing (default: mlp 500, dcgan 30)")
     parser.add_argument("--threads", type=int, default=0, help="OMP_NUM_THREADS for every process (0: default)")
     parser.add_argument("--tf-python", default=str(REPO.parent / "tf-env" / "bin" / "python"))
     parser.add_argument("--set", action="append", default=[], help="gankit config override for the gankit rows")
@@ -192,7 +205,8 @@ def print_table(results: dict, args) -> None:
             mem = {k: median(net, batch, k, "peak_rss_mb") for k in ("gankit", "torch", "tf")}
             peer = max([speed["torch"] or 0, speed["tf"] or 0]) or None
             ratio = [f"{speed[k] / peer:.2f}x" if speed[k] and peer else "-" for k in ours]
-            print(f"| {net} | {batch} | {' | '.join(fmt(speed[k]) for k in ours)} | {fmt(speed['torch'])} | "
+            warmup, steps = lengths(net, args)
+            print(f"| {net}, steps {warmup}-{warmup + steps} | {batch} | {' | '.join(fmt(speed[k]) for k in ours)} | {fmt(speed['torch'])} | "
                   f"{fmt(speed['tf'])} | {' | '.join(ratio)} | "
                   f"{fmt(mem['gankit'])} / {fmt(mem['torch'])} / {fmt(mem['tf'])} |")
 

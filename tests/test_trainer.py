@@ -197,7 +197,7 @@ def _snapshot_checks():
         "model.pack=4": lambda t, s: s["feat_real_d0"].shape == (16, 2) and t.d.pack == 4,
         # no feature layer: the features are the last hidden layer (16 wide)
         "model.d_feature_dim=0": lambda t, s: isinstance(t.d.feature, nn.Identity) and s["feat_real_d0"].shape == (64, 16),
-        "optim_g.name=sgd": lambda t, s: type(t.opt_g) is torch.optim.SGD and type(t.opt_d) is torch.optim.Adam,
+        "optim_g.name=sgd": lambda t, s: type(t.opt_g) is torch.optim.SGD and isinstance(t.opt_d, torch.optim.Adam),
         # ring8's fixed real points lie on the unit circle (std 0.01), in data units
         "data.name=ring8": lambda t, s: np.allclose(np.linalg.norm(s["real"], axis=1), 1.0, atol=0.05),
     }
