@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from gankit.config import OptimConfig
-from gankit.training.optim import LeanAdam, make_optimizer
+from gankit.training.optim import LeanAdam, load_optimizer_state, make_optimizer
 
 SHAPES = [(16, 8), (16,), (3, 16), (3,)]
 
@@ -29,7 +29,7 @@ def step_both(pairs, step: int, skip: int | None = None) -> None:
 
 
 @pytest.fixture
-def direct_steps(monkeypatch):
+def general_steps(monkeypatch):
     """Counts the steps LeanAdam hands to torch.optim.Adam's own step (its general path)."""
     general = []
     original = torch.optim.Adam.step
@@ -43,11 +43,17 @@ def direct_steps(monkeypatch):
     return general
 
 
+def two_groups(params) -> list[dict]:
+    """Two parameter groups, the second with its own rate and betas."""
+    return [{"params": params[:2]}, {"params": params[2:], "lr": 5e-3, "betas": (0.9, 0.99)}]
+
+
 @pytest.mark.parametrize("settings", [{}, {"weight_decay": 0.01}], ids=["plain", "weight-decay"])
-def test_lean_adam_steps_like_torch_fused_adam_bit_for_bit(settings, direct_steps):
+def test_lean_adam_steps_like_torch_fused_adam_bit_for_bit(settings, general_steps):
     ours, theirs = weights(), weights()
-    lean = LeanAdam(ours, lr=1e-2, betas=(0.5, 0.999), fused=True, **settings)
-    torch_adam = torch.optim.Adam(theirs, lr=1e-2, betas=(0.5, 0.999), fused=True, **settings)
+    settings = {"lr": 1e-2, "betas": (0.5, 0.95), "eps": 1e-3, "fused": True, **settings}
+    lean = LeanAdam(two_groups(ours), **settings)
+    torch_adam = torch.optim.Adam(two_groups(theirs), **settings)
     for step in range(6):
         if step == 3:  # a schedule or a rollback changes the rate between steps
             for opt in (lean, torch_adam):
@@ -55,39 +61,69 @@ def test_lean_adam_steps_like_torch_fused_adam_bit_for_bit(settings, direct_step
         step_both([(lean, ours), (torch_adam, theirs)], step)
         for a, b in zip(ours, theirs):
             assert torch.equal(a, b)
-    assert len(direct_steps) == 1  # the first step made the state; the five after it were direct
+    assert len(general_steps) == 1  # the first step made the state; the five after it were direct
     for a, b in zip(ours, theirs):
         for key in ("exp_avg", "exp_avg_sq", "step"):
             assert torch.equal(lean.state[a][key], torch_adam.state[b][key]), key
 
 
-def test_lean_adam_takes_the_general_path_for_a_weight_without_gradient(direct_steps):
+def test_lean_adam_takes_the_general_path_for_a_weight_without_gradient(general_steps):
     ours, theirs = weights(), weights()
     lean = LeanAdam(ours, lr=1e-2, fused=True)
     torch_adam = torch.optim.Adam(theirs, lr=1e-2, fused=True)
     for step in range(3):
         step_both([(lean, ours), (torch_adam, theirs)], step, skip=1 if step == 2 else None)
-    assert len(direct_steps) == 2  # the first step and the one with a missing gradient
+    assert len(general_steps) == 2  # the first step and the one with a missing gradient
     for a, b in zip(ours, theirs):
         assert torch.equal(a, b)
 
 
-def test_lean_adam_goes_on_exactly_after_loading_a_state(direct_steps):
-    first, params = weights(), weights()
+def test_lean_adam_goes_on_exactly_after_loading_a_state(general_steps):
+    """Saved after two steps, loaded (as a resume does) into an optimiser that had stepped on its
+    own, it goes on as torch.optim.Adam resumed the same way, on the loaded state."""
+    first = weights()
     lean = LeanAdam(first, lr=1e-2, fused=True)
-    for step in range(2):
-        step_both([(lean, first)], step)
+    step_both([(lean, first)], 0)
+    step_both([(lean, first)], 1)
     saved = copy.deepcopy(lean.state_dict())
-    resumed = LeanAdam(params, lr=1e-2, fused=True)
+    ours, theirs = weights(1), weights(1)
+    resumed = LeanAdam(ours, lr=1e-2, fused=True)
+    torch_resumed = torch.optim.Adam(theirs, lr=1e-2, fused=True)
+    step_both([(resumed, ours), (torch_resumed, theirs)], 7)  # state of their own, then replaced
     with torch.no_grad():
-        for p, q in zip(params, first):
-            p.copy_(q)
-    resumed.load_state_dict(saved)
+        for a, b, c in zip(ours, theirs, first):
+            a.copy_(c)
+            b.copy_(c)
+    load_optimizer_state(resumed, copy.deepcopy(saved))
+    load_optimizer_state(torch_resumed, copy.deepcopy(saved))
+    general_steps.clear()
     for step in range(2, 4):
-        step_both([(lean, first), (resumed, params)], step)
-    for a, b in zip(first, params):
+        step_both([(resumed, ours), (torch_resumed, theirs), (lean, first)], step)
+    assert general_steps == []  # every step after the load was direct
+    for a, b, c in zip(ours, theirs, first):
+        assert torch.equal(a, b) and torch.equal(a, c)
+        assert torch.equal(resumed.state[a]["exp_avg_sq"], torch_resumed.state[b]["exp_avg_sq"])
+
+
+def test_a_copy_of_lean_adam_steps_like_the_original(general_steps):
+    ours = weights()
+    lean = LeanAdam(ours, lr=1e-2, fused=True)
+    step_both([(lean, ours)], 0)
+    twin = copy.deepcopy(lean)  # its own copies of the weights and state
+    theirs = twin.param_groups[0]["params"]
+    step_both([(lean, ours), (twin, theirs)], 1)
+    assert general_steps == [1]  # the first step only: the copy stepped directly
+    for a, b in zip(ours, theirs):
         assert torch.equal(a, b)
-        assert torch.equal(lean.state[a]["exp_avg_sq"], resumed.state[b]["exp_avg_sq"])
+
+
+def test_a_running_profiler_sees_the_optimiser_step(general_steps):
+    params = weights()
+    lean = LeanAdam(params, lr=1e-2, fused=True)
+    step_both([(lean, params)], 0)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        step_both([(lean, params)], 1)
+    assert "Optimizer.step#LeanAdam.step" in {event.name for event in prof.events()}
 
 
 def test_lean_adam_keeps_torch_optim_hooks():

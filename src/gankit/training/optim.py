@@ -31,35 +31,23 @@ def make_optimizer(params, cfg: OptimConfig) -> torch.optim.Optimizer:
 class LeanAdam(torch.optim.Adam):
     """torch.optim.Adam with the fused kernel, whose step calls that kernel directly when nothing
     needs torch.optim's general path: the same kernel with the same arguments, so the same numbers
-    bit for bit (tests/test_optim.py), and the same state and state_dict. torch.optim's step spends
-    about 0.13 ms of Python around the kernel (hooks, a profiler record, grouping the tensors by
-    device and type, building the state lists again): with G's and D's steps, 3% of the MLP GAN's
-    step at batch 64 on a CPU (docs/benchmarks.md). Anything unusual (a closure, hooks, a weight
-    without a gradient, state not yet made, AMSGrad, a tensor learning rate, a gradient scaler's
-    attributes, mixed devices or types) takes torch.optim's own step."""
-
-    def __init__(self, params, **settings):
-        super().__init__(params, **settings)
-        self._lists: list[tuple[list, list, list, list]] | None = None  # per group, once the state exists
-
-    def load_state_dict(self, state_dict) -> None:
-        super().load_state_dict(state_dict)
-        self._lists = None  # the state tensors were replaced
-
-    def add_param_group(self, param_group) -> None:
-        super().add_param_group(param_group)
-        self._lists = None
+    and the same state and state_dict (bit for bit on a CPU: tests/test_optim.py). torch.optim's
+    step spends about 0.13 ms of Python around the kernel (hooks, a profiler record, grouping the
+    tensors by device and type): with G's and D's steps, 3% of the MLP GAN's step at batch 64 on a
+    CPU (docs/benchmarks.md). Anything unusual takes torch.optim's own step: a closure, optimiser
+    hooks, a running profiler, a weight without a gradient or state, AMSGrad, maximize, capturable,
+    a tensor learning rate, a gradient scaler's attributes, mixed devices or types."""
 
     @torch.no_grad()
     def step(self, closure=None):
-        lists = None if closure is not None or self._has_hooks() else self._state_lists()
-        grads = None if lists is None else [[p.grad for p in params] for params, *_ in lists]
-        if grads is None or any(g is None or g.is_sparse for gs in grads for g in gs):
+        self._accelerator_graph_capture_health_check()  # refuses a CUDA graph capture it cannot take
+        groups = None if closure is not None or self._needs_general_step() else self._direct_groups()
+        if groups is None:
             return self._general_step(closure)
-        for group, (params, exp_avgs, exp_avg_sqs, steps), group_grads in zip(self.param_groups, lists, grads):
+        for group, (params, grads, exp_avgs, exp_avg_sqs, steps) in zip(self.param_groups, groups):
             beta1, beta2 = group["betas"]
             torch._foreach_add_(steps, 1)
-            torch._fused_adam_(params, group_grads, exp_avgs, exp_avg_sqs, [], steps, amsgrad=False,
+            torch._fused_adam_(params, grads, exp_avgs, exp_avg_sqs, [], steps, amsgrad=False,
                                lr=group["lr"], beta1=beta1, beta2=beta2, weight_decay=group["weight_decay"],
                                eps=group["eps"], maximize=False, grad_scale=None, found_inf=None)
         return None
@@ -76,32 +64,35 @@ class LeanAdam(torch.optim.Adam):
             adam_step = adam_step.__wrapped__
         return torch.optim.Optimizer.profile_hook_step(adam_step)(self, closure)
 
-    def _has_hooks(self) -> bool:
+    def _needs_general_step(self) -> bool:
         from torch.optim import optimizer as base
-        return bool(self._optimizer_step_pre_hooks or self._optimizer_step_post_hooks
-                    or base._global_optimizer_pre_hooks or base._global_optimizer_post_hooks)
-
-    def _state_lists(self) -> list[tuple[list, list, list, list]] | None:
-        """Each group's weights, moments and step counts, when every group can take the direct path."""
+        hooks = (self._optimizer_step_pre_hooks or self._optimizer_step_post_hooks
+                 or base._global_optimizer_pre_hooks or base._global_optimizer_post_hooks)
         scaled = getattr(self, "grad_scale", None) is not None or getattr(self, "found_inf", None) is not None
-        if scaled or any(isinstance(group["lr"], torch.Tensor) for group in self.param_groups):
-            return None
-        if self._lists is None:
-            lists = []
-            for group in self.param_groups:
-                params = group["params"]
-                states = [self.state.get(p) for p in params]
-                plain = (group["fused"] and not group["amsgrad"] and not group["maximize"]
-                         and not group["capturable"] and not group["differentiable"]
-                         and not group.get("decoupled_weight_decay", False))
-                if not plain or not params or any(not s for s in states):
-                    return None
-                if len({(p.device, p.dtype) for p in params}) > 1 or params[0].is_complex():
-                    return None
-                lists.append((params, [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states],
-                              [s["step"] for s in states]))
-            self._lists = lists
-        return self._lists
+        return bool(hooks) or scaled or torch.autograd._profiler_enabled()
+
+    def _direct_groups(self) -> list[tuple[list, ...]] | None:
+        """Each group's weights, gradients, moments and step counts, read afresh each step (a few
+        microseconds; state replaced by a load is then never missed), or None when any group needs
+        the general path."""
+        groups = []
+        for group in self.param_groups:
+            params = group["params"]
+            plain = (group["fused"] and not group["amsgrad"] and not group["maximize"]
+                     and not group["capturable"] and not group["differentiable"]
+                     and not group.get("decoupled_weight_decay", False)
+                     and not isinstance(group["lr"], torch.Tensor))
+            if not plain or not params:
+                return None
+            states = [self.state.get(p) for p in params]
+            grads = [p.grad for p in params]
+            if any(not s for s in states) or any(g is None or g.is_sparse for g in grads):
+                return None
+            if len({(p.device, p.dtype) for p in params}) > 1 or params[0].is_complex():
+                return None
+            groups.append((params, grads, [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states],
+                           [s["step"] for s in states]))
+        return groups
 
 
 def _start_rms_average(opt: torch.optim.RMSprop, value: float) -> None:
