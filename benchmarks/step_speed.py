@@ -38,7 +38,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 MNIST = REPO.parent / "shared" / "data" / "mnist"
 VARIANTS = {"gankit-simultaneous": ["train.schedule=simultaneous"], "gankit-shared": ["train.schedule=shared"],
-            "gankit-alternating": ["train.schedule=alternating"], "gankit-fp32": ["train.precision=fp32"]}
+            "gankit-alternating": ["train.schedule=alternating"], "gankit-fp32": ["train.precision=fp32"],
+            "gankit-bf16": ["train.precision=bf16"]}
 NETS = {
     "mlp": ("seed-mnist-mlp", []),
     "dcgan": ("mnist-dcgan", ["model.conv_width=64", "model.d_conv_width=0", "model.d_dropout=0.3",
@@ -158,7 +159,7 @@ def main() -> None:
     parser.add_argument("--batches", nargs="+", type=int, default=[64, 256])
     parser.add_argument("--kinds", nargs="+", default=["gankit", "torch", "tf"],
                         help="gankit (the preset's defaults), gankit-SCHEDULE (train.schedule = alternating, "
-                             "shared or simultaneous), gankit-fp32 (train.precision = fp32, as the peers compute), "
+                             "shared or simultaneous), gankit-fp32 (train.precision = fp32, as the peers compute), gankit-bf16 (train.precision = bf16), "
                              "torch, tf")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, help="timed steps (default: mlp 300, dcgan 60)")

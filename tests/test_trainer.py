@@ -271,8 +271,9 @@ def test_precision_auto_is_bf16_only_for_images_on_hardware_that_has_it(monkeypa
     cpu = torch.device("cpu")
     assert resolve_precision("fp32", cpu, True) == "fp32" and resolve_precision("bf16", cpu, False) == "bf16"
     assert resolve_precision("auto", cpu, False) == "fp32"  # vectors: small networks, raw units
-    for amx, expected in ((True, "bf16"), (False, "fp32")):
+    for amx, avx512_bf16, expected in ((True, False, "bf16"), (False, True, "bf16"), (False, False, "fp32")):
         monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda amx=amx: amx)
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda v=avx512_bf16: v)
         assert resolve_precision("auto", cpu, True) == expected
 
 

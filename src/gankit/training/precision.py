@@ -29,19 +29,26 @@ CAST_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, n
 
 def resolve_precision(precision: str, device: torch.device, is_image: bool) -> str:
     """train.precision = auto: bf16 for image networks where the device computes it fast, else fp32.
-    GPUs: those with bfloat16 units (Ampere and later). CPUs: those with AMX tiles (Intel Sapphire
-    Rapids and later), where oneDNN runs bfloat16 matrix products on them (measured:
-    docs/benchmarks.md); AVX-512-BF16 alone is left at fp32 (not measured to pay). Vector data stays
-    fp32: its networks are small (nothing to gain) and bfloat16's 8-bit mantissa would blur
-    coordinates in raw units (seed-quadratic's y reaches 2,510)."""
+    GPUs: those with bfloat16 units (Ampere and later). CPUs: those whose vector units compute
+    bfloat16 products, AMX tiles (Intel Sapphire Rapids and later) or AVX-512-BF16 (Intel Cooper
+    Lake, AMD Zen 4 and later), which oneDNN uses for bfloat16 matrix products and convolutions
+    (measured on both: AMX 1.7-1.8x the fp32 DCGAN step, AVX-512-BF16 on an AMD EPYC 1.1-2.3x the
+    fp32 step of every benchmark row; docs/benchmarks.md). Other CPUs emulate bfloat16 (one ran it
+    12x slower) and stay fp32. Vector data stays fp32: its networks are small (nothing to gain) and
+    bfloat16's 8-bit mantissa would blur coordinates in raw units (seed-quadratic's y reaches 2,510)."""
     if precision != "auto":
         return precision
     if not is_image:
         return "fp32"
     if device.type == "cuda":  # is_bf16_supported() also counts emulation (T4, V100): compute capability 8+
         return "bf16" if torch.cuda.get_device_capability(device)[0] >= 8 else "fp32"
-    amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
-    return "bf16" if device.type == "cpu" and amx() else "fp32"
+    return "bf16" if device.type == "cpu" and cpu_computes_bf16() else "fp32"
+
+
+def cpu_computes_bf16() -> bool:
+    """Whether this CPU has bfloat16 arithmetic of its own (AMX tiles or AVX-512-BF16)."""
+    probes = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")  # absent in older torch: False
+    return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
 
 
 def cast_weights(net: nn.Module) -> list[nn.Parameter]:
