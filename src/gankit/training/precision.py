@@ -29,9 +29,9 @@ CAST_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, n
 
 def resolve_precision(precision: str, device: torch.device, is_image: bool) -> str:
     """train.precision = auto: bf16 for image networks where the device computes it fast, else fp32.
-    GPUs: those with bfloat16 units (Ampere and later). CPUs: those whose vector units compute
-    bfloat16 products, AMX tiles (Intel Sapphire Rapids and later) or AVX-512-BF16 (Intel Cooper
-    Lake, AMD Zen 4 and later), which oneDNN uses for bfloat16 matrix products and convolutions
+    GPUs: those with bfloat16 units (Ampere and later). CPUs: those with bfloat16 arithmetic of
+    their own, AMX tiles (Intel Sapphire Rapids and later) or AVX-512-BF16 (Intel Cooper Lake, AMD
+    Zen 4 and later), which oneDNN uses for bfloat16 matrix products and convolutions
     (measured on both: AMX 1.7-1.8x the fp32 DCGAN step, AVX-512-BF16 on an AMD EPYC 1.1-2.3x the
     fp32 step of every benchmark row; docs/benchmarks.md). Other CPUs emulate bfloat16 (one ran it
     12x slower) and stay fp32. Vector data stays fp32: its networks are small (nothing to gain) and
