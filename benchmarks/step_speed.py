@@ -159,7 +159,8 @@ def main() -> None:
     parser.add_argument("--batches", nargs="+", type=int, default=[64, 256])
     parser.add_argument("--kinds", nargs="+", default=["gankit", "torch", "tf"],
                         help="gankit (the preset's defaults), gankit-SCHEDULE (train.schedule = alternating, "
-                             "shared or simultaneous), gankit-fp32 (train.precision = fp32, as the peers compute), gankit-bf16 (train.precision = bf16), "
+                             "shared or simultaneous), gankit-fp32 (train.precision = fp32, as the peers compute), "
+                             "gankit-bf16 (train.precision = bf16), "
                              "torch, tf")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, help="timed steps (default: mlp 300, dcgan 60)")
