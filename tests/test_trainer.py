@@ -265,16 +265,52 @@ def test_bf16_weight_buffers_give_autocasts_arithmetic_bit_for_bit(tiny_cfg, tmp
     assert all(p.grad is None or p.grad.dtype == torch.float32 for p in runs[True].d.parameters())
 
 
-def test_precision_auto_is_bf16_only_for_images_on_hardware_that_has_it(monkeypatch):
+def test_precision_auto_is_bf16_only_for_images_on_hardware_that_has_it_and_runs_it_faster(monkeypatch):
+    from gankit.training import precision as precision_mod
     from gankit.training.precision import resolve_precision
 
     cpu = torch.device("cpu")
     assert resolve_precision("fp32", cpu, True) == "fp32" and resolve_precision("bf16", cpu, False) == "bf16"
     assert resolve_precision("auto", cpu, False) == "fp32"  # vectors: small networks, raw units
-    for amx, avx512_bf16, expected in ((True, False, "bf16"), (False, True, "bf16"), (False, False, "fp32")):
+    for amx, avx512_bf16, speedup, expected in ((True, False, 1.8, "bf16"), (False, True, 1.3, "bf16"),
+                                                (False, True, 0.74, "fp32"), (True, False, 1.05, "fp32"),
+                                                (False, False, 2.0, "fp32")):
         monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda amx=amx: amx)
         monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda v=avx512_bf16: v)
-        assert resolve_precision("auto", cpu, True) == expected
+        monkeypatch.setattr(precision_mod, "cpu_bf16_speedup", lambda threads, s=speedup: s)
+        assert resolve_precision("auto", cpu, True) == expected, (amx, avx512_bf16, speedup)
+        # a resumed run keeps what it started with where bfloat16 is native here; elsewhere auto resolves again
+        native = amx or avx512_bf16
+        assert resolve_precision("auto", cpu, True, earlier="bf16") == ("bf16" if native else "fp32")
+        assert resolve_precision("auto", cpu, True, earlier="fp32") == "fp32"
+
+
+def test_cpu_bf16_probe_times_both_precisions():
+    """The probe measures: a positive ratio of float32's time to bfloat16's (on a CPU that emulates
+    bfloat16, well below 1), the same for a second call in the process (cached)."""
+    from gankit.training.precision import cpu_bf16_speedup
+
+    speedup = cpu_bf16_speedup(1)
+    assert 0 < speedup < 100 and cpu_bf16_speedup(1) == speedup
+
+
+def test_resume_keeps_the_precision_auto_chose(tiny_cfg, tmp_path, monkeypatch):
+    """A probe that would time otherwise after a restart does not change a run's arithmetic: the
+    checkpoint records what auto resolved to, and a resume on the same hardware keeps it."""
+    from gankit.data.images import ImageSource
+    from gankit.training import precision as precision_mod
+
+    images = ImageSource(np.random.default_rng(0).integers(0, 256, (32, 1, 28, 28), dtype=np.uint8), None, "noise")
+    cfg = config.with_overrides(tiny_cfg, ["model.name=dcgan", "model.conv_width=4", "model.z_dim=8",
+                                           "model.g_output=tanh", "train.precision=auto", "train.steps=4"])
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
+    monkeypatch.setattr(precision_mod, "cpu_bf16_speedup", lambda threads: 1.5)
+    started = Trainer(cfg, tmp_path, source=images).fit(steps=2, progress=False)
+    assert started.precision.resolved == "bf16"
+    monkeypatch.setattr(precision_mod, "cpu_bf16_speedup", lambda threads: 0.9)  # timed otherwise now
+    assert Trainer(cfg, tmp_path / "new", source=images).precision.resolved == "fp32"
+    monkeypatch.setattr("gankit.training.trainer.make_source", lambda data: images)
+    assert Trainer.resume(tmp_path).precision.resolved == "bf16"
 
 
 # --------------------------------------------------------------------------- update schedules

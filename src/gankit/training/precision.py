@@ -16,6 +16,8 @@ weights as always: a swap of `Parameter.data`, with no state of its own to save 
 """
 from __future__ import annotations
 
+import functools
+import time
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -27,28 +29,93 @@ CAST_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, n
                nn.ConvTranspose3d)
 
 
-def resolve_precision(precision: str, device: torch.device, is_image: bool) -> str:
+# bfloat16 must beat float32 by this factor in the CPU probe to be chosen: at about equal speed
+# float32's arithmetic is the better one.
+BF16_MIN_SPEEDUP = 1.1
+
+
+def resolve_precision(precision: str, device: torch.device, is_image: bool, earlier: str | None = None,
+                      threads: int | None = None) -> str:
     """train.precision = auto: bf16 for image networks where the device computes it fast, else fp32.
-    GPUs: those with bfloat16 units (Ampere and later). CPUs: those with bfloat16 arithmetic of
-    their own, AMX tiles (Intel Sapphire Rapids and later) or AVX-512-BF16 (Intel Cooper Lake, AMD
-    Zen 4 and later), which oneDNN uses for bfloat16 matrix products and convolutions
-    (measured on both: AMX 1.7-1.8x the fp32 DCGAN step, AVX-512-BF16 on an AMD EPYC 1.1-2.3x the
-    fp32 step of every benchmark row; docs/benchmarks.md). Other CPUs emulate bfloat16 (one ran it
-    12x slower) and stay fp32. Vector data stays fp32: its networks are small (nothing to gain) and
-    bfloat16's 8-bit mantissa would blur coordinates in raw units (seed-quadratic's y reaches 2,510)."""
+    GPUs: those with bfloat16 units (Ampere and later). CPUs: those with bfloat16 instructions of
+    their own (AMX tiles, AVX-512-BF16) where bfloat16 layers also ran faster than float32 ones in
+    a timed probe (`cpu_bf16_speedup`): having the instructions is not enough. An AMD EPYC with
+    AVX-512-BF16 ran every benchmark row 1.1-2.3x faster in bf16, but an Intel Xeon with
+    AVX-512-BF16 and its AMX hidden by the hypervisor ran the DCGAN step at 0.75-0.9x and the MLP
+    GAN's at 0.6x (docs/benchmarks.md). CPUs without them emulate bfloat16 (one ran it 12x slower)
+    and stay fp32, unprobed. Vector data stays fp32: its networks are small (nothing to gain) and
+    bfloat16's 8-bit mantissa would blur coordinates in raw units (seed-quadratic's y reaches 2,510).
+
+    `earlier`: what auto resolved to when the run started (kept in its checkpoints). A resumed run
+    keeps it where this hardware computes bfloat16 natively, so a probe that times differently
+    today cannot change a run's arithmetic halfway (exact resume); on other hardware auto resolves
+    again. `threads`: the run's CPU thread count, which the probe runs with."""
     if precision != "auto":
         return precision
     if not is_image:
         return "fp32"
     if device.type == "cuda":  # is_bf16_supported() also counts emulation (T4, V100): compute capability 8+
         return "bf16" if torch.cuda.get_device_capability(device)[0] >= 8 else "fp32"
-    return "bf16" if device.type == "cpu" and cpu_computes_bf16() else "fp32"
+    if device.type != "cpu" or not cpu_computes_bf16():
+        return "fp32"
+    if earlier in ("fp32", "bf16"):
+        return earlier
+    return "bf16" if cpu_bf16_speedup(threads or torch.get_num_threads()) >= BF16_MIN_SPEEDUP else "fp32"
+
+
+def probe_note(precision: str, resolved: str, device: torch.device, is_image: bool, earlier: str | None,
+               threads: int) -> str | None:
+    """The progress line that says what the CPU probe measured, when auto's choice came from it."""
+    probed = precision == "auto" and is_image and device.type == "cpu" and earlier is None and cpu_computes_bf16()
+    if not probed:
+        return None
+    return (f"gankit: train.precision = auto: {resolved} (bfloat16 layers ran at {cpu_bf16_speedup(threads):.2f}x "
+            f"float32's speed on this CPU; bf16 needs {BF16_MIN_SPEEDUP}x)")
 
 
 def cpu_computes_bf16() -> bool:
     """Whether this CPU has bfloat16 arithmetic of its own (AMX tiles or AVX-512-BF16)."""
     probes = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")  # absent in older torch: False
     return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
+
+
+@functools.lru_cache(maxsize=None)
+def cpu_bf16_speedup(threads: int) -> float:
+    """float32's time over bfloat16's for a forward and backward pass of a convolution and a linear
+    layer of a small GAN's sizes, on `threads` threads: above 1, bfloat16 is the faster here. The
+    best of 3 timings each, twice in alternation (about 0.3 s). Once per process and thread count."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        rounds = [(_layer_seconds(torch.float32), _layer_seconds(torch.bfloat16)) for _ in range(2)]
+    finally:
+        torch.set_num_threads(before)
+    return min(f for f, _ in rounds) / min(b for _, b in rounds)
+
+
+def _layer_seconds(dtype: torch.dtype, repeats: int = 3) -> float:
+    """The best of `repeats` timings of one forward and backward pass through two layers in `dtype`
+    (D's second convolution of the tutorial DCGAN at half width, channels-last, and a 512-wide linear
+    layer), after one untimed pass that lets oneDNN build its kernels."""
+    conv = nn.Conv2d(32, 64, 5, 2, 2).to(dtype=dtype, memory_format=torch.channels_last)
+    linear = nn.Linear(512, 512).to(dtype)
+    generator = torch.Generator().manual_seed(0)
+    image = torch.randn(64, 32, 14, 14, generator=generator).to(dtype, memory_format=torch.channels_last)
+    rows = torch.randn(256, 512, generator=generator).to(dtype)
+    image.requires_grad_()
+    rows.requires_grad_()
+
+    def one_pass() -> None:
+        conv(image).float().sum().backward()
+        linear(rows).float().sum().backward()
+
+    one_pass()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        one_pass()
+        best = min(best, time.perf_counter() - start)
+    return best
 
 
 def cast_weights(net: nn.Module) -> list[nn.Parameter]:
@@ -110,7 +177,8 @@ class Precision:
 
     def __init__(self, precision: str, device: torch.device, is_image: bool, nets: list[nn.Module],
                  processes: int = 1):
-        self.device, self.bf16 = device, resolve_precision(precision, device, is_image) == "bf16"
+        self.resolved = resolve_precision(precision, device, is_image)  # Trainer passes auto resolved
+        self.device, self.bf16 = device, self.resolved == "bf16"
         self.active = False
         self.copies: dict[nn.Module, _NetworkCopies] = {}
         if not (self.bf16 and device.type == "cpu" and processes == 1 and is_image):

@@ -26,6 +26,8 @@ class RunLog:
 
     def open(self, total: int, progress: bool) -> None:
         run = self.run
+        if progress and run.world.is_main and run.precision_note:
+            self.say(run.precision_note)  # what the CPU probe measured for train.precision = auto
         self.bar = tqdm(total=total, initial=run.step, desc="train", unit="step", file=sys.stderr,
                         disable=not (progress and run.world.is_main), dynamic_ncols=True, mininterval=0.5)
         if run.cfg.train.tensorboard and run.world.is_main and self.tensorboard is None:
