@@ -77,7 +77,8 @@ def run_gankit(net: str, batch: int, steps: int, warmup: int, extra: list[str]) 
         rows = [json.loads(line) for line in (Path(run) / "metrics.jsonl").read_text().splitlines()]
     logged = {r["step"]: r["seconds"] for r in rows if "d_loss" in r}
     seconds = logged[warmup + steps] - logged[warmup]
-    return {"images_per_s": steps * batch / seconds, "peak_rss_mb": peak_rss_mb(), "device": str(trainer.device)}
+    return {"images_per_s": steps * batch / seconds, "peak_rss_mb": peak_rss_mb(), "device": str(trainer.device),
+            "precision": trainer.precision_choice.name}  # auto's choice may differ between runs near its threshold
 
 
 # --------------------------------------------------------------------------- plain PyTorch
@@ -185,8 +186,9 @@ def main() -> None:
                     got = measure(kind, net, batch, args)
                     if got is not None:
                         results.setdefault((net, batch, kind), []).append(got)
-                        print(f"round {r + 1}: {net} batch {batch} {kind}: {got['images_per_s']:.0f} img/s, "
-                              f"peak {got['peak_rss_mb']:.0f} MB", file=sys.stderr, flush=True)
+                        arithmetic = f" ({got['precision']})" if "precision" in got else ""
+                        print(f"round {r + 1}: {net} batch {batch} {kind}{arithmetic}: {got['images_per_s']:.0f} "
+                              f"img/s, peak {got['peak_rss_mb']:.0f} MB", file=sys.stderr, flush=True)
     print_table(results, args)
 
 

@@ -270,33 +270,52 @@ def test_precision_auto_is_bf16_only_for_images_on_hardware_that_has_it_and_runs
     from gankit.training.precision import resolve_precision
 
     cpu = torch.device("cpu")
-    assert resolve_precision("fp32", cpu, True) == "fp32" and resolve_precision("bf16", cpu, False) == "bf16"
-    assert resolve_precision("auto", cpu, False) == "fp32"  # vectors: small networks, raw units
+    assert resolve_precision("fp32", cpu, True, 1).name == "fp32" and resolve_precision("bf16", cpu, False, 1).name == "bf16"
+    assert resolve_precision("auto", cpu, False, 1).name == "fp32"  # vectors: small networks, raw units
     for amx, avx512_bf16, speedup, expected in ((True, False, 1.8, "bf16"), (False, True, 1.3, "bf16"),
                                                 (False, True, 0.74, "fp32"), (True, False, 1.05, "fp32"),
                                                 (False, False, 2.0, "fp32")):
         monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda amx=amx: amx)
         monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda v=avx512_bf16: v)
         monkeypatch.setattr(precision_mod, "cpu_bf16_speedup", lambda threads, s=speedup: s)
-        assert resolve_precision("auto", cpu, True) == expected, (amx, avx512_bf16, speedup)
-        # a resumed run keeps what it started with where bfloat16 is native here; elsewhere auto resolves again
         native = amx or avx512_bf16
-        assert resolve_precision("auto", cpu, True, earlier="bf16") == ("bf16" if native else "fp32")
-        assert resolve_precision("auto", cpu, True, earlier="fp32") == "fp32"
+        choice = resolve_precision("auto", cpu, True, 2)
+        assert choice.name == expected and choice.speedup == (speedup if native else None), (amx, avx512_bf16)
+        assert (choice.note() is not None) == native
+        # a resumed run keeps a choice made on a CPU where bfloat16 is native here; else auto resolves again
+        for saved in ("bf16", "fp32"):
+            kept = resolve_precision("auto", cpu, True, 2, {"name": saved, "device": "cpu"})
+            assert kept.name == (saved if native else "fp32") and kept.speedup is None
+        on_a_gpu = resolve_precision("auto", cpu, True, 2, {"name": "bf16", "device": "cuda"})
+        assert on_a_gpu == choice  # a choice made on a GPU says nothing about this CPU
 
 
-def test_cpu_bf16_probe_times_both_precisions():
-    """The probe measures: a positive ratio of float32's time to bfloat16's (on a CPU that emulates
-    bfloat16, well below 1), the same for a second call in the process (cached)."""
-    from gankit.training.precision import cpu_bf16_speedup
+def test_cpu_bf16_probe_times_both_precisions_and_leaves_the_process_as_it_was(monkeypatch):
+    """The probe's ratio is float32's time over bfloat16's, timed on the run's thread count; the
+    thread count and PyTorch's global random stream (dropout's) are as before, so a seeded run is
+    the same whether the probe ran or not."""
+    from gankit.training import precision as precision_mod
 
-    speedup = cpu_bf16_speedup(1)
-    assert 0 < speedup < 100 and cpu_bf16_speedup(1) == speedup
+    seen = []
+
+    def fake_seconds(dtype):
+        seen.append((dtype, torch.get_num_threads()))
+        torch.rand(3)  # building layers draws their weights from the global stream
+        return {torch.float32: 2.0, torch.bfloat16: 1.0}[dtype]
+
+    monkeypatch.setattr(precision_mod, "_layer_seconds", fake_seconds)
+    precision_mod.cpu_bf16_speedup.cache_clear()
+    threads, rng = torch.get_num_threads(), torch.get_rng_state()
+    other = 2 if threads == 1 else 1
+    try:
+        assert precision_mod.cpu_bf16_speedup(other) == 2.0
+    finally:
+        precision_mod.cpu_bf16_speedup.cache_clear()
+    assert {dtype for dtype, _ in seen} == {torch.float32, torch.bfloat16} and {n for _, n in seen} == {other}
+    assert torch.get_num_threads() == threads and torch.equal(torch.get_rng_state(), rng)
 
 
-def test_resume_keeps_the_precision_auto_chose(tiny_cfg, tmp_path, monkeypatch):
-    """A probe that would time otherwise after a restart does not change a run's arithmetic: the
-    checkpoint records what auto resolved to, and a resume on the same hardware keeps it."""
+def _probed_image_run(tmp_path, tiny_cfg, monkeypatch, speedup):
     from gankit.data.images import ImageSource
     from gankit.training import precision as precision_mod
 
@@ -304,13 +323,38 @@ def test_resume_keeps_the_precision_auto_chose(tiny_cfg, tmp_path, monkeypatch):
     cfg = config.with_overrides(tiny_cfg, ["model.name=dcgan", "model.conv_width=4", "model.z_dim=8",
                                            "model.g_output=tanh", "train.precision=auto", "train.steps=4"])
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
-    monkeypatch.setattr(precision_mod, "cpu_bf16_speedup", lambda threads: 1.5)
-    started = Trainer(cfg, tmp_path, source=images).fit(steps=2, progress=False)
-    assert started.precision.resolved == "bf16"
-    monkeypatch.setattr(precision_mod, "cpu_bf16_speedup", lambda threads: 0.9)  # timed otherwise now
-    assert Trainer(cfg, tmp_path / "new", source=images).precision.resolved == "fp32"
+    monkeypatch.setattr(precision_mod, "cpu_bf16_speedup", lambda threads: speedup)
     monkeypatch.setattr("gankit.training.trainer.make_source", lambda data: images)
-    assert Trainer.resume(tmp_path).precision.resolved == "bf16"
+    return Trainer(cfg, tmp_path)
+
+
+def test_resume_keeps_the_precision_auto_chose(tiny_cfg, tmp_path, monkeypatch):
+    """A probe that would time otherwise after a restart does not change a run's arithmetic: the
+    checkpoint records what auto resolved to, and a resume on the same hardware keeps it; the
+    probe's measurement is in the run's record."""
+    from gankit.training import precision as precision_mod
+
+    started = _probed_image_run(tmp_path, tiny_cfg, monkeypatch, 1.5).fit(steps=2, progress=False)
+    assert started.precision.bf16
+    noted = [r for r in metrics(tmp_path) if r.get("event") == "precision"]
+    assert [(r["step"], r["precision"], r["bf16_speedup"]) for r in noted] == [(0, "bf16", 1.5)]
+    monkeypatch.setattr(precision_mod, "cpu_bf16_speedup", lambda threads: 0.9)  # timed otherwise now
+    assert not _probed_image_run(tmp_path / "new", tiny_cfg, monkeypatch, 0.9).precision.bf16
+    assert Trainer.resume(tmp_path).precision.bf16
+
+
+def test_checkpoints_from_before_the_probe_resume_in_bf16_on_cpus_with_bf16_instructions(tiny_cfg, tmp_path,
+                                                                                       monkeypatch):
+    """Earlier versions' auto gave bf16 on every CPU with bfloat16 instructions and saved no choice."""
+    from gankit.training import checkpoint as ckpt
+
+    _probed_image_run(tmp_path, tiny_cfg, monkeypatch, 0.5).fit(steps=2, progress=False)
+    file = ckpt.find_checkpoint(tmp_path)
+    state = ckpt.load_checkpoint(file)
+    assert state.pop("precision") == {"name": "fp32", "device": "cpu"}
+    state["checksum"] = ckpt.content_digest(state)  # as those versions wrote it: without the key
+    torch.save(state, file)
+    assert Trainer.resume(tmp_path).precision.bf16
 
 
 # --------------------------------------------------------------------------- update schedules

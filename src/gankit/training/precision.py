@@ -19,7 +19,7 @@ from __future__ import annotations
 import functools
 import time
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Iterator, NamedTuple
 
 import torch
 from torch import nn
@@ -32,45 +32,55 @@ CAST_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, n
 # bfloat16 must beat float32 by this factor in the CPU probe to be chosen: at about equal speed
 # float32's arithmetic is the better one.
 BF16_MIN_SPEEDUP = 1.1
+# What a checkpoint written before checkpoints recorded the choice resumes with: those versions'
+# auto gave bf16 on every CPU with bfloat16 instructions, the only CPUs where a saved choice counts.
+SAVED_BEFORE_RECORDING = {"name": "bf16", "device": "cpu"}
 
 
-def resolve_precision(precision: str, device: torch.device, is_image: bool, earlier: str | None = None,
-                      threads: int | None = None) -> str:
+class PrecisionChoice(NamedTuple):
+    name: str  # "fp32" or "bf16"
+    speedup: float | None = None  # what the CPU probe measured, when it decided
+
+    def saved(self, device: torch.device) -> dict[str, str]:
+        """What a checkpoint keeps, so that a resume on this kind of device keeps the arithmetic."""
+        return {"name": self.name, "device": device.type}
+
+    def note(self) -> str | None:
+        """The line the run's log gives when the probe decided."""
+        if self.speedup is None:
+            return None
+        return (f"train.precision = auto: {self.name} (bfloat16 layers ran at {self.speedup:.2f}x float32's "
+                f"speed on this CPU; bf16 needs {BF16_MIN_SPEEDUP}x)")
+
+
+def resolve_precision(precision: str, device: torch.device, is_image: bool, threads: int,
+                      saved: dict[str, str] | None = None) -> PrecisionChoice:
     """train.precision = auto: bf16 for image networks where the device computes it fast, else fp32.
     GPUs: those with bfloat16 units (Ampere and later). CPUs: those with bfloat16 instructions of
     their own (AMX tiles, AVX-512-BF16) where bfloat16 layers also ran faster than float32 ones in
-    a timed probe (`cpu_bf16_speedup`): having the instructions is not enough. An AMD EPYC with
-    AVX-512-BF16 ran every benchmark row 1.1-2.3x faster in bf16, but an Intel Xeon with
-    AVX-512-BF16 and its AMX hidden by the hypervisor ran the DCGAN step at 0.75-0.9x and the MLP
-    GAN's at 0.6x (docs/benchmarks.md). CPUs without them emulate bfloat16 (one ran it 12x slower)
-    and stay fp32, unprobed. Vector data stays fp32: its networks are small (nothing to gain) and
-    bfloat16's 8-bit mantissa would blur coordinates in raw units (seed-quadratic's y reaches 2,510).
+    a timed probe (`cpu_bf16_speedup`, on the run's `threads`): having the instructions is not
+    enough. An AMD EPYC with AVX-512-BF16 ran every benchmark row 1.1-2.3x faster in bf16, but an
+    Intel Xeon with AVX-512-BF16 and its AMX hidden by the hypervisor ran the DCGAN step at 0.75-0.9x
+    and the MLP GAN's at 0.6x (docs/benchmarks.md). CPUs without them emulate bfloat16 (one ran it
+    12x slower) and stay fp32, unprobed. Vector data stays fp32: its networks are small (nothing to
+    gain) and bfloat16's 8-bit mantissa would blur coordinates in raw units (seed-quadratic's y
+    reaches 2,510).
 
-    `earlier`: what auto resolved to when the run started (kept in its checkpoints). A resumed run
-    keeps it where this hardware computes bfloat16 natively, so a probe that times differently
-    today cannot change a run's arithmetic halfway (exact resume); on other hardware auto resolves
-    again. `threads`: the run's CPU thread count, which the probe runs with."""
+    `saved`: the choice kept in the checkpoint a run resumes from. On a CPU with bfloat16
+    instructions, a run that started on a CPU keeps it, so a probe that times otherwise today cannot
+    change its arithmetic halfway (exact resume); anywhere else auto resolves again."""
     if precision != "auto":
-        return precision
+        return PrecisionChoice(precision)
     if not is_image:
-        return "fp32"
+        return PrecisionChoice("fp32")
     if device.type == "cuda":  # is_bf16_supported() also counts emulation (T4, V100): compute capability 8+
-        return "bf16" if torch.cuda.get_device_capability(device)[0] >= 8 else "fp32"
+        return PrecisionChoice("bf16" if torch.cuda.get_device_capability(device)[0] >= 8 else "fp32")
     if device.type != "cpu" or not cpu_computes_bf16():
-        return "fp32"
-    if earlier in ("fp32", "bf16"):
-        return earlier
-    return "bf16" if cpu_bf16_speedup(threads or torch.get_num_threads()) >= BF16_MIN_SPEEDUP else "fp32"
-
-
-def probe_note(precision: str, resolved: str, device: torch.device, is_image: bool, earlier: str | None,
-               threads: int) -> str | None:
-    """The progress line that says what the CPU probe measured, when auto's choice came from it."""
-    probed = precision == "auto" and is_image and device.type == "cpu" and earlier is None and cpu_computes_bf16()
-    if not probed:
-        return None
-    return (f"gankit: train.precision = auto: {resolved} (bfloat16 layers ran at {cpu_bf16_speedup(threads):.2f}x "
-            f"float32's speed on this CPU; bf16 needs {BF16_MIN_SPEEDUP}x)")
+        return PrecisionChoice("fp32")
+    if saved is not None and saved.get("device") == "cpu" and saved.get("name") in ("fp32", "bf16"):
+        return PrecisionChoice(saved["name"])
+    speedup = cpu_bf16_speedup(threads)
+    return PrecisionChoice("bf16" if speedup >= BF16_MIN_SPEEDUP else "fp32", speedup)
 
 
 def cpu_computes_bf16() -> bool:
@@ -83,11 +93,14 @@ def cpu_computes_bf16() -> bool:
 def cpu_bf16_speedup(threads: int) -> float:
     """float32's time over bfloat16's for a forward and backward pass of a convolution and a linear
     layer of a small GAN's sizes, on `threads` threads: above 1, bfloat16 is the faster here. The
-    best of 3 timings each, twice in alternation (about 0.3 s). Once per process and thread count."""
+    best of 3 timings each, twice in alternation (about 0.3 s). Once per process and thread count.
+    The layers' initial weights draw on PyTorch's global random stream, which dropout draws on
+    later: the probe forks it, so a seeded run is the same whether or not the probe ran."""
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        rounds = [(_layer_seconds(torch.float32), _layer_seconds(torch.bfloat16)) for _ in range(2)]
+        with torch.random.fork_rng(devices=[]):
+            rounds = [(_layer_seconds(torch.float32), _layer_seconds(torch.bfloat16)) for _ in range(2)]
     finally:
         torch.set_num_threads(before)
     return min(f for f, _ in rounds) / min(b for _, b in rounds)
@@ -177,8 +190,9 @@ class Precision:
 
     def __init__(self, precision: str, device: torch.device, is_image: bool, nets: list[nn.Module],
                  processes: int = 1):
-        self.resolved = resolve_precision(precision, device, is_image)  # Trainer passes auto resolved
-        self.device, self.bf16 = device, self.resolved == "bf16"
+        if precision not in ("fp32", "bf16"):
+            raise ValueError(f"Precision takes a resolved precision (resolve_precision), not {precision!r}")
+        self.device, self.bf16 = device, precision == "bf16"
         self.active = False
         self.copies: dict[nn.Module, _NetworkCopies] = {}
         if not (self.bf16 and device.type == "cpu" and processes == 1 and is_image):

@@ -23,15 +23,26 @@ class RunLog:
         self.run = run
         self.bar: tqdm | None = None
         self.tensorboard: tensorboard.TensorBoardLog | None = None  # open while fit() runs
+        self._precision_noted = False
 
     def open(self, total: int, progress: bool) -> None:
         run = self.run
-        if progress and run.world.is_main and run.precision_note:
-            self.say(run.precision_note)  # what the CPU probe measured for train.precision = auto
+        self.note_precision(progress)
         self.bar = tqdm(total=total, initial=run.step, desc="train", unit="step", file=sys.stderr,
                         disable=not (progress and run.world.is_main), dynamic_ncols=True, mininterval=0.5)
         if run.cfg.train.tensorboard and run.world.is_main and self.tensorboard is None:
             self.tensorboard = tensorboard.TensorBoardLog(run.run_dir, config_mod.dumps(run.cfg), run.step)
+
+    def note_precision(self, progress: bool) -> None:
+        """What the CPU probe measured for train.precision = auto, in metrics.jsonl and on stderr, once."""
+        choice = self.run.precision_choice
+        if choice.speedup is None or self._precision_noted:
+            return
+        self._precision_noted = True
+        self.append({"step": self.run.step, "event": "precision", "precision": choice.name,
+                     "bf16_speedup": round(choice.speedup, 3), "message": choice.note()})
+        if progress and self.run.world.is_main:
+            self.say(f"gankit: {choice.note()}")
 
     def close_bar(self) -> None:
         """Training is over (a rejection critic may show its own bar next)."""

@@ -108,7 +108,7 @@ class RunStore:
             "elapsed": run.elapsed,
             "data_shape": list(run.source.shape),
             "num_classes": run.num_classes,
-            "precision": run.precision.resolved,  # what train.precision = auto chose: a resume keeps it
+            "precision": run.precision_choice.saved(run.device),  # auto's choice: a resume keeps it
             "g": run.g.state_dict(),
             "d": run.d.state_dict(),
             "ema": run.ema.state_dict() if run.ema is not None else None,

@@ -40,7 +40,7 @@ from gankit.training.cpu import default_threads, torch_cpu_settings
 from gankit.training.evaluation import Evaluation
 from gankit.training.guards import Guards
 from gankit.training.health import CpuShare, HealthMonitor, nonfinite
-from gankit.training.precision import Precision, probe_note, resolve_precision
+from gankit.training.precision import SAVED_BEFORE_RECORDING, Precision, PrecisionChoice, resolve_precision
 from gankit.training.optim import make_optimizer
 from gankit.training.rejection import Critic, fit_run_critic, generator_draw
 from gankit.training.runlog import RunLog
@@ -137,14 +137,13 @@ def make_ema(g: nn.Module, decay: float, step_now) -> AveragedModel | None:
     return AveragedModel(g, multi_avg_fn=average, use_buffers=True)
 
 
-def make_precision(run: "Trainer", run_precision: str | None) -> tuple[Precision, str | None]:
-    """The run's arithmetic (train.precision, auto resolved with `run_precision`: what it resolved to
-    when the run started) and the progress line saying what the CPU probe measured, if it ran."""
-    precision = resolve_precision(run.cfg.train.precision, run.device, run.is_image, run_precision, run.threads)
+def make_precision(run: "Trainer", saved: dict[str, str] | None) -> tuple[Precision, PrecisionChoice]:
+    """The run's arithmetic: train.precision, auto resolved (`saved`: the choice in the checkpoint
+    it resumes from). Every process computes with process 0's choice, whatever its own probe timed."""
+    choice = resolve_precision(run.cfg.train.precision, run.device, run.is_image, run.threads, saved)
     if run.world.active:
-        precision = distributed.from_main(precision)  # each process's probe times alone; process 0's rules
-    note = probe_note(run.cfg.train.precision, precision, run.device, run.is_image, run_precision, run.threads)
-    return Precision(precision, run.device, run.is_image, [run.g, run.d], processes=run.world.size), note
+        choice = PrecisionChoice(*distributed.from_main(tuple(choice)))
+    return Precision(choice.name, run.device, run.is_image, [run.g, run.d], processes=run.world.size), choice
 
 
 def learning_rate_factor(t, step: int, schedule_steps: int) -> float:
@@ -163,7 +162,7 @@ class Trainer:
     """Owns the networks, optimisers and random states of one run, and runs its loop."""
 
     def __init__(self, cfg: RunConfig, run_dir: str | Path, source: Source | None = None, *,
-                 run_precision: str | None = None):  # what precision = auto chose at the start (resume)
+                 saved_precision: dict[str, str] | None = None):  # auto's choice in the checkpoint (resume)
         self.cfg, self.run_dir = cfg, Path(run_dir)
         self.world = distributed.world()
         self.batch_size = per_process_batch(cfg.train.batch_size, self.world.size)
@@ -192,7 +191,7 @@ class Trainer:
         self.opt_d = make_optimizer(self.d_params, cfg.optim_d)
         self.schedule = update_schedule(cfg.train)
         self.threads = cfg.train.threads or default_threads(self.is_image)
-        self.precision, self.precision_note = make_precision(self, run_precision)
+        self.precision, self.precision_choice = make_precision(self, saved_precision)
         rank_seed = cfg.train.seed + RANK_SEED_STRIDE * self.world.rank  # the same weights, other batches
         if self.world.active:
             torch.manual_seed(rank_seed)  # dropout masks differ between processes too
@@ -453,7 +452,7 @@ class Trainer:
         try:
             cfg = config_mod.loads(state["config"], source=f"the config inside {file}")
             cfg = config_mod.with_overrides(cfg, list(settings))
-            trainer = cls(cfg, ckpt.run_dir_of(path), run_precision=state.get("precision"))
+            trainer = cls(cfg, ckpt.run_dir_of(path), saved_precision=state.get("precision", SAVED_BEFORE_RECORDING))
             trainer.load_state_dict(state)
         except ckpt.STATE_ERRORS as exc:
             raise ckpt.incompatible(file, exc) from exc

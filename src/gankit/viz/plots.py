@@ -76,7 +76,7 @@ def plot_losses(run_dir: Path, loss_name: str) -> Path | None:
     _plot_judgements(bottom, step, rows, judges_probability(loss_name))
     bottom.set_xlabel("step (n_d D updates + n_g G updates)")
     bottom.legend(loc="upper right", fontsize=8)
-    _mark_events(bottom, [r for r in logged if "event" in r])
+    _mark_events(bottom, [r for r in logged if "event" in r and r["event"] != "precision"])  # not a turn of training
     return _save(fig, run_dir / "plots" / "losses.png")
 
 
