@@ -271,3 +271,52 @@ def test_code_head_gives_each_packed_sample_its_category_logits(hidden):
     assert logits.shape == (3,) and code.shape == (6, 5)
     layers = [m for m in d.code.modules() if isinstance(m, nn.Linear)]
     assert [layer.out_features for layer in layers] == ([6, 10] if hidden else [10])
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("narrow,wide", [(1, 16), (3, 8)])
+def test_phase_layers_compute_the_stock_convolutions(narrow, wide, channels_last):
+    """D's first and G's last 28x28 DCGAN layers, rewritten over the image's 2x2 phases, give the
+    outputs and the input and weight gradients of nn.Conv2d / nn.ConvTranspose2d with the same
+    parameters (a stock state dict loads into them), to float rounding."""
+    from gankit.models.phase_conv import PhaseConv2d, PhaseConvTranspose2d
+
+    torch.manual_seed(0)
+    pairs = [(nn.Conv2d(narrow, wide, 5, 2, 2), PhaseConv2d(narrow, wide, 5, 2, 2), (4, narrow, 28, 28)),
+             (nn.ConvTranspose2d(wide, narrow, 5, 2, 2, output_padding=1),
+              PhaseConvTranspose2d(wide, narrow, 5, 2, 2, output_padding=1), (4, wide, 14, 14))]
+    for stock, phased, shape in pairs:
+        phased.load_state_dict(stock.state_dict())
+        memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        stock, phased = stock.to(memory_format=memory_format), phased.to(memory_format=memory_format)
+        x = torch.randn(shape).contiguous(memory_format=memory_format)
+        upstream = None
+        outputs, grads = [], []
+        for layer in (stock, phased):
+            x_in = x.clone().requires_grad_()
+            y = layer(x_in)
+            upstream = torch.randn(y.shape) if upstream is None else upstream
+            (y * upstream).sum().backward()
+            outputs.append(y)
+            grads.append((x_in.grad, layer.weight.grad, layer.bias.grad))
+        assert outputs[1].shape == outputs[0].shape
+        torch.testing.assert_close(outputs[1], outputs[0], rtol=1e-5, atol=1e-5)
+        for phased_grad, stock_grad in zip(grads[1], grads[0]):  # sums of thousands of terms of size ~1
+            torch.testing.assert_close(phased_grad, stock_grad, rtol=1e-4, atol=1e-3)
+
+
+def test_phase_layers_leave_other_shapes_and_devices_to_pytorch():
+    """Off the CPU (here the meta device) and for other strides or sizes the phase layers are plain
+    nn.Conv2d / nn.ConvTranspose2d."""
+    from gankit.models.phase_conv import PhaseConv2d, PhaseConvTranspose2d
+
+    on_meta = PhaseConvTranspose2d(8, 1, 5, 2, 2, output_padding=1, device="meta")
+    assert on_meta(torch.empty(2, 8, 14, 14, device="meta")).shape == (2, 1, 28, 28)
+    for phased, stock in [(PhaseConv2d(1, 4, 5, 1, 2), nn.Conv2d(1, 4, 5, 1, 2)),
+                          (PhaseConv2d(1, 4, 3, 2, 1), nn.Conv2d(1, 4, 3, 2, 1))]:
+        stock.load_state_dict(phased.state_dict())
+        x = torch.randn(2, 1, 27, 27)
+        assert torch.equal(phased(x), stock(x))
+    odd = torch.randn(2, 1, 27, 27)
+    layer = PhaseConv2d(1, 4, 5, 2, 2)
+    assert torch.equal(layer(odd), nn.Conv2d.forward(layer, odd))
