@@ -5,7 +5,7 @@ Why: with one image channel on one side, oneDNN's 5x5 stride-2 kernels run at a 
 2-core Xeon, G's last layer (16 -> 1 channels, batch 128) took 5.5 ms forward and backward, D's first
 (1 -> 16, batch 256) 13 ms, a third of the mnist-dcgan step. The same arithmetic as a stride-1
 convolution with four times the channels on the narrow side (pixel_unshuffle before D's layer,
-pixel_shuffle after G's) took 3.0 ms and 4.8 ms (benchmarks/step_speed.py times the whole step).
+pixel_shuffle after G's) took 3.0 ms and 4.8 ms, and made the whole step 1.28x faster (docs/benchmarks.md).
 
 The layers keep the nn.Conv2d / nn.ConvTranspose2d parameters (same names, shapes and
 initialisation; checkpoints are interchangeable) and differ from them only by float rounding.
