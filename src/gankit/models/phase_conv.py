@@ -62,4 +62,4 @@ class PhaseConvTranspose2d(nn.ConvTranspose2d):
         # ConvTranspose2d's weight is [C_in, C_out, 5, 5], the weight of the conv it transposes.
         weight = phase_weight(self.weight).transpose(0, 1).flip(2, 3).contiguous(memory_format=torch.channels_last)
         out = F.pixel_shuffle(F.conv2d(x.contiguous(memory_format=torch.channels_last), weight, padding=1), 2)
-        return out if self.bias is None else out + self.bias.to(out.dtype)[:, None, None]
+        return out if self.bias is None else out + self.bias[:, None, None]
