@@ -305,6 +305,34 @@ def test_phase_layers_compute_the_stock_convolutions(narrow, wide, channels_last
             torch.testing.assert_close(phased_grad, stock_grad, rtol=1e-4, atol=1e-3)
 
 
+def test_phase_layers_compute_the_stock_convolutions_on_bfloat16_weights():
+    """On train.precision = bf16's weight buffers (bfloat16 weights under autocast) the phase layers
+    run too, and give the stock layers' bfloat16 outputs and gradients to bfloat16's rounding."""
+    from gankit.models.phase_conv import PhaseConv2d, PhaseConvTranspose2d, _phases_apply
+
+    torch.manual_seed(0)
+    pairs = [(nn.Conv2d(1, 16, 5, 2, 2), PhaseConv2d(1, 16, 5, 2, 2), (8, 1, 28, 28)),
+             (nn.ConvTranspose2d(16, 1, 5, 2, 2, output_padding=1),
+              PhaseConvTranspose2d(16, 1, 5, 2, 2, output_padding=1), (8, 16, 14, 14))]
+    for stock, phased, shape in pairs:
+        phased.load_state_dict(stock.state_dict())
+        stock, phased = stock.to(torch.bfloat16), phased.to(torch.bfloat16)
+        x, upstream = torch.randn(shape), None
+        results = []
+        for layer in (stock, phased):
+            x_in = x.clone().requires_grad_()
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                assert _phases_apply(layer, x_in)
+                y = layer(x_in)
+            upstream = torch.randn(y.shape) if upstream is None else upstream
+            (y.float() * upstream).sum().backward()
+            results.append([t.float() for t in (y, x_in.grad, layer.weight.grad, layer.bias.grad)])
+        for phased_t, stock_t in zip(results[1], results[0]):  # bfloat16: 8 bits of mantissa
+            torch.testing.assert_close(phased_t, stock_t, rtol=2e-2, atol=2e-2 * stock_t.abs().max().item())
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # float32 weights under autocast: stock kernels
+        assert not _phases_apply(PhaseConv2d(1, 16, 5, 2, 2), torch.randn(2, 1, 28, 28))
+
+
 def test_phase_layers_leave_other_shapes_and_devices_to_pytorch():
     """Off the CPU (here the meta device) and for other strides or sizes the phase layers are plain
     nn.Conv2d / nn.ConvTranspose2d."""
