@@ -9,8 +9,9 @@ pixel_shuffle after G's) took 3.0 ms and 4.8 ms, and made the whole step 1.28x f
 
 The layers keep the nn.Conv2d / nn.ConvTranspose2d parameters (same names, shapes and
 initialisation; checkpoints are interchangeable) and differ from them only by float rounding.
-They run on CPUs in float32 and on train.precision = bf16's bfloat16 weight buffers (there the
-mnist-dcgan step ran 1.06-1.26x faster with them on a 2-core AMD EPYC, alternating runs). On other
+They run on CPUs in float32 and on train.precision = bf16's bfloat16 weight buffers (there the two
+layers ran 1.2-1.6x faster on a 2-core AMD EPYC; the whole step's gain was within that machine's
+run-to-run spread). On other
 devices, and under autocast with float32 weights (bf16 across processes), they run PyTorch's own
 kernels: the rewrite was not measured on GPUs, and under autocast each call would cast its
 rearranged weight anew, so a weight's gradients from D's several calls in a step would sum in
