@@ -11,11 +11,11 @@ The layers keep the nn.Conv2d / nn.ConvTranspose2d parameters (same names, shape
 initialisation; checkpoints are interchangeable) and differ from them only by float rounding.
 They run on CPUs in float32 and on train.precision = bf16's bfloat16 weight buffers (there the two
 layers ran 1.2-1.6x faster on a 2-core AMD EPYC; the whole step's gain was within that machine's
-run-to-run spread). On other
-devices, and under autocast with float32 weights (bf16 across processes), they run PyTorch's own
-kernels: the rewrite was not measured on GPUs, and under autocast each call would cast its
-rearranged weight anew, so a weight's gradients from D's several calls in a step would sum in
-float32 instead of in bfloat16 as autocast's cached cast of a stock layer's weight sums them.
+run-to-run spread). On other devices, and under autocast with float32 weights (bf16 across
+processes), they run PyTorch's own kernels: the rewrite was not measured on GPUs, and under
+autocast each call would cast its rearranged weight anew, so a weight's gradients from D's several
+calls in a step would sum in float32 instead of in bfloat16 as autocast's cached cast of a stock
+layer's weight sums them.
 """
 from __future__ import annotations
 
@@ -37,10 +37,11 @@ def phase_weight(weight: torch.Tensor) -> torch.Tensor:
 
 
 def _phases_apply(layer: nn.Module, x: torch.Tensor) -> bool:
-    own_dtype = not torch.is_autocast_enabled("cpu") or layer.weight.dtype == torch.bfloat16  # bf16 buffers
+    # Under autocast only on the bf16 buffers, whose weights autocast does not cast again.
+    weights_uncast = not torch.is_autocast_enabled("cpu") or layer.weight.dtype == torch.bfloat16
     even_image = x.shape[-1] % 2 == 0 and x.shape[-2] % 2 == 0
-    return (x.device.type == "cpu" and own_dtype and even_image and layer.kernel_size == (5, 5) and layer.stride == (2, 2)
-            and layer.padding == (2, 2) and layer.dilation == (1, 1) and layer.groups == 1)
+    return (x.device.type == "cpu" and weights_uncast and even_image and layer.kernel_size == (5, 5)
+            and layer.stride == (2, 2) and layer.padding == (2, 2) and layer.dilation == (1, 1) and layer.groups == 1)
 
 
 class PhaseConv2d(nn.Conv2d):

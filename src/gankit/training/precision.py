@@ -8,9 +8,9 @@ with bfloat16 buffers filled from the float32 weights in one batched copy per ne
 optimiser step that moved them; their gradients come back to float32 in one batched copy before the
 optimiser step. Autocast finds the weights already in bfloat16 and leaves them alone: the arithmetic
 is autocast's, bit for bit (tests/test_trainer.py), except in the 28x28 DCGAN's phase layers, which
-run on the buffers only and round otherwise (models/phase_conv.py). The bytes copied are the same; the copies are
-batched and their autograd nodes gone, which made the MLP step at batch 64 1.5% faster
-(docs/benchmarks.md).
+run on the buffers only and round otherwise (models/phase_conv.py). The bytes copied are the same;
+the copies are batched and their autograd nodes gone, which made the MLP step at batch 64 1.5%
+faster (docs/benchmarks.md).
 
 Outside the step (EMA, checkpoints, snapshots, sampling, guards) every network holds its float32
 weights as always: a swap of `Parameter.data`, with no state of its own to save or resume.
