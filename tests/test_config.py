@@ -52,6 +52,7 @@ def test_an_int_is_accepted_where_a_float_is_expected():
     ("optim_g.lr=-1", "must be > 0"),
     ("steps=5", "must be section.key"),
     ("train.steps", "not key=value"),
+    ("model.code_batch_norm=true", "needs model.name = 'dcgan', model.z_categories > 0"),
 ])
 def test_bad_overrides_name_the_key_and_the_fix(item, message):
     with pytest.raises(ConfigError, match=message):

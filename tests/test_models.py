@@ -208,6 +208,26 @@ def test_a_categorical_latent_is_a_uniform_one_hot_after_the_continuous_coordina
     assert g(z[:4]).shape == (4, 2)
 
 
+@pytest.mark.parametrize("size", [28, 32])
+def test_the_categorical_code_can_pick_the_scale_and_shift_of_g_batch_norms(size):
+    from gankit.models.base import ConditionalBatchNorm
+    from gankit.models.noise import sample_noise
+
+    m = ModelConfig(name="dcgan", z_dim=8, noise="normal", conv_width=4, g_output="tanh", z_categories=3,
+                    code_batch_norm=True)
+    g, _ = build_dcgan(m, (1, size, size))
+    norms = [layer for layer in g.modules() if isinstance(layer, ConditionalBatchNorm)]
+    assert norms and all(norm.gain.num_embeddings == 3 for norm in norms) and g.num_classes == 0
+    z = sample_noise(64, m, torch.Generator().manual_seed(0))
+    category = z[:, 8:].argmax(1)
+    with torch.no_grad():
+        norms[-1].gain.weight[1] = 0.0  # category 1: G's last normalised features are the same for all z
+    x = g(z)
+    assert x[category == 1].std(0).max() < 1e-6 < x[category == 0].std(0).max()
+    x[category != 1].sum().backward()  # a category's scale learns only from its own samples
+    assert norms[-1].gain.weight.grad[1].abs().max() == 0 < norms[-1].gain.weight.grad[0].abs().max()
+
+
 def test_dcgan_discriminator_takes_its_own_width():
     base = ModelConfig(name="dcgan", z_dim=8, conv_width=4, g_output="tanh")
     g, d = build_dcgan(base, (1, 28, 28))

@@ -47,6 +47,9 @@ class ModelConfig:
     # InfoGAN's Q head (loss.info_weight): a hidden layer of this width (LeakyReLU) between D's
     # features and the category logits, as in Chen et al. 2016 (0: one linear layer)
     code_hidden: int = 0
+    # the category also picks the scale and shift of G's batch norms (as a class label does in a
+    # conditional G), beside its one-hot at G's input (dcgan only)
+    code_batch_norm: bool = False
     g_hidden: tuple[int, ...] = (16, 16)
     g_activation: Activation = "leaky_relu"
     g_output: OutputActivation = "none"
@@ -215,6 +218,9 @@ def check_ranges(cfg: RunConfig) -> None:
     _require(8 <= cfg.data.image_size <= 1024, "data.image_size", cfg.data.image_size, "must be in [8, 1024]")
     _require(m.z_dim >= 1, "model.z_dim", m.z_dim, "must be >= 1")
     _require(m.z_categories >= 0, "model.z_categories", m.z_categories, "must be >= 0 (0: no categorical code)")
+    _require(not m.code_batch_norm or (m.name == "dcgan" and m.z_categories > 0 and not m.conditional),
+             "model.code_batch_norm", m.code_batch_norm,
+             "needs model.name = 'dcgan', model.z_categories > 0 and model.conditional = false; or set it to false")
     _require(m.code_hidden >= 0, "model.code_hidden", m.code_hidden, "must be >= 0 (0: a linear code head)")
     for key in ("g_hidden", "d_hidden"):
         widths = getattr(m, key)

@@ -27,9 +27,10 @@ from gankit.models.phase_conv import PhaseConv2d, PhaseConvTranspose2d
 
 
 class DCGAN28Generator(Generator):
-    def __init__(self, z_dim: int, channels: int, width: int = 64, output: str = "tanh", num_classes: int = 0):
-        super().__init__(z_dim, num_classes)
-        w, k = width, num_classes
+    def __init__(self, z_dim: int, channels: int, width: int = 64, output: str = "tanh", num_classes: int = 0,
+                 code_categories: int = 0):
+        super().__init__(z_dim, num_classes, code_categories=code_categories)
+        w, k = width, num_classes or code_categories
         self.dense = ConditionedSequential(nn.Linear(self.in_dim, 7 * 7 * 4 * w, bias=False),
                                            batch_norm(7 * 7 * 4 * w, k, image=False), nn.LeakyReLU(0.3))
         self.width = w
@@ -65,8 +66,9 @@ class DCGAN28Discriminator(Discriminator):
 
 class DCGANGenerator(Generator):
     def __init__(self, z_dim: int, channels: int, size: int, width: int = 64, output: str = "tanh",
-                 num_classes: int = 0):
-        super().__init__(z_dim, num_classes)
+                 num_classes: int = 0, code_categories: int = 0):
+        super().__init__(z_dim, num_classes, code_categories=code_categories)
+        num_classes = num_classes or code_categories
         ups = int(math.log2(size)) - 2  # 4x4 doubled `ups` times
         widths = [width * 2 ** (ups - 1 - i) for i in range(ups)]
         layers: list[nn.Module] = [nn.ConvTranspose2d(self.in_dim, widths[0], 4, 1, 0, bias=False),
@@ -116,12 +118,13 @@ def build_dcgan(cfg: ModelConfig, shape: tuple[int, ...], num_classes: int = 0) 
         raise UserError(f"dcgan makes 28x28, 32x32 or 64x64 images, the data is {height}x{width}; "
                         "set data.image_size to 32 or 64")
     d_width = cfg.d_conv_width or cfg.conv_width
+    codes = cfg.z_categories if cfg.code_batch_norm else 0
     if height == 28:
-        g: Generator = DCGAN28Generator(latent_width(cfg), channels, cfg.conv_width, cfg.g_output, classes)
+        g: Generator = DCGAN28Generator(latent_width(cfg), channels, cfg.conv_width, cfg.g_output, classes, codes)
         d: Discriminator = DCGAN28Discriminator(channels, d_width, cfg.pack, classes, cfg.d_dropout,
                                                 cfg.d_batch_norm)
     else:
-        g = DCGANGenerator(latent_width(cfg), channels, height, cfg.conv_width, cfg.g_output, classes)
+        g = DCGANGenerator(latent_width(cfg), channels, height, cfg.conv_width, cfg.g_output, classes, codes)
         # Spectral norm replaces batch norm in D, as in Miyato et al. 2018.
         d = DCGANDiscriminator(channels, height, d_width, cfg.pack, classes, batch_norm=not cfg.spectral_norm)
     init_weights(g, cfg.init, cfg.init_std)
