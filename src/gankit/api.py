@@ -151,11 +151,12 @@ def load(path: str | Path, live: bool = False, generator: nn.Module | None = Non
 
 def _preset_code_off(cfg: RunConfig, settings: dict[str, Any]) -> list[str]:
     """A preset's InfoGAN categories (model.z_categories with loss.info_weight) need gankit's own D, whose
-    code head tells the category: with the user's networks they are off, so G takes z_dim-wide noise.
+    code head tells the category: with the user's networks they are off (and with them G's batch norms
+    by category, model.code_batch_norm), so G takes z_dim-wide noise.
     Settings the user gives win (an error then says what the plain D lacks)."""
     if cfg.loss.info_weight == 0 or {"loss.info_weight", "model.z_categories"} & set(settings):
         return []
-    return ["loss.info_weight=0", "model.z_categories=0"]
+    return ["loss.info_weight=0", "model.z_categories=0", "model.code_batch_norm=false"]
 
 
 def _networks_of(generator: nn.Module | None, discriminator: nn.Module | None):
