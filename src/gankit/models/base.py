@@ -94,14 +94,12 @@ def without_batch_norm(module: nn.Module) -> nn.Module:
 class Generator(nn.Module):
     """Subclasses define `decode(inputs, y)`. A conditional generator either gets a label embedding
     of `embed_dim` appended to z (inputs), or, with embed_dim 0, uses the labels y itself (through
-    ConditionalBatchNorm layers)."""
+    ConditionalBatchNorm layers). An unconditional G with code_categories > 0 (model.code_batch_norm)
+    takes the labels of those layers from the one-hot categorical code at the end of its latent."""
 
     def __init__(self, z_dim: int, num_classes: int = 0, embed_dim: int = 0, code_categories: int = 0):
         super().__init__()
-        self.z_dim, self.num_classes = z_dim, num_classes
-        # with code_categories > 0 the one-hot code at the end of z is also the label of G's
-        # ConditionalBatchNorm layers
-        self.code_categories = code_categories
+        self.z_dim, self.num_classes, self.code_categories = z_dim, num_classes, code_categories
         self.embed = nn.Embedding(num_classes, embed_dim) if num_classes and embed_dim else None
         self.in_dim = z_dim + (embed_dim if self.embed is not None else 0)
 
@@ -111,10 +109,10 @@ class Generator(nn.Module):
     def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         if self.num_classes and y is None:
             raise ValueError("a conditional generator needs labels")
-        if self.embed is not None:
-            z = torch.cat([z, self.embed(y)], dim=1)
         if self.code_categories:
             y = z[:, -self.code_categories:].argmax(1)
+        if self.embed is not None:
+            z = torch.cat([z, self.embed(y)], dim=1)
         return self.decode(z, y)
 
 
