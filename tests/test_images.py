@@ -174,6 +174,30 @@ def test_export_samples_without_gankit(mnist_root, tmp_path):
     assert np.array_equal(g(z, labels).numpy(), expected)
 
 
+def test_a_run_whose_categories_pick_g_batch_norms_exports_and_walks_within_a_category(mnist_root, tmp_path):
+    """mnist-dcgan (model.code_batch_norm): the exported G reads the category from z as G does, and
+    an interpolation keeps one category along each row."""
+    from gankit.api import GAN
+
+    run = tmp_path / "run"
+    Trainer(tiny("mnist-dcgan", mnist_root), run).fit(progress=False)
+    sampler = GAN.load(run).sampler
+    m = sampler.config.model
+    assert m.code_batch_norm and m.z_categories == 10
+    assert main(["export", str(run), "--out", str(tmp_path / "g.pt2")]) == 0
+    g = torch.export.load(tmp_path / "g.pt2").module()
+    z = sampler.noise(7, seed=1)
+    assert np.array_equal(g(z).numpy(), sampler.generate(z, None))
+    seen = []
+    hook = sampler.generator.register_forward_pre_hook(lambda _, args: seen.append(args[0].clone()))
+    sampler.interpolate(3, steps=5, seed=0)
+    hook.remove()
+    codes = seen[0][:, m.z_dim:].reshape(3, 5, -1)
+    assert torch.equal(codes, codes[:, :1].expand_as(codes)) and (codes.sum(-1) == 1).all()
+    continuous = seen[0][:, :m.z_dim].reshape(3, 5, -1)
+    assert not torch.equal(continuous[:, 0], continuous[:, -1])  # the noise still moves
+
+
 def test_digits_from_scikit_learn():
     src = make_source("digits")
     assert len(src) == 1797 and src.shape == (1, 8, 8) and src.num_classes == 10

@@ -151,12 +151,13 @@ def load(path: str | Path, live: bool = False, generator: nn.Module | None = Non
 
 def _preset_code_off(cfg: RunConfig, settings: dict[str, Any]) -> list[str]:
     """A preset's InfoGAN categories (model.z_categories with loss.info_weight) need gankit's own D, whose
-    code head tells the category: with the user's networks they are off (and with them G's batch norms
-    by category, model.code_batch_norm), so G takes z_dim-wide noise.
+    code head tells the category: with the user's networks they are off, so G takes z_dim-wide noise.
+    G's batch norms by category (model.code_batch_norm) are gankit's G's: off too.
     Settings the user gives win (an error then says what the plain D lacks)."""
+    off = [] if "model.code_batch_norm" in settings else ["model.code_batch_norm=false"]  # gankit's G only
     if cfg.loss.info_weight == 0 or {"loss.info_weight", "model.z_categories"} & set(settings):
-        return []
-    return ["loss.info_weight=0", "model.z_categories=0", "model.code_batch_norm=false"]
+        return off
+    return ["loss.info_weight=0", "model.z_categories=0", *off]
 
 
 def _networks_of(generator: nn.Module | None, discriminator: nn.Module | None):
@@ -284,8 +285,12 @@ class Sampler:
 
     def interpolate(self, rows: int, steps: int = 10, seed: int | None = None,
                     label: int | None = None) -> np.ndarray:
-        """`rows` straight paths in latent space between random pairs of z, `steps` images each."""
+        """`rows` straight paths in latent space between random pairs of z, `steps` images each. With a
+        categorical code (model.z_categories) a path keeps its start's category: a blend of two one-hot
+        codes is no category G was trained on (and with model.code_batch_norm would jump midway)."""
         ends = self.noise(2 * rows, seed).reshape(rows, 2, -1)
+        z_dim = self.config.model.z_dim
+        ends[:, 1, z_dim:] = ends[:, 0, z_dim:]  # nothing to copy without categories
         t = torch.linspace(0, 1, steps)[None, :, None]
         z = ((1 - t) * ends[:, :1] + t * ends[:, 1:]).reshape(rows * steps, -1)
         labels = self.labels(rows * steps, label, seed)

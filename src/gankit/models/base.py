@@ -99,6 +99,8 @@ class Generator(nn.Module):
 
     def __init__(self, z_dim: int, num_classes: int = 0, embed_dim: int = 0, code_categories: int = 0):
         super().__init__()
+        if num_classes and code_categories:
+            raise ValueError("a generator takes class labels or categories from its code, not both")
         self.z_dim, self.num_classes, self.code_categories = z_dim, num_classes, code_categories
         self.embed = nn.Embedding(num_classes, embed_dim) if num_classes and embed_dim else None
         self.in_dim = z_dim + (embed_dim if self.embed is not None else 0)
