@@ -82,3 +82,19 @@ def test_malformed_toml_is_one_clear_error(tmp_path):
 def test_a_section_must_be_a_table():
     with pytest.raises(ConfigError, match="must be a table"):
         config.loads("train = 3")
+
+
+def test_the_step_benchmark_settings_are_valid_configs_of_their_presets():
+    """benchmarks/step_speed.py changes presets by overrides; a preset's new key must not break them."""
+    import importlib.util
+    from pathlib import Path
+
+    from gankit.presets import load_preset
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "step_speed.py"
+    spec = importlib.util.spec_from_file_location("step_speed", path)
+    step_speed = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(step_speed)
+    for preset, overrides in step_speed.NETS.values():
+        for variant in [[], *step_speed.VARIANTS.values()]:
+            config.with_overrides(load_preset(preset), [*overrides, *variant])  # raises ConfigError if not
