@@ -89,10 +89,6 @@ def test_image_tensors_train_a_conv_pair(tmp_path):
     made = gan.fit(images).sample(5, seed=0)
     assert made.shape == (5, 28, 28, 1) and made.dtype == np.uint8
     assert (tmp_path / "img" / "data.npz").is_file()
-    # the preset's batch norms by category are gankit's G's: off with the user's, whatever else is set
-    named = gankit.GAN("mnist-dcgan", settings={"model.z_dim": 16, "model.z_categories": 0, "loss.info_weight": 0},
-                       generator=G, discriminator=D)
-    assert not named.config.model.code_batch_norm and not gan.config.model.code_batch_norm
 
 
 def test_two_gans_with_their_own_modules_each_train_their_own(tmp_path):

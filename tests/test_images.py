@@ -175,12 +175,12 @@ def test_export_samples_without_gankit(mnist_root, tmp_path):
 
 
 def test_a_run_whose_categories_pick_g_batch_norms_exports_and_walks_within_a_category(mnist_root, tmp_path):
-    """mnist-dcgan (model.code_batch_norm): the exported G reads the category from z as G does, and
-    an interpolation keeps one category along each row."""
+    """mnist-dcgan with model.code_batch_norm: the exported G reads the category from z as G does,
+    and an interpolation keeps one category along each row."""
     from gankit.api import GAN
 
     run = tmp_path / "run"
-    Trainer(tiny("mnist-dcgan", mnist_root), run).fit(progress=False)
+    Trainer(tiny("mnist-dcgan", mnist_root, ["model.code_batch_norm=true"]), run).fit(progress=False)
     sampler = GAN.load(run).sampler
     m = sampler.config.model
     assert m.code_batch_norm and m.z_categories == 10
