@@ -12,6 +12,8 @@ from typing import Iterator
 import torch
 from torch import nn
 
+from gankit.models.noise import categories_of
+
 
 @contextmanager
 def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
@@ -104,6 +106,7 @@ class Generator(nn.Module):
         self.z_dim, self.num_classes, self.code_categories = z_dim, num_classes, code_categories
         self.embed = nn.Embedding(num_classes, embed_dim) if num_classes and embed_dim else None
         self.in_dim = z_dim + (embed_dim if self.embed is not None else 0)
+        self.norm_classes = num_classes or code_categories  # what G's ConditionalBatchNorm layers are keyed on
 
     def decode(self, inputs: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
         raise NotImplementedError
@@ -112,7 +115,7 @@ class Generator(nn.Module):
         if self.num_classes and y is None:
             raise ValueError("a conditional generator needs labels")
         if self.code_categories:
-            y = z[:, -self.code_categories:].argmax(1)
+            y = categories_of(z, self.z_dim - self.code_categories)
         if self.embed is not None:
             z = torch.cat([z, self.embed(y)], dim=1)
         return self.decode(z, y)

@@ -30,7 +30,7 @@ class DCGAN28Generator(Generator):
     def __init__(self, z_dim: int, channels: int, width: int = 64, output: str = "tanh", num_classes: int = 0,
                  code_categories: int = 0):
         super().__init__(z_dim, num_classes, code_categories=code_categories)
-        w, k = width, num_classes or code_categories
+        w, k = width, self.norm_classes
         self.dense = ConditionedSequential(nn.Linear(self.in_dim, 7 * 7 * 4 * w, bias=False),
                                            batch_norm(7 * 7 * 4 * w, k, image=False), nn.LeakyReLU(0.3))
         self.width = w
@@ -68,13 +68,12 @@ class DCGANGenerator(Generator):
     def __init__(self, z_dim: int, channels: int, size: int, width: int = 64, output: str = "tanh",
                  num_classes: int = 0, code_categories: int = 0):
         super().__init__(z_dim, num_classes, code_categories=code_categories)
-        num_classes = num_classes or code_categories
         ups = int(math.log2(size)) - 2  # 4x4 doubled `ups` times
         widths = [width * 2 ** (ups - 1 - i) for i in range(ups)]
         layers: list[nn.Module] = [nn.ConvTranspose2d(self.in_dim, widths[0], 4, 1, 0, bias=False),
-                                   batch_norm(widths[0], num_classes), nn.ReLU(True)]
+                                   batch_norm(widths[0], self.norm_classes), nn.ReLU(True)]
         for w_in, w_out in zip(widths[:-1], widths[1:]):
-            layers += [nn.ConvTranspose2d(w_in, w_out, 4, 2, 1, bias=False), batch_norm(w_out, num_classes),
+            layers += [nn.ConvTranspose2d(w_in, w_out, 4, 2, 1, bias=False), batch_norm(w_out, self.norm_classes),
                        nn.ReLU(True)]
         layers += [nn.ConvTranspose2d(widths[-1], channels, 4, 2, 1), OUTPUTS[output]()]
         self.net = ConditionedSequential(*layers)
