@@ -53,6 +53,7 @@ def test_an_int_is_accepted_where_a_float_is_expected():
     ("steps=5", "must be section.key"),
     ("train.steps", "not key=value"),
     ("model.code_batch_norm=true", "needs model.name = 'dcgan', model.z_categories > 0"),
+    ("model.code_batch_norm_scale=false", "only applies with model.code_batch_norm = true"),
 ])
 def test_bad_overrides_name_the_key_and_the_fix(item, message):
     with pytest.raises(ConfigError, match=message):

@@ -228,6 +228,25 @@ def test_the_categorical_code_can_pick_the_scale_and_shift_of_g_batch_norms(size
     assert norms[-1].gain.weight.grad[1].abs().max() == 0 < norms[-1].gain.weight.grad[0].abs().max()
 
 
+@pytest.mark.parametrize("size", [28, 32])
+def test_the_categorical_code_can_pick_only_the_shift_of_g_batch_norms(size):
+    from gankit.models.base import ConditionalBatchNorm
+    from gankit.models.noise import sample_noise
+
+    m = ModelConfig(name="dcgan", z_dim=8, noise="normal", conv_width=4, g_output="tanh", z_categories=3,
+                    code_batch_norm=True, code_batch_norm_scale=False)
+    g, _ = build_dcgan(m, (1, size, size))
+    norms = [layer for layer in g.modules() if isinstance(layer, ConditionalBatchNorm)]
+    assert norms and all(norm.gain is None and norm.shift.num_embeddings == 3 for norm in norms)
+    assert not any(norm.norm.affine for norm in norms)  # no scale learnt at all, shared or per category
+    z = sample_noise(64, m, torch.Generator().manual_seed(0))
+    category = z[:, 8:].argmax(1)
+    x = g(z)
+    x[category != 2].sum().backward()  # a category's shift learns only from its own samples
+    grad = norms[-1].shift.weight.grad
+    assert grad[2].abs().max() == 0 < grad[0].abs().max()
+
+
 def test_dcgan_discriminator_takes_its_own_width():
     base = ModelConfig(name="dcgan", z_dim=8, conv_width=4, g_output="tanh")
     g, d = build_dcgan(base, (1, 28, 28))

@@ -15,7 +15,7 @@ from gankit.cli import main
 from gankit.errors import TrainingError, UserError
 from gankit.training import Trainer
 from gankit.training import checkpoint as ckpt
-from gankit.training.health import HealthMonitor
+from gankit.training.health import HealthMonitor, batch_diversity
 from tests.conftest import TINY
 
 SETS = [arg for item in TINY for arg in ("--set", item)]
@@ -91,6 +91,21 @@ def test_health_monitor_warns_when_d_has_won_and_on_collapse():
     assert monitor.check(won) == []  # once per episode
     assert [kind for kind, _ in monitor.check({"diversity": 1.0})] == []
     assert [kind for kind, _ in monitor.check({"diversity": 0.1})] == ["collapse"]
+
+
+def test_diversity_within_categories_sees_one_image_per_category():
+    real = torch.randn(120, 1, 4, 4, generator=torch.Generator().manual_seed(0))
+    groups = torch.arange(120) % 10
+    one_each = torch.randn(10, 1, 4, 4)[groups]  # spread across categories, none within one
+    varied = batch_diversity(real[torch.randperm(120)], real, groups)
+    collapsed = batch_diversity(one_each, real, groups)
+    assert 0.8 < float(varied["diversity_within"]) < 1.2 and 0.8 < float(collapsed["diversity"]) < 1.2
+    assert float(collapsed["diversity_within"]) < 1e-5
+    assert "diversity_within" not in batch_diversity(real, real)
+    monitor = HealthMonitor()
+    assert monitor.check({"diversity": 1.0, "diversity_within": 0.9}) == []
+    warned = monitor.check({"diversity": 1.0, "diversity_within": 0.05})
+    assert [kind for kind, _ in warned] == ["collapse"] and "within categories" in warned[0][1]
 
 
 def test_diversity_is_logged(tiny_cfg, tmp_path):

@@ -50,6 +50,8 @@ class ModelConfig:
     # the category also picks the scale and shift of G's batch norms (as a class label does in a
     # conditional G), beside its one-hot at G's input (dcgan only)
     code_batch_norm: bool = False
+    # with code_batch_norm: false makes the category pick only the shift of G's batch norms (no scale)
+    code_batch_norm_scale: bool = True
     g_hidden: tuple[int, ...] = (16, 16)
     g_activation: Activation = "leaky_relu"
     g_output: OutputActivation = "none"
@@ -221,6 +223,8 @@ def check_ranges(cfg: RunConfig) -> None:
     _require(not m.code_batch_norm or (m.name == "dcgan" and m.z_categories > 0 and not m.conditional),
              "model.code_batch_norm", m.code_batch_norm,
              "needs model.name = 'dcgan', model.z_categories > 0 and model.conditional = false; or set it to false")
+    _require(m.code_batch_norm_scale or m.code_batch_norm, "model.code_batch_norm_scale", m.code_batch_norm_scale,
+             "only applies with model.code_batch_norm = true; set both, or leave it out")
     _require(m.code_hidden >= 0, "model.code_hidden", m.code_hidden, "must be >= 0 (0: a linear code head)")
     for key in ("g_hidden", "d_hidden"):
         widths = getattr(m, key)

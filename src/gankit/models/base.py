@@ -97,9 +97,11 @@ class Generator(nn.Module):
     """Subclasses define `decode(inputs, y)`. A conditional generator either gets a label embedding
     of `embed_dim` appended to z (inputs), or, with embed_dim 0, uses the labels y itself (through
     ConditionalBatchNorm layers). An unconditional G with code_categories > 0 (model.code_batch_norm)
-    takes the labels of those layers from the one-hot categorical code at the end of its latent."""
+    takes the labels of those layers from the one-hot categorical code at the end of its latent; with
+    code_scale False the category picks only their shift (model.code_batch_norm_scale)."""
 
-    def __init__(self, z_dim: int, num_classes: int = 0, embed_dim: int = 0, code_categories: int = 0):
+    def __init__(self, z_dim: int, num_classes: int = 0, embed_dim: int = 0, code_categories: int = 0,
+                 code_scale: bool = True):
         super().__init__()
         if num_classes and code_categories:
             raise ValueError("a generator takes class labels or categories from its code, not both")
@@ -107,6 +109,11 @@ class Generator(nn.Module):
         self.embed = nn.Embedding(num_classes, embed_dim) if num_classes and embed_dim else None
         self.in_dim = z_dim + (embed_dim if self.embed is not None else 0)
         self.norm_classes = num_classes or code_categories  # what G's ConditionalBatchNorm layers are keyed on
+        self.norm_scale = bool(num_classes) or code_scale  # whether they look up a scale as well as a shift
+
+    def batch_norm(self, features: int, image: bool = True) -> nn.Module:
+        """One of G's batch norms, keyed as this generator's are (norm_classes, norm_scale)."""
+        return batch_norm(features, self.norm_classes, image, self.norm_scale)
 
     def decode(self, inputs: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
         raise NotImplementedError
@@ -128,31 +135,39 @@ class ConditionalBatchNorm(nn.Module):
     Why not append a label embedding to z: batch norm after G's first layer then normalises with
     statistics dominated by the ten class offsets, shrinking what z contributes within a class, and G
     learns one image per class. Here the statistics come from z alone and the label moves them after.
+
+    With scale False only the shift is looked up and no scale is learnt at all (the next layer, linear
+    after a LeakyReLU, can absorb a per-channel scale): a per-category scale can shrink what z
+    contributes within a category, and G then collapses to one image per category
+    (model.code_batch_norm_scale; docs/results.md).
     """
 
-    def __init__(self, features: int, num_classes: int = 0, image: bool = True):
+    def __init__(self, features: int, num_classes: int = 0, image: bool = True, scale: bool = True):
         super().__init__()
         norm = nn.BatchNorm2d if image else nn.BatchNorm1d
         self.norm = norm(features, affine=not num_classes)
-        self.gain = nn.Embedding(num_classes, features) if num_classes else None
+        self.gain = nn.Embedding(num_classes, features) if num_classes and scale else None
         self.shift = nn.Embedding(num_classes, features) if num_classes else None
-        if num_classes:
+        if self.gain is not None:
             nn.init.ones_(self.gain.weight)
+        if self.shift is not None:
             nn.init.zeros_(self.shift.weight)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         x = self.norm(x)
-        if self.gain is None:
+        if self.shift is None:
             return x
         view = (-1, x.shape[1]) + (1,) * (x.dim() - 2)
-        return x * self.gain(y).view(view) + self.shift(y).view(view)
+        if self.gain is not None:
+            x = x * self.gain(y).view(view)
+        return x + self.shift(y).view(view)
 
 
-def batch_norm(features: int, num_classes: int = 0, image: bool = True) -> nn.Module:
+def batch_norm(features: int, num_classes: int = 0, image: bool = True, scale: bool = True) -> nn.Module:
     """Conditional batch norm for a conditional G; plain batch norm otherwise (whose weights keep the
     names unconditional checkpoints have always used)."""
     if num_classes:
-        return ConditionalBatchNorm(features, num_classes, image)
+        return ConditionalBatchNorm(features, num_classes, image, scale)
     return nn.BatchNorm2d(features) if image else nn.BatchNorm1d(features)
 
 

@@ -19,8 +19,7 @@ from torch import nn
 
 from gankit.config import ModelConfig
 from gankit.errors import UserError
-from gankit.models.base import (ConditionedSequential, Discriminator, Dropout, Flatten, Generator, batch_norm,
-                                like_weight)
+from gankit.models.base import ConditionedSequential, Discriminator, Dropout, Flatten, Generator, like_weight
 from gankit.models.noise import latent_width
 from gankit.models.mlp import OUTPUTS, init_weights, with_spectral_norm
 from gankit.models.phase_conv import PhaseConv2d, PhaseConvTranspose2d
@@ -28,15 +27,15 @@ from gankit.models.phase_conv import PhaseConv2d, PhaseConvTranspose2d
 
 class DCGAN28Generator(Generator):
     def __init__(self, z_dim: int, channels: int, width: int = 64, output: str = "tanh", num_classes: int = 0,
-                 code_categories: int = 0):
-        super().__init__(z_dim, num_classes, code_categories=code_categories)
-        w, k = width, self.norm_classes
+                 code_categories: int = 0, code_scale: bool = True):
+        super().__init__(z_dim, num_classes, code_categories=code_categories, code_scale=code_scale)
+        w, norm = width, self.batch_norm
         self.dense = ConditionedSequential(nn.Linear(self.in_dim, 7 * 7 * 4 * w, bias=False),
-                                           batch_norm(7 * 7 * 4 * w, k, image=False), nn.LeakyReLU(0.3))
+                                           norm(7 * 7 * 4 * w, image=False), nn.LeakyReLU(0.3))
         self.width = w
         self.convs = ConditionedSequential(
-            nn.ConvTranspose2d(4 * w, 2 * w, 5, 1, 2, bias=False), batch_norm(2 * w, k), nn.LeakyReLU(0.3),
-            nn.ConvTranspose2d(2 * w, w, 5, 2, 2, output_padding=1, bias=False), batch_norm(w, k),
+            nn.ConvTranspose2d(4 * w, 2 * w, 5, 1, 2, bias=False), norm(2 * w), nn.LeakyReLU(0.3),
+            nn.ConvTranspose2d(2 * w, w, 5, 2, 2, output_padding=1, bias=False), norm(w),
             nn.LeakyReLU(0.3),
             PhaseConvTranspose2d(w, channels, 5, 2, 2, output_padding=1), OUTPUTS[output]())
 
@@ -66,15 +65,14 @@ class DCGAN28Discriminator(Discriminator):
 
 class DCGANGenerator(Generator):
     def __init__(self, z_dim: int, channels: int, size: int, width: int = 64, output: str = "tanh",
-                 num_classes: int = 0, code_categories: int = 0):
-        super().__init__(z_dim, num_classes, code_categories=code_categories)
+                 num_classes: int = 0, code_categories: int = 0, code_scale: bool = True):
+        super().__init__(z_dim, num_classes, code_categories=code_categories, code_scale=code_scale)
         ups = int(math.log2(size)) - 2  # 4x4 doubled `ups` times
         widths = [width * 2 ** (ups - 1 - i) for i in range(ups)]
         layers: list[nn.Module] = [nn.ConvTranspose2d(self.in_dim, widths[0], 4, 1, 0, bias=False),
-                                   batch_norm(widths[0], self.norm_classes), nn.ReLU(True)]
+                                   self.batch_norm(widths[0]), nn.ReLU(True)]
         for w_in, w_out in zip(widths[:-1], widths[1:]):
-            layers += [nn.ConvTranspose2d(w_in, w_out, 4, 2, 1, bias=False), batch_norm(w_out, self.norm_classes),
-                       nn.ReLU(True)]
+            layers += [nn.ConvTranspose2d(w_in, w_out, 4, 2, 1, bias=False), self.batch_norm(w_out), nn.ReLU(True)]
         layers += [nn.ConvTranspose2d(widths[-1], channels, 4, 2, 1), OUTPUTS[output]()]
         self.net = ConditionedSequential(*layers)
 
@@ -119,11 +117,13 @@ def build_dcgan(cfg: ModelConfig, shape: tuple[int, ...], num_classes: int = 0) 
     d_width = cfg.d_conv_width or cfg.conv_width
     codes = cfg.z_categories if cfg.code_batch_norm else 0
     if height == 28:
-        g: Generator = DCGAN28Generator(latent_width(cfg), channels, cfg.conv_width, cfg.g_output, classes, codes)
+        g: Generator = DCGAN28Generator(latent_width(cfg), channels, cfg.conv_width, cfg.g_output, classes, codes,
+                                        cfg.code_batch_norm_scale)
         d: Discriminator = DCGAN28Discriminator(channels, d_width, cfg.pack, classes, cfg.d_dropout,
                                                 cfg.d_batch_norm)
     else:
-        g = DCGANGenerator(latent_width(cfg), channels, height, cfg.conv_width, cfg.g_output, classes, codes)
+        g = DCGANGenerator(latent_width(cfg), channels, height, cfg.conv_width, cfg.g_output, classes, codes,
+                           cfg.code_batch_norm_scale)
         # Spectral norm replaces batch norm in D, as in Miyato et al. 2018.
         d = DCGANDiscriminator(channels, height, d_width, cfg.pack, classes, batch_norm=not cfg.spectral_norm)
     init_weights(g, cfg.init, cfg.init_std)

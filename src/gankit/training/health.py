@@ -51,14 +51,34 @@ def _tensors(obj: Any) -> Iterator[torch.Tensor]:
             yield from _tensors(value)
 
 
+def batch_diversity(fake: torch.Tensor, real: torch.Tensor, groups: torch.Tensor | None = None) -> dict:
+    """The spread of a generated batch (mean per-coordinate standard deviation) over a real batch's.
+    With `groups` (each sample's category or class) also `diversity_within`: the same spread taken
+    within each group of the generated batch, averaged over groups of two or more. G can make one
+    image per category while the batch as a whole stays as spread as the data; only this shows it."""
+    scale = real.detach().float().std(0).mean().clamp_min(1e-12)
+    fake = fake.detach().float().flatten(1)
+    stats = {"diversity": fake.std(0).mean() / scale}
+    if groups is not None:
+        k = int(groups.max()) + 1
+        count = torch.bincount(groups, minlength=k).to(fake.dtype)[:, None]
+        mean = fake.new_zeros(k, fake.shape[1]).index_add_(0, groups, fake) / count.clamp_min(1)
+        deviation = fake - mean[groups]  # two passes: no cancellation when a group is all one image
+        variance = fake.new_zeros(k, fake.shape[1]).index_add_(0, groups, deviation * deviation)
+        spread = (variance / (count - 1).clamp_min(1)).sqrt().mean(1)[count[:, 0] >= 2]
+        stats["diversity_within"] = spread.mean() / scale if len(spread) else spread.new_tensor(float("nan"))
+    return stats
+
+
 @dataclass
 class HealthMonitor:
-    """Warns once per episode: D has won for `patience` log lines, or diversity fell sharply."""
+    """Warns once per episode: D has won for `patience` log lines, or diversity (of the batch, or
+    within its categories) fell sharply."""
 
     patience: int = 20
     collapse_ratio: float = 0.3  # diversity below this share of its peak counts as collapse
     _d_wins_for: int = 0
-    _peak_diversity: float = 0.0
+    _peaks: dict = field(default_factory=dict)
     _warned: set = field(default_factory=set)
 
     def check(self, row: dict) -> list[tuple[str, str]]:
@@ -73,19 +93,24 @@ class HealthMonitor:
             warnings.append(("d_wins", f"D has won for {self._d_wins_for} log lines (D(x) > 0.99, D(G(z)) < 0.01): "
                                        "G gets no useful gradient; try a lower optim_d.lr, loss.r1_gamma, "
                                        "loss.instance_noise or model.spectral_norm=true"))
-        diversity = row.get("diversity")
-        if diversity is not None:
-            self._peak_diversity = max(self._peak_diversity, diversity)
-            falling = self._peak_diversity > 0.2 and diversity < self.collapse_ratio * self._peak_diversity
-            if falling and "collapse" not in self._warned:
-                self._warned.add("collapse")
-                warnings.append(("collapse", f"sample diversity fell to {diversity:.3f} from a peak of "
-                                             f"{self._peak_diversity:.3f}: signs of mode collapse; try model.pack=2, "
-                                             "train.ema_decay or a lower optim_g.lr"))
-            elif not falling:
-                self._warned.discard("collapse")
+        for key, where in (("diversity", "sample diversity"), ("diversity_within", "diversity within categories")):
+            warning = self._collapse(key, row.get(key), where)
+            if warning:
+                warnings.append(warning)
         return warnings
 
+    def _collapse(self, key: str, diversity: float | None, where: str) -> tuple[str, str] | None:
+        if diversity is None or not math.isfinite(diversity):
+            return None
+        peak = self._peaks[key] = max(self._peaks.get(key, 0.0), diversity)
+        falling = peak > 0.2 and diversity < self.collapse_ratio * peak
+        if not falling:
+            self._warned.discard(key)
+        elif key not in self._warned:
+            self._warned.add(key)
+            return ("collapse", f"{where} fell to {diversity:.3f} from a peak of {peak:.3f}: signs of mode "
+                                "collapse; try model.pack=2, train.ema_decay or a lower optim_g.lr")
+        return None
 
 
 @dataclass

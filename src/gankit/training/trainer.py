@@ -32,14 +32,14 @@ from gankit.losses import GANLoss
 from gankit.metrics import evaluate as metrics_eval
 from gankit.models import MODELS
 from gankit.models.base import has_batch_norm
-from gankit.models.noise import sample_noise
+from gankit.models.noise import categories_of, sample_noise
 from gankit.rundir import hold_run
 from gankit.training import checkpoint as ckpt
 from gankit.training import distributed, tensorboard
 from gankit.training.cpu import default_threads, torch_cpu_settings
 from gankit.training.evaluation import Evaluation
 from gankit.training.guards import Guards
-from gankit.training.health import CpuShare, HealthMonitor, nonfinite
+from gankit.training.health import CpuShare, HealthMonitor, batch_diversity, nonfinite
 from gankit.training.precision import SAVED_BEFORE_RECORDING, Precision, PrecisionChoice, resolve_precision
 from gankit.training.optim import make_optimizer
 from gankit.training.rejection import Critic, fit_run_critic, generator_draw
@@ -135,6 +135,12 @@ def make_ema(g: nn.Module, decay: float, step_now) -> AveragedModel | None:
                 ema.copy_(ema * now + param * (1 - now))
 
     return AveragedModel(g, multi_avg_fn=average, use_buffers=True)
+
+
+def groups_of(m: config_mod.ModelConfig, z: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor | None:
+    """What G's samples fall into, for the logged diversity within groups: the categories of its
+    code, or the class labels of a conditional G (None: neither)."""
+    return categories_of(z, m.z_dim) if m.z_categories else labels
 
 
 def make_precision(run: "Trainer", saved: dict[str, str] | None) -> tuple[Precision, PrecisionChoice]:
@@ -279,8 +285,8 @@ class Trainer:
             views["images"] = self.snapshots.images(self.snapshots.z, self.snapshots.labels)
         if not log:
             return {}, views
-        diversity = fake.detach().float().std(0).mean() / real.float().std(0).mean().clamp_min(1e-12)
-        return {"d_loss": d_loss.detach(), "g_loss": g_loss.detach(), **stats, "diversity": diversity}, views
+        diversity = batch_diversity(fake, real, groups_of(self.cfg.model, z, labels))
+        return {"d_loss": d_loss.detach(), "g_loss": g_loss.detach(), **stats, **diversity}, views
 
     def _d_updates(self, real, labels, z):
         """train.n_d D updates on generated batches (a new real and generated batch for each unless
