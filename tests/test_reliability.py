@@ -90,7 +90,12 @@ def test_health_monitor_warns_when_d_has_won_and_on_collapse():
     assert [kind for kind, _ in monitor.check(won)] == ["d_wins"]
     assert monitor.check(won) == []  # once per episode
     assert [kind for kind, _ in monitor.check({"diversity": 1.0})] == []
+    assert [kind for kind, _ in monitor.check({"diversity": 0.1})] == []  # the first lines only settle the peak
+    assert [monitor.check({"diversity": 1.0}) for _ in range(monitor.settle)] == [[]] * monitor.settle
     assert [kind for kind, _ in monitor.check({"diversity": 0.1})] == ["collapse"]
+    assert monitor.check({"diversity": 0.4}) == monitor.check({"diversity": 0.1}) == []  # still the same fall
+    monitor.check({"diversity": 0.9})
+    assert [kind for kind, _ in monitor.check({"diversity": 0.1})] == ["collapse"]  # a new fall
 
 
 def test_diversity_within_categories_sees_one_image_per_category():
@@ -102,7 +107,7 @@ def test_diversity_within_categories_sees_one_image_per_category():
     assert 0.8 < float(varied["diversity_within"]) < 1.2 and 0.8 < float(collapsed["diversity"]) < 1.2
     assert float(collapsed["diversity_within"]) < 1e-5
     assert "diversity_within" not in batch_diversity(real, real)
-    monitor = HealthMonitor()
+    monitor = HealthMonitor(settle=1)
     assert monitor.check({"diversity": 1.0, "diversity_within": 0.9}) == []
     warned = monitor.check({"diversity": 1.0, "diversity_within": 0.05})
     assert [kind for kind, _ in warned] == ["collapse"] and "within categories" in warned[0][1]

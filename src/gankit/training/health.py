@@ -73,11 +73,16 @@ def batch_diversity(fake: torch.Tensor, real: torch.Tensor, groups: torch.Tensor
 @dataclass
 class HealthMonitor:
     """Warns once per episode: D has won for `patience` log lines, or diversity (of the batch, or
-    within its categories) fell sharply."""
+    within its categories) fell sharply. A diversity's peak counts from its `settle`-th log line on
+    (in the first few hundred steps G's noise-like output is spread, then briefly collapsed, which
+    is no warning), and a warned fall is warned again only after diversity came back to half its
+    peak (no warning each time it hovers around the threshold)."""
 
     patience: int = 20
     collapse_ratio: float = 0.3  # diversity below this share of its peak counts as collapse
+    settle: int = 25
     _d_wins_for: int = 0
+    _seen: dict = field(default_factory=dict)
     _peaks: dict = field(default_factory=dict)
     _warned: set = field(default_factory=set)
 
@@ -102,11 +107,13 @@ class HealthMonitor:
     def _collapse(self, key: str, diversity: float | None, where: str) -> tuple[str, str] | None:
         if diversity is None or not math.isfinite(diversity):
             return None
+        self._seen[key] = self._seen.get(key, 0) + 1
+        if self._seen[key] < self.settle:
+            return None
         peak = self._peaks[key] = max(self._peaks.get(key, 0.0), diversity)
-        falling = peak > 0.2 and diversity < self.collapse_ratio * peak
-        if not falling:
+        if diversity > 0.5 * peak:
             self._warned.discard(key)
-        elif key not in self._warned:
+        elif peak > 0.2 and diversity < self.collapse_ratio * peak and key not in self._warned:
             self._warned.add(key)
             return ("collapse", f"{where} fell to {diversity:.3f} from a peak of {peak:.3f}: signs of mode "
                                 "collapse; try model.pack=2, train.ema_decay or a lower optim_g.lr")
