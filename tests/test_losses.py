@@ -234,3 +234,28 @@ def test_translation_passes_gradients_to_the_images_and_reaches_both_batches():
     real, fake = torch.randn(3, 1, 8, 8), torch.randn(3, 1, 8, 8)
     losses.GANLoss(cfg).d_loss(d, real, fake, 0, torch.Generator().manual_seed(2))
     assert not torch.equal(seen[0][:3], real) and not torch.equal(seen[0][3:], fake)
+
+
+def test_mode_seeking_is_the_inverse_image_gap_per_latent_gap_within_a_group():
+    z = torch.tensor([[0.0], [1.0], [3.0], [0.0]])
+    groups = torch.tensor([0, 0, 1, 1])
+    fake = torch.tensor([[0.0, 0.0], [2.0, 2.0], [1.0, 1.0], [1.0, 1.0]])
+    # pairs (0, 1): image gap 2 per latent gap 1; (2, 3): 0 per 3; the pair across groups not counted
+    assert losses.mode_seeking(fake, z, groups).item() == pytest.approx(1 / ((2 / 1 + 0 / 3) / 2 + 1e-5))
+    assert losses.mode_seeking(fake, z).item() == pytest.approx(1 / ((2 / 1 + 1 / 2 + 0 / 3) / 3 + 1e-5))
+
+
+def test_mode_seeking_in_g_loss_pairs_samples_of_one_category_and_pushes_them_apart():
+    from gankit.models.noise import sample_noise
+    from gankit.config import ModelConfig
+
+    m = ModelConfig(z_dim=3, z_categories=2)
+    z = sample_noise(8, m, torch.Generator().manual_seed(0))
+    one_per_category = (z[:, 3:] @ torch.tensor([[1.0, -1.0], [-1.0, 1.0]])).requires_grad_()
+    d = nn.Linear(2, 1)
+    plain = losses.GANLoss(LossConfig(), z_dim=3).g_loss(None, d, z, 0, fake=one_per_category)
+    seeking = losses.GANLoss(LossConfig(mode_seeking=0.5), z_dim=3).g_loss(None, d, z, 0, fake=one_per_category)
+    assert (seeking - plain).item() == pytest.approx(0.5 / 1e-5, rel=1e-4)  # no gap within either category
+    varied = one_per_category + z[:, :1]
+    spread = losses.GANLoss(LossConfig(mode_seeking=0.5), z_dim=3).g_loss(None, d, z, 0, fake=varied)
+    assert spread.item() < 100

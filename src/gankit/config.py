@@ -80,6 +80,10 @@ class LossConfig:
     # InfoGAN: weight of a cross-entropy term by which a head on D's features must tell G's category
     # (model.z_categories) from the sample alone; G is trained to make it tellable (0: off)
     info_weight: float = 0.0
+    # mode seeking (Mao et al. 2019): weight of a G term, the inverse of image distance per latent
+    # distance over pairs of one category (model.z_categories) or class; against G making one image
+    # per category whatever its noise (0: off; 1 in the article)
+    mode_seeking: float = 0.0
     label_smoothing: float = 0.0  # one-sided: real target = 1 - label_smoothing
     instance_noise: float = 0.0  # std of Gaussian noise added to D's inputs (0: off)
     instance_noise_anneal: int = 0  # steps over which that std decays linearly to 0 (0: constant)
@@ -250,7 +254,7 @@ def check_ranges(cfg: RunConfig) -> None:
     _require(0.0 <= t.lr_final <= 1.0, "train.lr_final", t.lr_final, "must be in [0, 1]")
     _require(0.0 <= t.ema_decay < 1.0, "train.ema_decay", t.ema_decay, "must be in [0, 1) (0: off)")
     _require(0.0 <= lo.label_smoothing < 0.5, "loss.label_smoothing", lo.label_smoothing, "must be in [0, 0.5)")
-    for key in ("gp_weight", "r1_gamma", "instance_noise", "info_weight"):
+    for key in ("gp_weight", "r1_gamma", "instance_noise", "info_weight", "mode_seeking"):
         _require(getattr(lo, key) >= 0, f"loss.{key}", getattr(lo, key), "must be >= 0")
     _require(lo.info_weight == 0 or m.z_categories > 0, "loss.info_weight", lo.info_weight,
              "needs a categorical code to recover: set model.z_categories (e.g. 8), or loss.info_weight = 0")

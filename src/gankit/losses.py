@@ -104,6 +104,23 @@ def info_loss(code_logits: Tensor, codes: Tensor) -> Tensor:
     return F.cross_entropy(code_logits.float(), codes)
 
 
+def mode_seeking(fake: Tensor, z: Tensor, groups: Tensor | None = None, eps: float = 1e-5) -> Tensor:
+    """Mode seeking (Mao et al. 2019, MSGAN): the inverse of how far G's images lie apart per unit
+    of latent distance, over pairs of samples of one group (category or class; all one group when
+    None). G lowers it by keeping images apart that its noise keeps apart: a G that makes one image
+    per category, whatever the noise, pays ~1/eps. Pairs are neighbours once the batch is sorted by
+    group (a masked mean, so no host sync)."""
+    n = len(fake)
+    groups = torch.zeros(n, dtype=torch.long, device=fake.device) if groups is None else groups
+    order = torch.argsort(groups * n + torch.arange(n, device=fake.device))
+    a, b = order[:-1], order[1:]
+    same = (groups[a] == groups[b]).float()
+    image_gap = (fake[a] - fake[b]).float().abs().flatten(1).mean(1)
+    z_gap = (z[a] - z[b]).float().abs().mean(1).clamp_min(1e-12)
+    ratio = (image_gap / z_gap * same).sum() / same.sum().clamp_min(1.0)
+    return 1.0 / (ratio + eps)
+
+
 def input_gradient_sq(d: nn.Module, x: Tensor, labels: Tensor | None = None) -> Tensor:
     """|grad D|^2 for each input D judges, kept in the graph so it can be penalised. A PacGAN D
     (pack > 1) judges groups of `pack` consecutive samples: the gradient is over the whole group."""
@@ -203,6 +220,8 @@ class GANLoss:
             info = self.cfg.info_weight * cross_entropy
             loss, g_loss = loss + info, (g_loss + info if with_g else None)
             stats["info"] = cross_entropy.detach()
+        if with_g and self.cfg.mode_seeking > 0:
+            g_loss = g_loss + self._mode_seeking(fake, z, labels)
         if self.pair.gradient_penalty and self.cfg.gp_weight > 0:
             gp = gradient_penalty(d, real_in, fake_in.detach(), generator, labels)
             loss = loss + self.cfg.gp_weight * gp
@@ -249,8 +268,16 @@ class GANLoss:
         """G's loss on G(z); `fake` is G(z) already computed with its graph (train.schedule = "shared")."""
         if fake is None:
             fake = g(z, labels)  # a gankit Generator takes labels=None when unconditional
-        fake = self._d_input(fake, step, generator)
         codes = self._codes(z)
-        logits, code_logits = judge_and_code(d, fake, labels, codes is not None)
+        logits, code_logits = judge_and_code(d, self._d_input(fake, step, generator), labels, codes is not None)
         loss = self.pair.g(logits.float())
+        if self.cfg.mode_seeking > 0:
+            loss = loss + self._mode_seeking(fake, z, labels)
         return loss if code_logits is None else loss + self.cfg.info_weight * info_loss(code_logits, codes)
+
+    def _mode_seeking(self, fake: Tensor, z: Tensor | None, labels: Tensor | None) -> Tensor:
+        """loss.mode_seeking times the MSGAN term, over pairs of one category (or class)."""
+        if z is None:
+            raise ValueError("loss.mode_seeking needs the latent z of the generated batch")
+        groups = categories_of(z, self.z_dim) if z.shape[1] > self.z_dim > 0 else labels
+        return self.cfg.mode_seeking * mode_seeking(fake, z[:, :self.z_dim] if self.z_dim else z, groups)
