@@ -137,9 +137,9 @@ class ConditionalBatchNorm(nn.Module):
     learns one image per class. Here the statistics come from z alone and the label moves them after.
 
     With scale False only the shift is looked up and no scale is learnt at all (the next layer, linear
-    after a LeakyReLU, can absorb a per-channel scale): a per-category scale can shrink what z
-    contributes within a category, and G then collapses to one image per category
-    (model.code_batch_norm_scale; docs/results.md).
+    after a LeakyReLU, can absorb a per-channel scale; model.code_batch_norm_scale). A per-category
+    scale can silence what z writes within a category; on MNIST the shift alone collapsed G to one
+    image per category too, on another seed (docs/results.md).
     """
 
     def __init__(self, features: int, num_classes: int = 0, image: bool = True, scale: bool = True):
