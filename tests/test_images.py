@@ -180,10 +180,13 @@ def test_a_run_whose_categories_pick_g_batch_norms_exports_and_walks_within_a_ca
     from gankit.api import GAN
 
     run = tmp_path / "run"
-    Trainer(tiny("mnist-dcgan", mnist_root, ["model.code_batch_norm=true"]), run).fit(progress=False)
+    Trainer(tiny("mnist-dcgan", mnist_root, ["model.code_batch_norm=true", "train.batch_size=16"]), run).fit(progress=False)
     sampler = GAN.load(run).sampler
     m = sampler.config.model
     assert m.code_batch_norm and m.z_categories == 10
+    logged = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    within = [row["diversity_within"] for row in logged if "d_loss" in row]
+    assert within and all(0 < value < 5 for value in within)  # finite: never a NaN for the guard
     assert main(["export", str(run), "--out", str(tmp_path / "g.pt2")]) == 0
     g = torch.export.load(tmp_path / "g.pt2").module()
     z = sampler.noise(7, seed=1)

@@ -237,12 +237,13 @@ def test_translation_passes_gradients_to_the_images_and_reaches_both_batches():
 
 
 def test_mode_seeking_is_the_inverse_image_gap_per_latent_gap_within_a_group():
-    z = torch.tensor([[0.0], [1.0], [3.0], [0.0]])
-    groups = torch.tensor([0, 0, 1, 1])
-    fake = torch.tensor([[0.0, 0.0], [2.0, 2.0], [1.0, 1.0], [1.0, 1.0]])
-    # pairs (0, 1): image gap 2 per latent gap 1; (2, 3): 0 per 3; the pair across groups not counted
+    z = torch.tensor([[0.0], [3.0], [1.0], [0.0]])
+    groups = torch.tensor([0, 1, 0, 1])  # interleaved: the pairs are found by sorting on the group
+    fake = torch.tensor([[0.0, 0.0], [1.0, 1.0], [2.0, 2.0], [1.0, 1.0]])
+    # pairs (0, 2): image gap 2 per latent gap 1; (1, 3): 0 per 3; pairs across groups not counted
     assert losses.mode_seeking(fake, z, groups).item() == pytest.approx(1 / ((2 / 1 + 0 / 3) / 2 + 1e-5))
-    assert losses.mode_seeking(fake, z).item() == pytest.approx(1 / ((2 / 1 + 1 / 2 + 0 / 3) / 3 + 1e-5))
+    # one group: neighbours in batch order (0, 1): 1 per 3; (1, 2): 1 per 2; (2, 3): 1 per 1
+    assert losses.mode_seeking(fake, z).item() == pytest.approx(1 / ((1 / 3 + 1 / 2 + 1 / 1) / 3 + 1e-5))
 
 
 def test_mode_seeking_in_g_loss_pairs_samples_of_one_category_and_pushes_them_apart():

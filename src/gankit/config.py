@@ -50,7 +50,8 @@ class ModelConfig:
     # the category also picks the scale and shift of G's batch norms (as a class label does in a
     # conditional G), beside its one-hot at G's input (dcgan only)
     code_batch_norm: bool = False
-    # with code_batch_norm: false makes the category pick only the shift of G's batch norms (no scale)
+    # false (with code_batch_norm = true): the category picks only the shift of G's batch norms; no
+    # scale is learnt
     code_batch_norm_scale: bool = True
     g_hidden: tuple[int, ...] = (16, 16)
     g_activation: Activation = "leaky_relu"

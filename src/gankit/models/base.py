@@ -137,7 +137,7 @@ class ConditionalBatchNorm(nn.Module):
     learns one image per class. Here the statistics come from z alone and the label moves them after.
 
     With scale False only the shift is looked up and no scale is learnt at all (the next layer, linear
-    after a LeakyReLU, can absorb a per-channel scale; model.code_batch_norm_scale). A per-category
+    after a (Leaky)ReLU, can absorb a positive per-channel scale; model.code_batch_norm_scale). A per-category
     scale can silence what z writes within a category; on MNIST the shift alone collapsed G to one
     image per category too, on another seed (docs/results.md).
     """

@@ -66,7 +66,7 @@ def batch_diversity(fake: torch.Tensor, real: torch.Tensor, groups: torch.Tensor
         deviation = fake - mean[groups]  # two passes: no cancellation when a group is all one image
         variance = fake.new_zeros(k, fake.shape[1]).index_add_(0, groups, deviation * deviation)
         spread = (variance / (count - 1).clamp_min(1)).sqrt().mean(1)[count[:, 0] >= 2]
-        stats["diversity_within"] = spread.mean() / scale if len(spread) else spread.new_tensor(float("nan"))
+        stats["diversity_within"] = spread.mean() / scale  # NaN with no group of two: callers ensure one
     return stats
 
 

@@ -137,9 +137,16 @@ def make_ema(g: nn.Module, decay: float, step_now) -> AveragedModel | None:
     return AveragedModel(g, multi_avg_fn=average, use_buffers=True)
 
 
-def groups_of(m: config_mod.ModelConfig, z: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor | None:
+def groups_of(m: config_mod.ModelConfig, z: torch.Tensor, labels: torch.Tensor | None,
+              num_classes: int, is_image: bool) -> torch.Tensor | None:
     """What G's samples fall into, for the logged diversity within groups: the categories of its
-    code, or the class labels of a conditional G (None: neither)."""
+    code, or the class labels of a conditional G. None (no diversity_within) for vector data, where
+    a category is meant to shrink onto one tight mode (ring8), and for batches no larger than the
+    number of groups: only a larger one is sure to hold a group of two, so the value is never NaN
+    (which the non-finite guard would take for a diverging run)."""
+    groups = m.z_categories or num_classes
+    if not is_image or not groups or len(z) <= groups:
+        return None
     return categories_of(z, m.z_dim) if m.z_categories else labels
 
 
@@ -285,7 +292,7 @@ class Trainer:
             views["images"] = self.snapshots.images(self.snapshots.z, self.snapshots.labels)
         if not log:
             return {}, views
-        diversity = batch_diversity(fake, real, groups_of(self.cfg.model, z, labels))
+        diversity = batch_diversity(fake, real, groups_of(self.cfg.model, z, labels, self.num_classes, self.is_image))
         return {"d_loss": d_loss.detach(), "g_loss": g_loss.detach(), **stats, **diversity}, views
 
     def _d_updates(self, real, labels, z):
