@@ -116,15 +116,15 @@ def test_diversity_within_categories_sees_one_image_per_category():
 def test_diversity_within_is_left_out_where_it_would_mislead_or_be_nan():
     from gankit.config import ModelConfig
     from gankit.models.noise import sample_noise
-    from gankit.training.trainer import groups_of
+    from gankit.training.trainer import diversity_groups
 
     m = ModelConfig(z_dim=3, z_categories=10)
     z = sample_noise(11, m, torch.Generator().manual_seed(0))
-    assert torch.equal(groups_of(m, z, None, 0, is_image=True), z[:, 3:].argmax(1))
-    assert groups_of(m, z, None, 0, is_image=False) is None  # a mixture's category is one tight mode
-    assert groups_of(m, z[:10], None, 0, is_image=True) is None  # 10 samples, 10 categories: maybe no pair
+    assert torch.equal(diversity_groups(m, z, None, 0, is_image=True), z[:, 3:].argmax(1))
+    assert diversity_groups(m, z, None, 0, is_image=False) is None  # a mixture's category is one tight mode
+    assert diversity_groups(m, z[:10], None, 0, is_image=True) is None  # 10 samples, 10 categories: maybe no pair
     labels = torch.arange(11) % 10
-    assert groups_of(ModelConfig(z_dim=3), z[:, :3], labels, 10, is_image=True) is labels
+    assert diversity_groups(ModelConfig(z_dim=3), z[:, :3], labels, 10, is_image=True) is labels
 
 
 def test_diversity_is_logged(tiny_cfg, tmp_path):

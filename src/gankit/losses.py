@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gankit.config import LossConfig
-from gankit.models.noise import categories_of
+from gankit.models.noise import categories_of, groups_of
 from gankit.registry import Registry
 
 Tensor = torch.Tensor
@@ -279,5 +279,6 @@ class GANLoss:
         """loss.mode_seeking times the MSGAN term, over pairs of one category (or class)."""
         if z is None:
             raise ValueError("loss.mode_seeking needs the latent z of the generated batch")
-        groups = categories_of(z, self.z_dim) if z.shape[1] > self.z_dim > 0 else labels
-        return self.cfg.mode_seeking * mode_seeking(fake, z[:, :self.z_dim] if self.z_dim else z, groups)
+        if not self.z_dim:
+            return self.cfg.mode_seeking * mode_seeking(fake, z, labels)
+        return self.cfg.mode_seeking * mode_seeking(fake, z[:, :self.z_dim], groups_of(z, self.z_dim, labels))

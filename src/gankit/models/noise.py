@@ -35,3 +35,9 @@ def sample_noise(n: int, m: ModelConfig, generator: torch.Generator | None,
 def categories_of(z: torch.Tensor, z_dim: int) -> torch.Tensor:
     """The category each latent row carries (its one-hot code after the z_dim continuous coordinates)."""
     return z[:, z_dim:].argmax(1)
+
+
+def groups_of(z: torch.Tensor, z_dim: int, labels: torch.Tensor | None) -> torch.Tensor | None:
+    """What each generated sample belongs to: its latent's category when z carries a one-hot code
+    after its z_dim continuous coordinates, else its class label (None for neither)."""
+    return categories_of(z, z_dim) if z.shape[1] > z_dim else labels

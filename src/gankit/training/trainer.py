@@ -32,7 +32,7 @@ from gankit.losses import GANLoss
 from gankit.metrics import evaluate as metrics_eval
 from gankit.models import MODELS
 from gankit.models.base import has_batch_norm
-from gankit.models.noise import categories_of, sample_noise
+from gankit.models.noise import groups_of, sample_noise
 from gankit.rundir import hold_run
 from gankit.training import checkpoint as ckpt
 from gankit.training import distributed, tensorboard
@@ -137,17 +137,17 @@ def make_ema(g: nn.Module, decay: float, step_now) -> AveragedModel | None:
     return AveragedModel(g, multi_avg_fn=average, use_buffers=True)
 
 
-def groups_of(m: config_mod.ModelConfig, z: torch.Tensor, labels: torch.Tensor | None,
-              num_classes: int, is_image: bool) -> torch.Tensor | None:
-    """What G's samples fall into, for the logged diversity within groups: the categories of its
-    code, or the class labels of a conditional G. None (no diversity_within) for vector data, where
-    a category is meant to shrink onto one tight mode (ring8), and for batches no larger than the
-    number of groups: only a larger one is sure to hold a group of two, so the value is never NaN
-    (which the non-finite guard would take for a diverging run)."""
+def diversity_groups(m: config_mod.ModelConfig, z: torch.Tensor, labels: torch.Tensor | None,
+                     num_classes: int, is_image: bool) -> torch.Tensor | None:
+    """The groups (categories or classes, noise.groups_of) for the logged diversity within groups.
+    None (no diversity_within) for vector data, where a category is meant to shrink onto one tight
+    mode (ring8), and for batches no larger than the number of groups: only a larger one is sure to
+    hold a group of two, so the value is never NaN (which the non-finite guard would take for a
+    diverging run)."""
     groups = m.z_categories or num_classes
     if not is_image or not groups or len(z) <= groups:
         return None
-    return categories_of(z, m.z_dim) if m.z_categories else labels
+    return groups_of(z, m.z_dim, labels)
 
 
 def make_precision(run: "Trainer", saved: dict[str, str] | None) -> tuple[Precision, PrecisionChoice]:
@@ -292,7 +292,8 @@ class Trainer:
             views["images"] = self.snapshots.images(self.snapshots.z, self.snapshots.labels)
         if not log:
             return {}, views
-        diversity = batch_diversity(fake, real, groups_of(self.cfg.model, z, labels, self.num_classes, self.is_image))
+        groups = diversity_groups(self.cfg.model, z, labels, self.num_classes, self.is_image)
+        diversity = batch_diversity(fake, real, groups)
         return {"d_loss": d_loss.detach(), "g_loss": g_loss.detach(), **stats, **diversity}, views
 
     def _d_updates(self, real, labels, z):
