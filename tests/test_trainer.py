@@ -295,7 +295,7 @@ def test_precision_auto_is_bf16_only_for_images_on_hardware_that_has_it_and_runs
         assert on_a_gpu == choice  # a choice made on a GPU says nothing about this CPU
 
 
-def test_cpu_bf16_probe_times_both_precisions_and_leaves_the_process_as_it_was(monkeypatch):
+def test_cpu_bf16_probe_times_both_precisions_and_leaves_the_process_as_it_was(monkeypatch, tmp_path):
     """The probe's ratio is float32's time over bfloat16's, timed on the run's thread count; the
     thread count and PyTorch's global random stream (dropout's) are as before, so a seeded run is
     the same whether the probe ran or not."""
@@ -309,6 +309,7 @@ def test_cpu_bf16_probe_times_both_precisions_and_leaves_the_process_as_it_was(m
         return {torch.float32: 2.0, torch.bfloat16: 1.0}[dtype]
 
     monkeypatch.setattr(precision_mod, "_layer_seconds", fake_seconds)
+    monkeypatch.setenv("GANKIT_CACHE", str(tmp_path))  # not this machine's record: time it here
     precision_mod.cpu_bf16_speedup.cache_clear()
     threads, rng = torch.get_num_threads(), torch.get_rng_state()
     other = 2 if threads == 1 else 1
@@ -318,6 +319,40 @@ def test_cpu_bf16_probe_times_both_precisions_and_leaves_the_process_as_it_was(m
         precision_mod.cpu_bf16_speedup.cache_clear()
     assert {dtype for dtype, _ in seen} == {torch.float32, torch.bfloat16} and {n for _, n in seen} == {other}
     assert torch.get_num_threads() == threads and torch.equal(torch.get_rng_state(), rng)
+
+
+def test_cpu_bf16_probe_is_timed_once_per_machine_and_thread_count(monkeypatch, tmp_path):
+    """The probe's ratio is kept in the cache folder, so every later run on this machine (a new
+    process) makes the same choice however loaded the machine is when it starts; another thread
+    count is timed on its own; a damaged record is timed again and rewritten."""
+    from gankit.training import precision as precision_mod
+
+    timings = {torch.float32: 3.0, torch.bfloat16: 2.0}
+    timed = []
+
+    def fake_seconds(dtype):
+        timed.append(dtype)
+        return timings[dtype]
+
+    monkeypatch.setattr(precision_mod, "_layer_seconds", fake_seconds)
+    monkeypatch.setenv("GANKIT_CACHE", str(tmp_path))
+    record = tmp_path / precision_mod.PROBE_FILE
+
+    def probe(threads):  # as a new process would: nothing remembered in memory
+        precision_mod.cpu_bf16_speedup.cache_clear()
+        try:
+            return precision_mod.cpu_bf16_speedup(threads)
+        finally:
+            precision_mod.cpu_bf16_speedup.cache_clear()
+
+    assert probe(1) == 1.5 and len(timed) == 2 * precision_mod.PROBE_ROUNDS
+    timings[torch.float32] = 1.0  # a later start, timed on a busy moment, would say 0.5x
+    assert probe(1) == 1.5 and len(timed) == 2 * precision_mod.PROBE_ROUNDS  # read, not timed
+    assert probe(2) == 0.5 and len(timed) == 4 * precision_mod.PROBE_ROUNDS  # another thread count: timed
+    kept = json.loads(record.read_text())
+    assert sorted(kept.values()) == [0.5, 1.5] and all(precision_mod.cpu_identity() in key for key in kept)
+    record.write_text("{not json")
+    assert probe(1) == 0.5 and json.loads(record.read_text()) != {}  # timed again, rewritten
 
 
 def _probed_image_run(tmp_path, tiny_cfg, monkeypatch, speedup):

@@ -26,6 +26,12 @@ def _new_file_mode() -> int:
 NEW_FILE_MODE = _new_file_mode()
 
 
+def cache_dir() -> Path:
+    """Where gankit keeps what it can compute again (real images' features, this machine's precision
+    probe): $GANKIT_CACHE, else ~/.cache/gankit."""
+    return Path(os.environ.get("GANKIT_CACHE", Path.home() / ".cache" / "gankit"))
+
+
 def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> Path:
     """Call write(fh) on a fresh temporary file beside `path`, flush it to disk, then rename it over
     `path`: readers (and a crash) see the old file or the complete new one, never half of one. The

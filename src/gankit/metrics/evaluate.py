@@ -7,7 +7,6 @@ The trainer and `gankit eval` build one each; the metrics never see a network or
 from __future__ import annotations
 
 import hashlib
-import os
 import sys
 import time
 import zipfile
@@ -21,7 +20,7 @@ import torch
 from gankit.data import GaussianMixture2D, Source
 from gankit.data.toy import Quadratic, TwoCurves
 from gankit.errors import UserError
-from gankit.io import atomic_write
+from gankit.io import atomic_write, cache_dir
 from gankit.metrics import features as feat
 from gankit.metrics import probability as prob
 from gankit.metrics import toy
@@ -264,10 +263,6 @@ def evaluate(target: EvalTarget, names: list[str] | None = None, n: int | None =
 
 
 # --------------------------------------------------------------------------- cached real features
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("GANKIT_CACHE", Path.home() / ".cache" / "gankit"))
-
 
 def cached_features(images: np.ndarray, extractor: str, compute: Callable[[np.ndarray], tuple[np.ndarray, ...]]
                     ) -> tuple[np.ndarray, ...]:

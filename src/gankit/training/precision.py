@@ -18,12 +18,18 @@ weights as always: a swap of `Parameter.data`, with no state of its own to save 
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
+import platform
 import time
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Iterator, NamedTuple
 
 import torch
 from torch import nn
+
+from gankit.io import atomic_write_text, cache_dir
 
 # The layers whose weights autocast casts to bfloat16 (its lower-precision list: linear, convolutions).
 CAST_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d,
@@ -51,7 +57,8 @@ class PrecisionChoice(NamedTuple):
         if self.speedup is None:
             return None
         return (f"train.precision = auto: {self.name} (bfloat16 layers ran at {self.speedup:.2f}x float32's "
-                f"speed on this CPU; bf16 needs {BF16_MIN_SPEEDUP}x)")
+                f"speed on this CPU; bf16 needs {BF16_MIN_SPEEDUP}x; timed once for this machine, kept in "
+                f"{cache_dir() / PROBE_FILE})")
 
 
 def resolve_precision(precision: str, device: torch.device, is_image: bool, threads: int,
@@ -90,18 +97,64 @@ def cpu_computes_bf16() -> bool:
     return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
 
 
+# Each probe times the two precisions this many times, alternating (about 0.15 s a round).
+PROBE_ROUNDS = 4
+PROBE_FILE = "cpu-precision.json"
+
+
 @functools.lru_cache(maxsize=None)
 def cpu_bf16_speedup(threads: int) -> float:
     """float32's time over bfloat16's for a forward and backward pass of a convolution and a linear
-    layer of a small GAN's sizes, on `threads` threads: above 1, bfloat16 is the faster here. The
-    best of 3 timings each, twice in alternation (about 0.3 s). Once per process and thread count.
+    layer of a small GAN's sizes, on `threads` threads: above 1, bfloat16 is the faster here.
+
+    Timed once per machine: the ratio is kept in the cache folder (io.cache_dir(), PROBE_FILE) under
+    the CPU's model and instruction flags, PyTorch's version and the thread count, and later runs read
+    it there. Why: timed afresh at each start, a moment of load from another program sent one run in
+    about forty on a 2-core AMD EPYC to the other arithmetic (0.99x where its runs measured 1.6-2.7x),
+    so the same command and seed trained differently. Delete the file to time again."""
+    key = f"{cpu_identity()} | torch {torch.__version__} | {threads} threads"
+    kept = _kept_probes()
+    if isinstance(kept.get(key), (int, float)) and kept[key] > 0:
+        return float(kept[key])
+    speedup = _timed_bf16_speedup(threads)
+    try:
+        atomic_write_text(cache_dir() / PROBE_FILE, json.dumps({**kept, key: speedup}, indent=1, sort_keys=True))
+    except OSError:
+        pass  # a read-only home: probe again next time
+    return speedup
+
+
+def cpu_identity() -> str:
+    """The CPU's model name and a digest of its instruction flags (Linux's /proc/cpuinfo), else what
+    the platform module says: a changed CPU, or a hypervisor that now hides AMX, is another machine."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        lines = []
+    first = {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in lines) if k.strip() in ("model name", "flags")}
+    if not first:
+        return f"{platform.machine()} {platform.processor()}".strip()
+    flags = hashlib.sha256(" ".join(sorted(first.get("flags", "").split())).encode()).hexdigest()[:12]
+    return f"{first.get('model name', platform.machine())} (flags {flags})"
+
+
+def _kept_probes() -> dict:
+    try:
+        kept = json.loads((cache_dir() / PROBE_FILE).read_text())
+    except (OSError, ValueError):
+        return {}  # none yet, or damaged: timed again and rewritten
+    return kept if isinstance(kept, dict) else {}
+
+
+def _timed_bf16_speedup(threads: int) -> float:
+    """The best timing of each precision over PROBE_ROUNDS alternating rounds (best of 3 each).
     The layers' initial weights draw on PyTorch's global random stream, which dropout draws on
     later: the probe forks it, so a seeded run is the same whether or not the probe ran."""
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         with torch.random.fork_rng(devices=[]):
-            rounds = [(_layer_seconds(torch.float32), _layer_seconds(torch.bfloat16)) for _ in range(2)]
+            rounds = [(_layer_seconds(torch.float32), _layer_seconds(torch.bfloat16)) for _ in range(PROBE_ROUNDS)]
     finally:
         torch.set_num_threads(before)
     return min(f for f, _ in rounds) / min(b for _, b in rounds)
