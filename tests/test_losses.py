@@ -260,3 +260,29 @@ def test_mode_seeking_in_g_loss_pairs_samples_of_one_category_and_pushes_them_ap
     varied = one_per_category + z[:, :1]
     spread = losses.GANLoss(LossConfig(mode_seeking=0.5), z_dim=3).g_loss(None, d, z, 0, fake=varied)
     assert spread.item() < 100
+
+
+def test_top_k_keeps_the_share_of_generated_logits_d_finds_most_real():
+    logits = torch.tensor([[0.5], [-2.0], [3.0], [1.0]])
+    assert sorted(losses.top_k(logits, 0.5).tolist()) == [1.0, 3.0]
+    assert sorted(losses.top_k(logits, 1.0).tolist()) == [-2.0, 0.5, 1.0, 3.0]
+    assert losses.top_k(logits, 0.01).tolist() == [3.0]  # at least one
+
+
+def test_top_k_in_g_loss_counts_only_the_best_samples_and_anneals_from_the_whole_batch():
+    d = Squeeze(nn.Linear(1, 1))
+    with torch.no_grad():
+        d.inner.weight.fill_(1.0)
+        d.inner.bias.zero_()
+    fake = torch.tensor([[0.5], [-2.0], [3.0], [1.0]], requires_grad=True)  # D's logit: the value itself
+    loss = losses.GANLoss(LossConfig(top_k=0.5)).g_loss(None, d, None, 0, fake=fake)
+    assert loss.item() == pytest.approx((sp(-3.0) + sp(-1.0)) / 2, rel=1e-6)
+    loss.backward()
+    assert fake.grad[[0, 1], 0].tolist() == [0.0, 0.0] and (fake.grad[[2, 3], 0] < 0).all()  # left out: no pull
+    annealed = losses.GANLoss(LossConfig(top_k=0.5, top_k_anneal=100))
+    assert [annealed.top_k_share(s) for s in (0, 50, 100, 200)] == [1.0, 0.75, 0.5, 0.5]
+    at_start = annealed.g_loss(None, d, None, 0, fake=fake.detach())
+    assert at_start.item() == pytest.approx(sum(sp(-v) for v in (0.5, -2.0, 3.0, 1.0)) / 4, rel=1e-6)
+    # simultaneous updates: G's loss from the same pass as D's takes the same share
+    _, g_loss, _ = losses.GANLoss(LossConfig(top_k=0.5)).d_and_g_loss(d, torch.zeros(4, 1), fake.detach(), 0)
+    assert g_loss.item() == pytest.approx(loss.item(), rel=1e-6)

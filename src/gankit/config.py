@@ -86,6 +86,11 @@ class LossConfig:
     # per category whatever its noise (0: off; 1 in the article)
     mode_seeking: float = 0.0
     label_smoothing: float = 0.0  # one-sided: real target = 1 - label_smoothing
+    # top-k (Sinha et al. 2020): G's adversarial term counts only this share of its batch, the samples
+    # D finds most real; the rest, whose gradients pull towards the space between modes, are left
+    # out of it (1: off; 0.5 in the article). The share falls linearly from 1 over top_k_anneal steps
+    top_k: float = 1.0
+    top_k_anneal: int = 0
     instance_noise: float = 0.0  # std of Gaussian noise added to D's inputs (0: off)
     instance_noise_anneal: int = 0  # steps over which that std decays linearly to 0 (0: constant)
     # DiffAugment's translation: images D judges (real and generated alike) shifted by up to this
@@ -262,6 +267,9 @@ def check_ranges(cfg: RunConfig) -> None:
     _require(0.0 <= lo.translate < 0.5, "loss.translate", lo.translate,
              "must be in [0, 0.5): the largest shift as a fraction of the image size (0: off)")
     _require(lo.r1_every >= 1, "loss.r1_every", lo.r1_every, "must be >= 1 (1: R1 on every step)")
+    _require(0.0 < lo.top_k <= 1.0, "loss.top_k", lo.top_k,
+             "must be in (0, 1]: the share of G's batch its adversarial term counts (1: all, off)")
+    _require(lo.top_k_anneal >= 0, "loss.top_k_anneal", lo.top_k_anneal, "must be >= 0 (0: loss.top_k from the start)")
     _require(lo.instance_noise_anneal >= 0, "loss.instance_noise_anneal", lo.instance_noise_anneal, "must be >= 0")
     if lo.label_smoothing > 0:
         _require(lo.name in ("ns", "minimax", "lsgan"), "loss.label_smoothing", lo.label_smoothing,

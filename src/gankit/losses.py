@@ -121,6 +121,17 @@ def mode_seeking(fake: Tensor, z: Tensor, groups: Tensor | None = None, eps: flo
     return 1.0 / (ratio + eps)
 
 
+def top_k(fake_logits: Tensor, share: float) -> Tensor:
+    """Top-k training (Sinha et al. 2020): the logits of the `share` of generated samples D finds
+    most real (at least one), which alone enter G's adversarial term. A sample D rejects outright
+    lies off the data, often between its modes; its gradient would pull G towards the space between
+    them. Packed batches (model.pack) have one logit a pack: the packs are ranked."""
+    flat = fake_logits.flatten()
+    if share >= 1.0:
+        return flat
+    return flat.topk(max(1, round(share * len(flat)))).values
+
+
 def input_gradient_sq(d: nn.Module, x: Tensor, labels: Tensor | None = None) -> Tensor:
     """|grad D|^2 for each input D judges, kept in the graph so it can be penalised. A PacGAN D
     (pack > 1) judges groups of `pack` consecutive samples: the gradient is over the whole group."""
@@ -184,6 +195,14 @@ class GANLoss:
             return std
         return std * max(0.0, 1.0 - step / anneal)
 
+    def top_k_share(self, step: int) -> float:
+        """The share of G's batch its adversarial term counts at `step` (loss.top_k), falling
+        linearly from 1 over loss.top_k_anneal steps."""
+        share, anneal = self.cfg.top_k, self.cfg.top_k_anneal
+        if share >= 1.0 or anneal == 0:
+            return share
+        return max(share, 1.0 - (1.0 - share) * step / anneal)
+
     def _d_input(self, x: Tensor, step: int, generator: torch.Generator | None) -> Tensor:
         """What D sees of a real or generated batch: translated (loss.translate), then noisy (instance noise)."""
         if self.cfg.translate > 0:
@@ -212,7 +231,7 @@ class GANLoss:
         codes = self._codes(z)
         real_logits, fake_logits, code_logits = self._judge_both(d, real_in, fake_in, labels, codes is not None)
         loss = self.pair.d(real_logits, fake_logits, 1.0 - self.cfg.label_smoothing)
-        g_loss = self.pair.g(fake_logits) if with_g else None
+        g_loss = self.pair.g(top_k(fake_logits, self.top_k_share(step))) if with_g else None
         stats = self._judgement_stats(real_logits.detach(), fake_logits.detach())
         if code_logits is not None:
             # Q learns with D's loss, G with its own: both lower the same cross-entropy
@@ -270,7 +289,7 @@ class GANLoss:
             fake = g(z, labels)  # a gankit Generator takes labels=None when unconditional
         codes = self._codes(z)
         logits, code_logits = judge_and_code(d, self._d_input(fake, step, generator), labels, codes is not None)
-        loss = self.pair.g(logits.float())
+        loss = self.pair.g(top_k(logits.float(), self.top_k_share(step)))
         if self.cfg.mode_seeking > 0:
             loss = loss + self._mode_seeking(fake, z, labels)
         return loss if code_logits is None else loss + self.cfg.info_weight * info_loss(code_logits, codes)
