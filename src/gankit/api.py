@@ -152,9 +152,11 @@ def load(path: str | Path, live: bool = False, generator: nn.Module | None = Non
 def _preset_code_off(cfg: RunConfig, settings: dict[str, Any]) -> list[str]:
     """A preset's InfoGAN categories (model.z_categories with loss.info_weight) need gankit's own D, whose
     code head tells the category: with the user's networks they are off, so G takes z_dim-wide noise.
-    G's batch norms by category (model.code_batch_norm) are gankit's G's: off too.
+    G's batch norms by category (model.code_batch_norm) are gankit's G's: off too, and with them the
+    mode-seeking term that keeps them from collapsing (loss.mode_seeking).
     Settings the user gives win (an error then says what the plain D lacks)."""
-    off = [] if "model.code_batch_norm" in settings else ["model.code_batch_norm=false"]  # gankit's G only
+    off = [f"{key}={value}" for key, value in (("model.code_batch_norm", "false"), ("loss.mode_seeking", "0"))
+           if key not in settings]
     if cfg.loss.info_weight == 0 or {"loss.info_weight", "model.z_categories"} & set(settings):
         return off
     return ["loss.info_weight=0", "model.z_categories=0", *off]

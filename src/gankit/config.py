@@ -225,7 +225,7 @@ def _require(ok: bool, key: str, value: Any, need: str) -> None:
 
 def check_ranges(cfg: RunConfig) -> None:
     """Cross-field and range checks that types alone cannot express."""
-    m, t, lo = cfg.model, cfg.train, cfg.loss
+    m, t = cfg.model, cfg.train
     _require(cfg.data.channels in (1, 3), "data.channels", cfg.data.channels, "must be 1 (grey) or 3 (RGB)")
     _require(8 <= cfg.data.image_size <= 1024, "data.image_size", cfg.data.image_size, "must be in [8, 1024]")
     _require(m.z_dim >= 1, "model.z_dim", m.z_dim, "must be >= 1")
@@ -259,6 +259,22 @@ def check_ranges(cfg: RunConfig) -> None:
     _require(t.threads >= 0, "train.threads", t.threads, "must be >= 0 (0: auto)")
     _require(0.0 <= t.lr_final <= 1.0, "train.lr_final", t.lr_final, "must be in [0, 1]")
     _require(0.0 <= t.ema_decay < 1.0, "train.ema_decay", t.ema_decay, "must be in [0, 1) (0: off)")
+    _check_loss(cfg.loss, m)
+    for section in ("optim_g", "optim_d"):
+        o = getattr(cfg, section)
+        _require(o.lr > 0, f"{section}.lr", o.lr, "must be > 0")
+        for key in ("beta1", "beta2", "alpha", "momentum"):
+            _require(0.0 <= getattr(o, key) < 1.0, f"{section}.{key}", getattr(o, key), "must be in [0, 1)")
+        _require(o.eps > 0, f"{section}.eps", o.eps, "must be > 0")
+        _require(o.rms_init >= 0, f"{section}.rms_init", o.rms_init, "must be >= 0")
+    _require(cfg.eval.every >= 0, "eval.every", cfg.eval.every, "must be >= 0 (0: off)")
+    _require(cfg.eval.n == 0 or cfg.eval.n >= 10, "eval.n", cfg.eval.n, "must be 0 (the default) or >= 10")
+    _require(cfg.viz.n_points >= 1, "viz.n_points", cfg.viz.n_points, "must be >= 1")
+    _require(cfg.viz.grid_size >= 2, "viz.grid_size", cfg.viz.grid_size, "must be >= 2")
+
+
+def _check_loss(lo: LossConfig, m: ModelConfig) -> None:
+    """The loss section's ranges, and what its terms need of the model."""
     _require(0.0 <= lo.label_smoothing < 0.5, "loss.label_smoothing", lo.label_smoothing, "must be in [0, 0.5)")
     for key in ("gp_weight", "r1_gamma", "instance_noise", "info_weight", "mode_seeking"):
         _require(getattr(lo, key) >= 0, f"loss.{key}", getattr(lo, key), "must be >= 0")
@@ -274,17 +290,6 @@ def check_ranges(cfg: RunConfig) -> None:
     if lo.label_smoothing > 0:
         _require(lo.name in ("ns", "minimax", "lsgan"), "loss.label_smoothing", lo.label_smoothing,
                  f"applies to the ns, minimax and lsgan losses, not '{lo.name}'; set it to 0")
-    for section in ("optim_g", "optim_d"):
-        o = getattr(cfg, section)
-        _require(o.lr > 0, f"{section}.lr", o.lr, "must be > 0")
-        for key in ("beta1", "beta2", "alpha", "momentum"):
-            _require(0.0 <= getattr(o, key) < 1.0, f"{section}.{key}", getattr(o, key), "must be in [0, 1)")
-        _require(o.eps > 0, f"{section}.eps", o.eps, "must be > 0")
-        _require(o.rms_init >= 0, f"{section}.rms_init", o.rms_init, "must be >= 0")
-    _require(cfg.eval.every >= 0, "eval.every", cfg.eval.every, "must be >= 0 (0: off)")
-    _require(cfg.eval.n == 0 or cfg.eval.n >= 10, "eval.n", cfg.eval.n, "must be 0 (the default) or >= 10")
-    _require(cfg.viz.n_points >= 1, "viz.n_points", cfg.viz.n_points, "must be >= 1")
-    _require(cfg.viz.grid_size >= 2, "viz.grid_size", cfg.viz.grid_size, "must be >= 2")
 
 
 # --------------------------------------------------------------------------- dict <-> config
