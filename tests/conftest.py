@@ -36,16 +36,20 @@ needs_shared_mnist = pytest.mark.skipif(
 @pytest.fixture(autouse=True, scope="session")
 def temporary_files_stay_in_pytests_folder(tmp_path_factory):
     """Runs made without an out folder (GAN().fit(), subprocesses) go to pytest's own temporary
-    folder, which pytest prunes, instead of piling up in the system's."""
+    folder, which pytest prunes, instead of piling up in the system's; so does gankit's cache."""
     folder = str(tmp_path_factory.mktemp("tmp"))
-    saved = tempfile.tempdir, os.environ.get("TMPDIR")
+    saved = tempfile.tempdir, os.environ.get("TMPDIR"), os.environ.get("GANKIT_CACHE")
     tempfile.tempdir, os.environ["TMPDIR"] = folder, folder
+    # gankit's cache (real images' features, this machine's precision probe) starts empty: tests
+    # never depend on, or write into, the user's ~/.cache/gankit
+    os.environ["GANKIT_CACHE"] = str(tmp_path_factory.mktemp("cache"))
     yield
     tempfile.tempdir = saved[0]
-    if saved[1] is None:
-        os.environ.pop("TMPDIR", None)
-    else:
-        os.environ["TMPDIR"] = saved[1]
+    for name, value in (("TMPDIR", saved[1]), ("GANKIT_CACHE", saved[2])):
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 def digest(folder: Path, skip_lock: bool = True) -> dict[str, str]:

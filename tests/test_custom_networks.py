@@ -86,9 +86,15 @@ def test_image_tensors_train_a_conv_pair(tmp_path):
     images = torch.rand(64, 1, 28, 28)
     gan = gankit.GAN("mnist-dcgan", settings={"model.z_dim": 16, "train.steps": 3, "train.batch_size": 16,
                                               **NO_PICTURES}, out=tmp_path / "img", generator=G, discriminator=D)
+    # the preset's InfoGAN categories, G's batch norms by category and their mode-seeking cure are
+    # gankit's own networks': off with the user's
+    m, lo = gan.config.model, gan.config.loss
+    assert (m.z_categories, m.code_batch_norm, lo.info_weight, lo.mode_seeking) == (0, False, 0.0, 0.0)
     made = gan.fit(images).sample(5, seed=0)
     assert made.shape == (5, 28, 28, 1) and made.dtype == np.uint8
     assert (tmp_path / "img" / "data.npz").is_file()
+    kept = gankit.GAN("mnist-dcgan", settings={"loss.mode_seeking": 0.5}, generator=G, discriminator=D)
+    assert kept.config.loss.mode_seeking == 0.5  # what the user sets is kept
 
 
 def test_two_gans_with_their_own_modules_each_train_their_own(tmp_path):

@@ -335,8 +335,8 @@ def test_cpu_bf16_probe_is_timed_once_per_machine_and_thread_count(monkeypatch, 
         return timings[dtype]
 
     monkeypatch.setattr(precision_mod, "_layer_seconds", fake_seconds)
-    monkeypatch.setenv("GANKIT_CACHE", str(tmp_path))
-    record = tmp_path / precision_mod.PROBE_FILE
+    monkeypatch.setenv("GANKIT_CACHE", str(tmp_path / "not" / "made" / "yet"))  # a fresh machine's
+    record = tmp_path / "not" / "made" / "yet" / precision_mod.PROBE_FILE
 
     def probe(threads):  # as a new process would: nothing remembered in memory
         precision_mod.cpu_bf16_speedup.cache_clear()
@@ -352,7 +352,11 @@ def test_cpu_bf16_probe_is_timed_once_per_machine_and_thread_count(monkeypatch, 
     kept = json.loads(record.read_text())
     assert sorted(kept.values()) == [0.5, 1.5] and all(precision_mod.cpu_identity() in key for key in kept)
     record.write_text("{not json")
-    assert probe(1) == 0.5 and json.loads(record.read_text()) != {}  # timed again, rewritten
+    assert probe(1) == 0.5 and list(json.loads(record.read_text()).values()) == [0.5]  # timed again, rewritten
+    key = next(iter(json.loads(record.read_text())))
+    for bad in ("true", "Infinity", "-1", '"fast"'):  # not a ratio: timed again
+        record.write_text(f'{{"{key}": {bad}}}')
+        assert probe(1) == 0.5
 
 
 def _probed_image_run(tmp_path, tiny_cfg, monkeypatch, speedup):

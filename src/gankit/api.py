@@ -155,8 +155,10 @@ def _preset_code_off(cfg: RunConfig, settings: dict[str, Any]) -> list[str]:
     G's batch norms by category (model.code_batch_norm) are gankit's G's: off too, and with them the
     mode-seeking term that keeps them from collapsing (loss.mode_seeking).
     Settings the user gives win (an error then says what the plain D lacks)."""
-    off = [f"{key}={value}" for key, value in (("model.code_batch_norm", "false"), ("loss.mode_seeking", "0"))
-           if key not in settings]
+    off = [] if "model.code_batch_norm" in settings else ["model.code_batch_norm=false"]  # gankit's G only
+    user_set = {"model.code_batch_norm", "loss.mode_seeking"} & set(settings)
+    if cfg.model.code_batch_norm and cfg.loss.mode_seeking > 0 and not user_set:
+        off.append("loss.mode_seeking=0")  # the preset's cure for a collapse its batch norms by category risk
     if cfg.loss.info_weight == 0 or {"loss.info_weight", "model.z_categories"} & set(settings):
         return off
     return ["loss.info_weight=0", "model.z_categories=0", *off]

@@ -29,7 +29,7 @@ NEW_FILE_MODE = _new_file_mode()
 def cache_dir() -> Path:
     """Where gankit keeps what it can compute again (real images' features, this machine's precision
     probe): $GANKIT_CACHE, else ~/.cache/gankit."""
-    return Path(os.environ.get("GANKIT_CACHE", Path.home() / ".cache" / "gankit"))
+    return Path(os.environ.get("GANKIT_CACHE") or Path.home() / ".cache" / "gankit")
 
 
 def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> Path:

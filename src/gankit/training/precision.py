@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import math
 import platform
 import time
 from contextlib import contextmanager
@@ -100,6 +101,7 @@ def cpu_computes_bf16() -> bool:
 # Each probe times the two precisions this many times, alternating (about 0.15 s a round).
 PROBE_ROUNDS = 4
 PROBE_FILE = "cpu-precision.json"
+PROBE_VERSION = 2  # part of the record's key: a changed probe times afresh
 
 
 @functools.lru_cache(maxsize=None)
@@ -112,12 +114,14 @@ def cpu_bf16_speedup(threads: int) -> float:
     it there. Why: timed afresh at each start, a moment of load from another program sent one run in
     about forty on a 2-core AMD EPYC to the other arithmetic (0.99x where its runs measured 1.6-2.7x),
     so the same command and seed trained differently. Delete the file to time again."""
-    key = f"{cpu_identity()} | torch {torch.__version__} | {threads} threads"
+    key = f"{cpu_identity()} | torch {torch.__version__} | {threads} threads | probe {PROBE_VERSION}"
     kept = _kept_probes()
-    if isinstance(kept.get(key), (int, float)) and kept[key] > 0:
-        return float(kept[key])
+    value = kept.get(key)
+    if type(value) in (int, float) and math.isfinite(value) and value > 0:
+        return float(value)
     speedup = _timed_bf16_speedup(threads)
-    try:
+    try:  # two runs starting at once may both time it; the file is replaced whole, never mixed
+        cache_dir().mkdir(parents=True, exist_ok=True)
         atomic_write_text(cache_dir() / PROBE_FILE, json.dumps({**kept, key: speedup}, indent=1, sort_keys=True))
     except OSError:
         pass  # a read-only home: probe again next time
@@ -131,11 +135,14 @@ def cpu_identity() -> str:
         lines = Path("/proc/cpuinfo").read_text().splitlines()
     except OSError:
         lines = []
-    first = {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in lines) if k.strip() in ("model name", "flags")}
-    if not first:
+    fields = {}
+    for name, _, value in (line.partition(":") for line in lines):
+        if name.strip() in ("model name", "flags"):
+            fields.setdefault(name.strip(), value.strip())  # the first CPU's
+    if not fields:
         return f"{platform.machine()} {platform.processor()}".strip()
-    flags = hashlib.sha256(" ".join(sorted(first.get("flags", "").split())).encode()).hexdigest()[:12]
-    return f"{first.get('model name', platform.machine())} (flags {flags})"
+    flags = hashlib.sha256(" ".join(sorted(fields.get("flags", "").split())).encode()).hexdigest()[:12]
+    return f"{fields.get('model name', platform.machine())} (flags {flags})"
 
 
 def _kept_probes() -> dict:
