@@ -190,6 +190,29 @@ def test_dropout_drops_at_its_rate_and_keeps_the_mean():
     assert torch.equal(z.grad, (out != 0).float() * 2.0)  # the gradient passes where the value does
 
 
+def test_the_dropout_mask_is_laid_out_as_its_batch():
+    """A channels-last batch gets a channels-last mask (one layout in the multiply), drawn from the
+    same numbers: the i-th number of the draw masks the i-th element in memory."""
+    from gankit.models.base import Dropout, in_layout_of
+
+    x = torch.ones(8, 6, 5, 4).contiguous(memory_format=torch.channels_last)
+    numbers = torch.arange(x.numel())
+    laid = in_layout_of(numbers, x)
+    assert laid.stride() == x.stride()
+    assert torch.equal(laid, numbers.view(8, 5, 4, 6).permute(0, 3, 1, 2))  # N, H, W, C in memory
+    assert torch.equal(in_layout_of(numbers, x.contiguous()), numbers.view(8, 6, 5, 4))
+    sliced = torch.ones(8, 12, 5, 4)[:, ::2]  # not dense: row-major order
+    assert torch.equal(in_layout_of(numbers, sliced), numbers.view(8, 6, 5, 4))
+    big = torch.ones(64, 16, 14, 14).contiguous(memory_format=torch.channels_last)
+    torch.manual_seed(0)
+    y = Dropout(0.3)(big)
+    assert y.is_contiguous(memory_format=torch.channels_last)
+    assert (y == 0).float().mean().item() == pytest.approx(0.3, abs=0.005)
+    torch.manual_seed(0)
+    flat = Dropout(0.3)(torch.ones(big.numel()))
+    assert torch.equal(in_layout_of(flat, big), y)  # the same draw, each number on its element in memory
+
+
 def test_a_categorical_latent_is_a_uniform_one_hot_after_the_continuous_coordinates():
     from gankit.models.noise import latent_width, sample_noise
 
