@@ -193,24 +193,35 @@ def test_dropout_drops_at_its_rate_and_keeps_the_mean():
 def test_the_dropout_mask_is_laid_out_as_its_batch():
     """A channels-last batch gets a channels-last mask (one layout in the multiply), drawn from the
     same numbers: the i-th number of the draw masks the i-th element in memory."""
-    from gankit.models.base import Dropout, in_layout_of
+    from gankit.models.base import Dropout, in_memory_order
 
     x = torch.ones(8, 6, 5, 4).contiguous(memory_format=torch.channels_last)
     numbers = torch.arange(x.numel())
-    laid = in_layout_of(numbers, x)
+    laid = in_memory_order(numbers, x)
     assert laid.stride() == x.stride()
     assert torch.equal(laid, numbers.view(8, 5, 4, 6).permute(0, 3, 1, 2))  # N, H, W, C in memory
-    assert torch.equal(in_layout_of(numbers, x.contiguous()), numbers.view(8, 6, 5, 4))
-    sliced = torch.ones(8, 12, 5, 4)[:, ::2]  # not dense: row-major order
-    assert torch.equal(in_layout_of(numbers, sliced), numbers.view(8, 6, 5, 4))
+    assert torch.equal(in_memory_order(numbers[:7 * 120], x[1:]), numbers[:7 * 120].view(7, 5, 4, 6).permute(0, 3, 1, 2))
+    assert torch.equal(in_memory_order(numbers, x.contiguous()), numbers.view(8, 6, 5, 4))
+    one_channel = torch.ones(8, 1, 5, 4).contiguous(memory_format=torch.channels_last)  # both layouts at once
+    assert torch.equal(in_memory_order(numbers[:160], one_channel), numbers[:160].view(8, 1, 5, 4))
+    sliced = torch.ones(8, 12, 5, 4)[:, ::2]  # neither layout: row-major order
+    assert torch.equal(in_memory_order(numbers, sliced), numbers.view(8, 6, 5, 4))
+    with pytest.raises(RuntimeError):
+        in_memory_order(numbers[:100], x)  # too few numbers for the batch
     big = torch.ones(64, 16, 14, 14).contiguous(memory_format=torch.channels_last)
     torch.manual_seed(0)
     y = Dropout(0.3)(big)
-    assert y.is_contiguous(memory_format=torch.channels_last)
     assert (y == 0).float().mean().item() == pytest.approx(0.3, abs=0.005)
     torch.manual_seed(0)
-    flat = Dropout(0.3)(torch.ones(big.numel()))
-    assert torch.equal(in_layout_of(flat, big), y)  # the same draw, each number on its element in memory
+    flat = Dropout(0.3)(torch.ones(big.numel()))  # the same draw on a batch whose memory order is its own
+    assert torch.equal(y, flat.view(64, 14, 14, 16).permute(0, 3, 1, 2))
+
+
+def test_dropout_at_a_rate_16_bits_cannot_tell_from_1_drops_everything():
+    from gankit.models.base import Dropout
+
+    torch.manual_seed(0)
+    assert torch.equal(Dropout(1 - 1e-6)(torch.ones(1000)), torch.zeros(1000))
 
 
 def test_a_categorical_latent_is_a_uniform_one_hot_after_the_continuous_coordinates():

@@ -32,25 +32,30 @@ class Dropout(nn.Dropout):
     element (bernoulli_: measured 4x the time of this one, a fifth of a DCGAN step with dropout in D).
     Here each 64-bit draw gives four 16-bit numbers; an element is dropped with probability
     round(p * 65536) / 65536 (within 1e-5 of p). Same global random stream as nn.Dropout, so runs stay
-    reproducible and resumable. The mask takes x's memory format (channels-last in the DCGANs):
-    multiplying a channels-last batch by an NCHW mask ran PyTorch's mixed-layout elementwise path,
-    several times slower. Other devices use PyTorch's own (fused) dropout."""
+    reproducible and resumable. The numbers are placed in the batch's memory order (channels-last
+    in the DCGANs): multiplying a channels-last batch by an NCHW mask ran PyTorch's mixed-layout
+    elementwise path, 2-3x slower. (Versions before 2026-12-06 placed them in NCHW order, so a
+    channels-last run saved by one resumes with other masks.) Other devices, and rates so close to 1
+    that 16 bits cannot tell them from 1, use PyTorch's own dropout."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.p == 0 or x.device.type != "cpu":
+        dropped = round(self.p * 65536)  # of 65536 equally likely 16-bit numbers
+        if not self.training or self.p == 0 or x.device.type != "cpu" or dropped >= 65536:
             return super().forward(x)
         n = x.numel()
         bits = torch.randint(-2**63, 2**63 - 1, ((n + 3) // 4,), dtype=torch.int64).view(torch.int16)[:n]
-        keep = in_layout_of(bits, x) >= -32768 + round(self.p * 65536)
+        keep = in_memory_order(bits, x) >= -32768 + dropped
         return x * keep.to(x.dtype).mul_(1.0 / (1.0 - self.p))  # one multiply forward, one backward
 
 
-def in_layout_of(flat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """The numbers of a 1-d tensor of x.numel() elements laid out as x is in memory: x's shape with
-    x's strides where x covers its memory densely in some order (contiguous or channels-last), so
-    that elementwise work between the two stays in one layout; x's shape in row-major order else."""
-    dense = x.is_contiguous() or (x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last))
-    return flat.as_strided(x.shape, x.stride()) if dense else flat.view(x.shape)
+def in_memory_order(numbers: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """A contiguous 1-d tensor of x.numel() numbers as a tensor of x's shape whose i-th number in
+    memory sits on x's i-th element in memory, for x contiguous or channels-last 4-d (so elementwise
+    work between the two stays in one layout); in row-major order for any other x."""
+    if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+        n, c, h, w = x.shape
+        return numbers.view(n, h, w, c).permute(0, 3, 1, 2)
+    return numbers.view(x.shape)
 
 
 class _FlattenKeepingGradientFormat(torch.autograd.Function):
