@@ -52,17 +52,23 @@ def in_memory_order(numbers: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """A contiguous 1-d tensor of x.numel() numbers as a tensor of x's shape whose i-th number in
     memory sits on x's i-th element in memory, for x contiguous or channels-last 4-d (so elementwise
     work between the two stays in one layout); in row-major order for any other x."""
-    if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+    if is_channels_last(x):
         n, c, h, w = x.shape
         return numbers.view(n, h, w, c).permute(0, 3, 1, 2)
     return numbers.view(x.shape)
+
+
+def is_channels_last(t: torch.Tensor) -> bool:
+    """Whether t is a 4-d tensor laid out channels-last and not also row-major (a 4-d tensor with
+    one channel, or 1x1 images, is both: no conversion between the two is needed for it)."""
+    return t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last)
 
 
 class _FlattenKeepingGradientFormat(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor) -> torch.Tensor:
         ctx.shape = x.shape
-        ctx.channels_last = not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+        ctx.channels_last = is_channels_last(x)
         return x.flatten(1)
 
     @staticmethod
@@ -87,7 +93,7 @@ class Flatten(nn.Flatten):
 def like_weight(x: torch.Tensor, layer: nn.Module) -> torch.Tensor:
     """x in the memory format of the layer's 4-d weight (channels-last when the trainer made the
     network so), so that the convolution and its backward need no layout conversion."""
-    if layer.weight.is_contiguous() or not layer.weight.is_contiguous(memory_format=torch.channels_last):
+    if not is_channels_last(layer.weight):
         return x
     return x.contiguous(memory_format=torch.channels_last)
 
