@@ -1,0 +1,61 @@
+"""How steady a training step's speed is within one process: a preset's bare step timed in windows.
+
+Trains a preset for a warm-up, then times `--windows` windows of `--steps` bare steps each
+(`Trainer.train_step`, nothing logged or saved) and prints each window's milliseconds per step.
+A step whose cost does not change should give the same number in every window; on the 2-core
+AMD EPYC Zen 4 of docs/benchmarks.md, mnist-dcgan's bfloat16 step gave 28-30 ms in some windows
+and 37-40 ms in others of the same process, which is the machine, not the step. Use it to see
+which state a machine is in before reading a speed comparison made on it.
+
+    python benchmarks/step_windows.py mnist-dcgan --windows 16
+    python benchmarks/step_windows.py mnist-dcgan --windows 16 --set train.precision=fp32
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+MNIST = REPO.parent / "shared" / "data" / "mnist"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("preset")
+    parser.add_argument("--windows", type=int, default=12)
+    parser.add_argument("--steps", type=int, default=40, help="steps per window")
+    parser.add_argument("--warmup", type=int, default=50, help="steps trained before the first window")
+    parser.add_argument("--set", action="append", default=[], help="config override, key=value")
+    args = parser.parse_args()
+
+    import torch
+
+    from gankit import config as config_mod
+    from gankit.presets import load_preset
+    from gankit.training import Trainer
+    from gankit.training.cpu import torch_cpu_settings
+
+    data = [f"data.root={MNIST}", "data.split=test"] if MNIST.is_dir() else []
+    cfg = config_mod.with_overrides(load_preset(args.preset), [*data, "train.snapshot_every=0", "eval.every=0", *args.set])
+    with tempfile.TemporaryDirectory() as run:
+        trainer = Trainer(cfg, run).fit(args.warmup, progress=False)
+        with torch_cpu_settings(trainer.threads, cfg.train.flush_denormals, trainer.device.type):
+            window_ms = []
+            for _ in range(args.windows):
+                started = time.perf_counter()
+                for _ in range(args.steps):
+                    trainer.train_step(log=False)
+                if trainer.device.type == "cuda":
+                    torch.cuda.synchronize()  # a GPU's queued steps count in the window that queued them
+                window_ms.append((time.perf_counter() - started) / args.steps * 1e3)
+                print(f"{window_ms[-1]:.1f}", end=" ", flush=True)
+    print(f"\nms per step: median {statistics.median(window_ms):.1f}, fastest {min(window_ms):.1f}, "
+          f"slowest {max(window_ms):.1f} ({trainer.precision_choice.name}, {trainer.threads} threads)", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
