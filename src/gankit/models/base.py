@@ -45,7 +45,10 @@ class Dropout(nn.Dropout):
         n = x.numel()
         bits = torch.randint(-2**63, 2**63 - 1, ((n + 3) // 4,), dtype=torch.int64).view(torch.int16)[:n]
         keep = in_memory_order(bits, x) >= -32768 + dropped
-        return x * keep.to(x.dtype).mul_(1.0 / (1.0 - self.p))  # one multiply forward, one backward
+        # Converted through uint8 (the same 0 / 1 bytes): PyTorch's bool -> bfloat16 conversion is an
+        # unvectorised path, 1.5 ms for a 128x64x14x14 batch against 0.4 ms from uint8.
+        mask = keep.view(torch.uint8).to(x.dtype).mul_(1.0 / (1.0 - self.p))
+        return x * mask  # one multiply forward, one backward
 
 
 def in_memory_order(numbers: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
