@@ -4,8 +4,8 @@ Trains a preset for a warm-up, then times `--windows` windows of `--steps` bare 
 (`Trainer.train_step`, nothing logged or saved) and prints each window's milliseconds per step.
 A step whose cost does not change should give the same number in every window; on the 2-core
 AMD EPYC Zen 4 of docs/benchmarks.md, mnist-dcgan's bfloat16 step gave 28-30 ms in some windows
-and 37-40 ms in others of the same process, which is the machine, not the step. Use it to see
-which state a machine is in before reading a speed comparison made on it.
+and 37-40 ms in others of the same process, from a cause outside the step that was not found.
+Use it to see which state a machine is in before reading a speed comparison made on it.
 
     python benchmarks/step_windows.py mnist-dcgan --windows 16
     python benchmarks/step_windows.py mnist-dcgan --windows 16 --set train.precision=fp32
@@ -23,12 +23,18 @@ REPO = Path(__file__).resolve().parent.parent
 MNIST = REPO.parent / "shared" / "data" / "mnist"
 
 
+def at_least_one(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 1")
+    return int(text)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("preset")
-    parser.add_argument("--windows", type=int, default=12)
-    parser.add_argument("--steps", type=int, default=40, help="steps per window")
-    parser.add_argument("--warmup", type=int, default=50, help="steps trained before the first window")
+    parser.add_argument("--windows", type=at_least_one, default=12)
+    parser.add_argument("--steps", type=at_least_one, default=40, help="steps per window")
+    parser.add_argument("--warmup", type=at_least_one, default=50, help="steps trained before the first window")
     parser.add_argument("--set", action="append", default=[], help="config override, key=value")
     args = parser.parse_args()
 
@@ -40,7 +46,8 @@ def main() -> None:
     from gankit.training.cpu import torch_cpu_settings
 
     data = [f"data.root={MNIST}", "data.split=test"] if MNIST.is_dir() else []
-    cfg = config_mod.with_overrides(load_preset(args.preset), [*data, "train.snapshot_every=0", "eval.every=0", *args.set])
+    quiet = ["train.snapshot_every=0", "train.checkpoint_every=1000000", "train.drs_steps=0", "eval.every=0"]
+    cfg = config_mod.with_overrides(load_preset(args.preset), [*data, *quiet, *args.set])
     with tempfile.TemporaryDirectory() as run:
         trainer = Trainer(cfg, run).fit(args.warmup, progress=False)
         with torch_cpu_settings(trainer.threads, cfg.train.flush_denormals, trainer.device.type):
@@ -53,7 +60,8 @@ def main() -> None:
                     torch.cuda.synchronize()  # a GPU's queued steps count in the window that queued them
                 window_ms.append((time.perf_counter() - started) / args.steps * 1e3)
                 print(f"{window_ms[-1]:.1f}", end=" ", flush=True)
-    print(f"\nms per step: median {statistics.median(window_ms):.1f}, fastest {min(window_ms):.1f}, "
+    print(flush=True)
+    print(f"ms per step: median {statistics.median(window_ms):.1f}, fastest {min(window_ms):.1f}, "
           f"slowest {max(window_ms):.1f} ({trainer.precision_choice.name}, {trainer.threads} threads)", file=sys.stderr)
 
 

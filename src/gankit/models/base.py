@@ -46,7 +46,8 @@ class Dropout(nn.Dropout):
         bits = torch.randint(-2**63, 2**63 - 1, ((n + 3) // 4,), dtype=torch.int64).view(torch.int16)[:n]
         keep = in_memory_order(bits, x) >= -32768 + dropped
         # Converted through uint8 (the same 0 / 1 bytes): PyTorch's bool -> bfloat16 conversion is an
-        # unvectorised path, 1.5 ms for a 128x64x14x14 batch against 0.4 ms from uint8.
+        # unvectorised path; for a 128x64x14x14 batch the mask and multiply took 1.7-1.9 ms through
+        # bool, 0.8-1.1 ms through uint8.
         mask = keep.view(torch.uint8).to(x.dtype).mul_(1.0 / (1.0 - self.p))
         return x * mask  # one multiply forward, one backward
 
