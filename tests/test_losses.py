@@ -262,6 +262,25 @@ def test_mode_seeking_in_g_loss_pairs_samples_of_one_category_and_pushes_them_ap
     assert spread.item() < 100
 
 
+def test_mode_seeking_anneals_linearly_to_nothing():
+    from gankit.models.noise import sample_noise
+    from gankit.config import ModelConfig
+
+    annealed = losses.GANLoss(LossConfig(mode_seeking=0.5, mode_seeking_anneal=100), z_dim=3)
+    assert [annealed.mode_seeking_weight(s) for s in (0, 50, 100, 200)] == [0.5, 0.25, 0.0, 0.0]
+    assert losses.GANLoss(LossConfig(mode_seeking=0.5), z_dim=3).mode_seeking_weight(10**6) == 0.5
+    z = sample_noise(8, ModelConfig(z_dim=3, z_categories=2), torch.Generator().manual_seed(0))
+    one_per_category = z[:, 3:] @ torch.tensor([[1.0, -1.0], [-1.0, 1.0]])
+    d = nn.Linear(2, 1)
+    plain = losses.GANLoss(LossConfig(), z_dim=3).g_loss(None, d, z, 0, fake=one_per_category)
+    halfway = annealed.g_loss(None, d, z, 50, fake=one_per_category)
+    assert (halfway - plain).item() == pytest.approx(0.25 / 1e-5, rel=1e-4)  # the term at half its weight
+    assert annealed.g_loss(None, d, z, 100, fake=one_per_category).item() == pytest.approx(plain.item())
+    # simultaneous updates: G's loss from D's pass carries the same annealed weight
+    _, g_loss, _ = annealed.d_and_g_loss(d, one_per_category, one_per_category, 50, z=z)
+    assert (g_loss - plain).item() == pytest.approx(0.25 / 1e-5, rel=1e-4)
+
+
 def test_top_k_keeps_the_share_of_generated_logits_d_finds_most_real():
     logits = torch.tensor([[0.5], [-2.0], [3.0], [1.0]])
     assert sorted(losses.top_k(logits, 0.5).tolist()) == [1.0, 3.0]

@@ -85,6 +85,7 @@ class LossConfig:
     # distance over pairs of one category (model.z_categories) or class; against G making one image
     # per category whatever its noise (0: off; 1 in the article)
     mode_seeking: float = 0.0
+    mode_seeking_anneal: int = 0  # steps over which that weight falls linearly to 0 (0: constant)
     label_smoothing: float = 0.0  # one-sided: real target = 1 - label_smoothing
     # top-k (Sinha et al. 2020): G's adversarial term counts only this share of its batch, the samples
     # D finds most real; the rest, whose gradients pull towards the space between modes, are left
@@ -287,6 +288,8 @@ def _check_loss(lo: LossConfig, m: ModelConfig) -> None:
              "must be in (0, 1]: the share of G's batch its adversarial term counts (1: all, off)")
     _require(lo.top_k_anneal >= 0, "loss.top_k_anneal", lo.top_k_anneal, "must be >= 0 (0: loss.top_k from the start)")
     _require(lo.instance_noise_anneal >= 0, "loss.instance_noise_anneal", lo.instance_noise_anneal, "must be >= 0")
+    _require(lo.mode_seeking_anneal >= 0, "loss.mode_seeking_anneal", lo.mode_seeking_anneal,
+             "must be >= 0 (0: loss.mode_seeking at every step)")
     if lo.label_smoothing > 0:
         _require(lo.name in ("ns", "minimax", "lsgan"), "loss.label_smoothing", lo.label_smoothing,
                  f"applies to the ns, minimax and lsgan losses, not '{lo.name}'; set it to 0")

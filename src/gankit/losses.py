@@ -203,6 +203,14 @@ class GANLoss:
             return share
         return max(share, 1.0 - (1.0 - share) * step / anneal)
 
+    def mode_seeking_weight(self, step: int) -> float:
+        """loss.mode_seeking at `step`, falling linearly to 0 over loss.mode_seeking_anneal steps
+        (0: constant): the term can keep G's noise alive early and then leave the digits alone."""
+        weight, anneal = self.cfg.mode_seeking, self.cfg.mode_seeking_anneal
+        if weight == 0 or anneal == 0:
+            return weight
+        return weight * max(0.0, 1.0 - step / anneal)
+
     def _d_input(self, x: Tensor, step: int, generator: torch.Generator | None) -> Tensor:
         """What D sees of a real or generated batch: translated (loss.translate), then noisy (instance noise)."""
         if self.cfg.translate > 0:
@@ -239,8 +247,8 @@ class GANLoss:
             info = self.cfg.info_weight * cross_entropy
             loss, g_loss = loss + info, (g_loss + info if with_g else None)
             stats["info"] = cross_entropy.detach()
-        if with_g and self.cfg.mode_seeking > 0:
-            g_loss = g_loss + self._mode_seeking(fake, z, labels)
+        if with_g and self.mode_seeking_weight(step) > 0:
+            g_loss = g_loss + self._mode_seeking(fake, z, labels, step)
         if self.pair.gradient_penalty and self.cfg.gp_weight > 0:
             gp = gradient_penalty(d, real_in, fake_in.detach(), generator, labels)
             loss = loss + self.cfg.gp_weight * gp
@@ -290,14 +298,16 @@ class GANLoss:
         codes = self._codes(z)
         logits, code_logits = judge_and_code(d, self._d_input(fake, step, generator), labels, codes is not None)
         loss = self.pair.g(top_k(logits.float(), self.top_k_share(step)))
-        if self.cfg.mode_seeking > 0:
-            loss = loss + self._mode_seeking(fake, z, labels)
+        if self.mode_seeking_weight(step) > 0:
+            loss = loss + self._mode_seeking(fake, z, labels, step)
         return loss if code_logits is None else loss + self.cfg.info_weight * info_loss(code_logits, codes)
 
-    def _mode_seeking(self, fake: Tensor, z: Tensor | None, labels: Tensor | None) -> Tensor:
-        """loss.mode_seeking times the MSGAN term, over pairs of one category (or class)."""
+    def _mode_seeking(self, fake: Tensor, z: Tensor | None, labels: Tensor | None, step: int) -> Tensor:
+        """loss.mode_seeking (as annealed by `step`) times the MSGAN term, over pairs of one category
+        (or class)."""
         if z is None:
             raise ValueError("loss.mode_seeking needs the latent z of the generated batch")
+        weight = self.mode_seeking_weight(step)
         if not self.z_dim:
-            return self.cfg.mode_seeking * mode_seeking(fake, z, labels)
-        return self.cfg.mode_seeking * mode_seeking(fake, z[:, :self.z_dim], groups_of(z, self.z_dim, labels))
+            return weight * mode_seeking(fake, z, labels)
+        return weight * mode_seeking(fake, z[:, :self.z_dim], groups_of(z, self.z_dim, labels))
