@@ -56,7 +56,7 @@ def test_an_int_is_accepted_where_a_float_is_expected():
     ("model.code_batch_norm_scale=false", "only applies with model.code_batch_norm = true"),
     ("loss.top_k=0", r"must be in \(0, 1\]"),
     ("loss.top_k_anneal=-5", "must be >= 0"),
-    ("loss.mode_seeking_anneal=-1", "must be >= 0"),
+    ("loss.mode_seeking_anneal=-1", "loss.mode_seeking_anneal.*must be >= 0"),
 ])
 def test_bad_overrides_name_the_key_and_the_fix(item, message):
     with pytest.raises(ConfigError, match=message):

@@ -95,6 +95,8 @@ def test_image_tensors_train_a_conv_pair(tmp_path):
     assert (tmp_path / "img" / "data.npz").is_file()
     kept = gankit.GAN("mnist-dcgan", settings={"loss.mode_seeking": 0.5}, generator=G, discriminator=D)
     assert kept.config.loss.mode_seeking == 0.5  # what the user sets is kept
+    annealed = gankit.GAN("mnist-dcgan", settings={"loss.mode_seeking_anneal": 100}, generator=G, discriminator=D)
+    assert annealed.config.loss.mode_seeking == 0.01  # annealing asked for: the preset's term is kept to anneal
 
 
 def test_two_gans_with_their_own_modules_each_train_their_own(tmp_path):

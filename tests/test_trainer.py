@@ -223,6 +223,14 @@ def test_ema_of_g_leaves_training_untouched(tiny_cfg, tmp_path):
     assert not torch.equal(next(ema.sampler_g.parameters()), next(ema.g.parameters()))
 
 
+def test_an_annealed_mode_seeking_weight_is_logged_as_it_falls(tiny_cfg, tmp_path):
+    cfg = config.with_overrides(tiny_cfg, ["train.steps=40", "train.log_every=10", "loss.mode_seeking=0.5",
+                                           "loss.mode_seeking_anneal=20"])
+    Trainer(cfg, tmp_path).fit(progress=False)
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").open() if "d_loss" in line]
+    assert [(r["step"], r["mode_seeking_weight"]) for r in rows] == [(10, 0.25), (20, 0.0), (30, 0.0), (40, 0.0)]
+
+
 def test_bf16_autocast_trains_in_bfloat16(tiny_cfg, tmp_path):
     """train.precision = bf16 runs the forward passes in bfloat16 (so the run differs from float32)
     while the weights stay float32 and the losses finite."""

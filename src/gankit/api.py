@@ -156,7 +156,7 @@ def _preset_code_off(cfg: RunConfig, settings: dict[str, Any]) -> list[str]:
     mode-seeking term that keeps them from collapsing (loss.mode_seeking).
     Settings the user gives win (an error then says what the plain D lacks)."""
     off = [] if "model.code_batch_norm" in settings else ["model.code_batch_norm=false"]  # gankit's G only
-    user_set = {"model.code_batch_norm", "loss.mode_seeking"} & set(settings)
+    user_set = {"model.code_batch_norm", "loss.mode_seeking", "loss.mode_seeking_anneal"} & set(settings)
     if cfg.model.code_batch_norm and cfg.loss.mode_seeking > 0 and not user_set:
         off.append("loss.mode_seeking=0")  # the preset's cure for a collapse its batch norms by category risk
     if cfg.loss.info_weight == 0 or {"loss.info_weight", "model.z_categories"} & set(settings):

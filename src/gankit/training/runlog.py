@@ -82,6 +82,8 @@ class RunLog:
         row.update({k: round(float(v), 6) for k, v in stats.items()})
         if run.cfg.loss.instance_noise > 0:
             row["noise_std"] = run.loss.noise_std(run.step)
+        if run.cfg.loss.mode_seeking > 0 and run.cfg.loss.mode_seeking_anneal > 0:  # g_loss falls with it
+            row["mode_seeking_weight"] = run.loss.mode_seeking_weight(run.step)
         row["seconds"] = round(run.elapsed, 3)
         postfix = {"D": f"{row['d_loss']:.3f}", "G": f"{row['g_loss']:.3f}"}
         if "d_real" in row:
