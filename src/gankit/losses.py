@@ -177,6 +177,13 @@ def r1_penalty(d: nn.Module, real: Tensor, labels: Tensor | None = None) -> Tens
     return input_gradient_sq(d, real, labels).mean()
 
 
+def falling_to_zero(value: float, step: int, anneal: int) -> float:
+    """`value` lowered linearly to 0 over the first `anneal` steps (0: `value` at every step)."""
+    if value == 0 or anneal == 0:
+        return value
+    return value * max(0.0, 1.0 - step / anneal)
+
+
 class GANLoss:
     """One adversarial loss plus its regularisers, applied to a generator and a discriminator."""
 
@@ -190,10 +197,7 @@ class GANLoss:
 
     def noise_std(self, step: int) -> float:
         """Instance noise, annealed linearly to 0 over `instance_noise_anneal` steps."""
-        std, anneal = self.cfg.instance_noise, self.cfg.instance_noise_anneal
-        if std == 0 or anneal == 0:
-            return std
-        return std * max(0.0, 1.0 - step / anneal)
+        return falling_to_zero(self.cfg.instance_noise, step, self.cfg.instance_noise_anneal)
 
     def top_k_share(self, step: int) -> float:
         """The share of G's batch its adversarial term counts at `step` (loss.top_k), falling
@@ -206,10 +210,7 @@ class GANLoss:
     def mode_seeking_weight(self, step: int) -> float:
         """loss.mode_seeking at `step`, falling linearly to 0 over loss.mode_seeking_anneal steps
         (0: constant): the term can keep G's noise alive early and then leave the digits alone."""
-        weight, anneal = self.cfg.mode_seeking, self.cfg.mode_seeking_anneal
-        if weight == 0 or anneal == 0:
-            return weight
-        return weight * max(0.0, 1.0 - step / anneal)
+        return falling_to_zero(self.cfg.mode_seeking, step, self.cfg.mode_seeking_anneal)
 
     def _d_input(self, x: Tensor, step: int, generator: torch.Generator | None) -> Tensor:
         """What D sees of a real or generated batch: translated (loss.translate), then noisy (instance noise)."""
@@ -247,8 +248,9 @@ class GANLoss:
             info = self.cfg.info_weight * cross_entropy
             loss, g_loss = loss + info, (g_loss + info if with_g else None)
             stats["info"] = cross_entropy.detach()
-        if with_g and self.mode_seeking_weight(step) > 0:
-            g_loss = g_loss + self._mode_seeking(fake, z, labels, step)
+        seeking = self.mode_seeking_weight(step) if with_g else 0.0
+        if seeking > 0:
+            g_loss = g_loss + seeking * self._mode_seeking(fake, z, labels)
         if self.pair.gradient_penalty and self.cfg.gp_weight > 0:
             gp = gradient_penalty(d, real_in, fake_in.detach(), generator, labels)
             loss = loss + self.cfg.gp_weight * gp
@@ -298,16 +300,15 @@ class GANLoss:
         codes = self._codes(z)
         logits, code_logits = judge_and_code(d, self._d_input(fake, step, generator), labels, codes is not None)
         loss = self.pair.g(top_k(logits.float(), self.top_k_share(step)))
-        if self.mode_seeking_weight(step) > 0:
-            loss = loss + self._mode_seeking(fake, z, labels, step)
+        seeking = self.mode_seeking_weight(step)
+        if seeking > 0:
+            loss = loss + seeking * self._mode_seeking(fake, z, labels)
         return loss if code_logits is None else loss + self.cfg.info_weight * info_loss(code_logits, codes)
 
-    def _mode_seeking(self, fake: Tensor, z: Tensor | None, labels: Tensor | None, step: int) -> Tensor:
-        """loss.mode_seeking (as annealed by `step`) times the MSGAN term, over pairs of one category
-        (or class)."""
+    def _mode_seeking(self, fake: Tensor, z: Tensor | None, labels: Tensor | None) -> Tensor:
+        """The MSGAN term (unweighted), over pairs of one category (or class)."""
         if z is None:
             raise ValueError("loss.mode_seeking needs the latent z of the generated batch")
-        weight = self.mode_seeking_weight(step)
         if not self.z_dim:
-            return weight * mode_seeking(fake, z, labels)
-        return weight * mode_seeking(fake, z[:, :self.z_dim], groups_of(z, self.z_dim, labels))
+            return mode_seeking(fake, z, labels)
+        return mode_seeking(fake, z[:, :self.z_dim], groups_of(z, self.z_dim, labels))
