@@ -1,11 +1,16 @@
 """How steady a training step's speed is within one process: a preset's bare step timed in windows.
 
 Trains a preset for a warm-up, then times `--windows` windows of `--steps` bare steps each
-(`Trainer.train_step`, nothing logged or saved) and prints each window's milliseconds per step.
-A step whose cost does not change should give the same number in every window; on the 2-core
-AMD EPYC Zen 4 of docs/benchmarks.md, mnist-dcgan's bfloat16 step gave 28-30 ms in some windows
-and 37-40 ms in others of the same process, from a cause outside the step that was not found.
-Use it to see which state a machine is in before reading a speed comparison made on it.
+(`Trainer.train_step`, nothing logged or saved) and, after each window, a fixed float32 matrix
+product (512 x 512 x 512, on the run's threads) that no change to gankit can speed up or slow down.
+Each window prints a line: milliseconds per step, then the product's milliseconds. A step whose
+cost does not change gives the same number in every window. On the 2-core AMD EPYC Zen 4 of
+docs/benchmarks.md, mnist-dcgan's bfloat16 step ran at 29-33 ms in some windows and 38-48 ms in
+others of the same process. Sometimes the product slowed with it (1.9 ms against 1.35): then the
+whole machine was slow. Sometimes it did not (1.37-1.46): then something only the step feels was,
+perhaps memory shared with other machines on the host (the step's working set, unlike the
+product's, does not stay in the caches). Use it to see which state a machine is in before reading
+a speed comparison made on it.
 
     python benchmarks/step_windows.py mnist-dcgan --windows 16
     python benchmarks/step_windows.py mnist-dcgan --windows 16 --set train.precision=fp32
@@ -27,6 +32,23 @@ def at_least_one(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 1")
     return int(text)
+
+
+REFERENCE_SIZE, REFERENCE_REPEATS = 512, 100
+
+
+def reference_ms(torch) -> float:
+    """Milliseconds of one fixed float32 matrix product, the mean of REFERENCE_REPEATS in a row
+    (not the best: a slow state can leave single products alone and still slow most): the
+    machine's speed at this moment, whatever the step does."""
+    generator = torch.Generator().manual_seed(0)
+    a = torch.randn(REFERENCE_SIZE, REFERENCE_SIZE, generator=generator)
+    b = torch.randn(REFERENCE_SIZE, REFERENCE_SIZE, generator=generator)
+    torch.mm(a, b)  # oneDNN's kernel chosen outside the timing
+    started = time.perf_counter()
+    for _ in range(REFERENCE_REPEATS):
+        torch.mm(a, b)
+    return (time.perf_counter() - started) / REFERENCE_REPEATS * 1e3
 
 
 def main() -> None:
@@ -51,7 +73,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as run:
         trainer = Trainer(cfg, run).fit(args.warmup, progress=False)
         with torch_cpu_settings(trainer.threads, cfg.train.flush_denormals, trainer.device.type):
-            window_ms = []
+            window_ms, product_ms = [], []
             for _ in range(args.windows):
                 started = time.perf_counter()
                 for _ in range(args.steps):
@@ -59,10 +81,12 @@ def main() -> None:
                 if trainer.device.type == "cuda":
                     torch.cuda.synchronize()  # a GPU's queued steps count in the window that queued them
                 window_ms.append((time.perf_counter() - started) / args.steps * 1e3)
-                print(f"{window_ms[-1]:.1f}", end=" ", flush=True)
-    print(flush=True)
+                product_ms.append(reference_ms(torch))
+                print(f"{window_ms[-1]:.1f} {product_ms[-1]:.3f}", flush=True)
     print(f"ms per step: median {statistics.median(window_ms):.1f}, fastest {min(window_ms):.1f}, "
-          f"slowest {max(window_ms):.1f} ({trainer.precision_choice.name}, {trainer.threads} threads)", file=sys.stderr)
+          f"slowest {max(window_ms):.1f} ({trainer.precision_choice.name}, {trainer.threads} threads); "
+          f"the reference product: fastest {min(product_ms):.3f}, slowest {max(product_ms):.3f} ms",
+          file=sys.stderr)
 
 
 if __name__ == "__main__":
