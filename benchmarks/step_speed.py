@@ -21,6 +21,16 @@ Rounds alternate the three, so a machine whose speed drifts affects them alike; 
 the median images/s per cell, the ratios to the faster peer, and peak resident memory.
 
     python benchmarks/step_speed.py --rounds 3 --kinds gankit torch tf
+
+--turns K instead keeps one process of each kind alive per row and lets them take turns: after
+its warm-up each one waits, and then each in turn trains a window of about a second (the MLP
+100 steps, the DCGAN 10, or --window) while the others wait, K times around. The windows of one
+turn run within a few seconds of each other, so a machine that switches between speeds for
+seconds or minutes (docs/benchmarks.md) slows the kinds of one turn alike; the table gives the
+median images/s of each kind's windows, and stderr each turn's ratio. gankit's windows are steps
+of one `Trainer.fit`, paused between windows.
+
+    python benchmarks/step_speed.py --turns 15 --kinds gankit torch tf
 """
 from __future__ import annotations
 
@@ -50,6 +60,8 @@ NETS = {
 
 # (warm-up steps, timed steps) per net unless --warmup / --steps
 LENGTHS = {"mlp": (500, 300), "dcgan": (30, 60)}
+# steps per window under --turns unless --window: about a second each on a 2-core CPU
+WINDOWS = {"mlp": 100, "dcgan": 10}
 
 
 def config(net: str, batch: int, extra: list[str]):
@@ -82,9 +94,82 @@ def run_gankit(net: str, batch: int, steps: int, warmup: int, extra: list[str]) 
             "precision": trainer.precision_choice.name}  # auto's choice may differ between runs near its threshold
 
 
+class _Stopped(Exception):
+    """The coordinator has no more windows for this worker."""
+
+
+def take_turns(run_window, ready: dict) -> None:
+    """A worker's side of --turns: say `ready`, then for each window size read from stdin train
+    that many steps (`run_window(n)`: seconds) and answer with the seconds; on "stop", the peak memory."""
+    print(json.dumps({"ready": True, **ready}), flush=True)
+    for line in sys.stdin:
+        if line.strip() == "stop":
+            break
+        print(json.dumps({"seconds": run_window(int(line))}), flush=True)
+    print(json.dumps({"peak_rss_mb": peak_rss_mb()}), flush=True)
+
+
+def turns_gankit(net: str, batch: int, warmup: int, extra: list[str]) -> None:
+    """--turns for gankit: one `Trainer.fit`, paused after the warm-up and after each window by a
+    wrapper around the step's last call (the progress bar's advance), which waits for the next window."""
+    from gankit.training import Trainer
+
+    cfg = config(net, batch, ["train.device=cpu", "train.snapshot_every=0", "train.checkpoint_every=1000000",
+                              "train.drs_steps=0", "eval.every=0", *extra])
+    with tempfile.TemporaryDirectory() as run:
+        trainer = Trainer(cfg, run)
+        commands = iter(sys.stdin)
+        window = {"left": warmup, "started": 0.0}
+        advance = trainer.log.advance
+
+        def advance_and_pause() -> None:
+            advance()
+            window["left"] -= 1
+            if window["left"] > 0:
+                return
+            if trainer.step > warmup:
+                print(json.dumps({"seconds": time.perf_counter() - window["started"]}), flush=True)
+            else:
+                print(json.dumps({"ready": True, "precision": trainer.precision_choice.name}), flush=True)
+            line = next(commands, "stop").strip()
+            if line == "stop":
+                raise _Stopped
+            window["left"], window["started"] = int(line), time.perf_counter()
+
+        trainer.log.advance = advance_and_pause
+        try:
+            trainer.fit(10**9, progress=False)
+        except _Stopped:
+            pass
+    print(json.dumps({"peak_rss_mb": peak_rss_mb()}), flush=True)
+
+
 # --------------------------------------------------------------------------- plain PyTorch
 
 def run_torch(net: str, batch: int, steps: int, warmup: int, extra: list[str]) -> dict:
+    step = plain_torch_step(net, batch, extra)
+    for _ in range(warmup):
+        step()
+    seconds = timed_steps(step, steps)
+    return {"images_per_s": steps * batch / seconds, "peak_rss_mb": peak_rss_mb(), "device": "cpu"}
+
+
+def turns_torch(net: str, batch: int, warmup: int, extra: list[str]) -> None:
+    step = plain_torch_step(net, batch, extra)
+    for _ in range(warmup):
+        step()
+    take_turns(lambda n: timed_steps(step, n), {})
+
+
+def timed_steps(step, n: int) -> float:
+    started = time.perf_counter()
+    for _ in range(n):
+        step()
+    return time.perf_counter() - started
+
+
+def plain_torch_step(net: str, batch: int, extra: list[str]):
+    """The plain loop's step (pytorch/examples' DCGAN order) over the benchmark's networks."""
     import torch
     import torch.nn.functional as F
 
@@ -113,13 +198,7 @@ def run_torch(net: str, batch: int, steps: int, warmup: int, extra: list[str]) -
         F.binary_cross_entropy_with_logits(d(fake), ones).backward()
         opt_g.step()
 
-    for _ in range(warmup):
-        step()
-    started = time.perf_counter()
-    for _ in range(steps):
-        step()
-    seconds = time.perf_counter() - started
-    return {"images_per_s": steps * batch / seconds, "peak_rss_mb": peak_rss_mb(), "device": "cpu"}
+    return step
 
 
 def plain_dropout(net) -> None:
@@ -134,7 +213,8 @@ def plain_dropout(net) -> None:
 
 # --------------------------------------------------------------------------- orchestration
 
-def measure(kind: str, net: str, batch: int, args) -> dict | None:
+def worker_command(kind: str, net: str, batch: int, args) -> list[str] | None:
+    """The command of one measurement's process (None: TF-Keras's Python is absent)."""
     if kind == "tf":
         if not args.tf_python or not Path(args.tf_python).is_file():
             return None
@@ -144,10 +224,87 @@ def measure(kind: str, net: str, batch: int, args) -> dict | None:
         sets = args.set + VARIANTS.get(kind, [])
         cmd += [a for s in sets for a in ("--set", s)]
     warmup, steps = lengths(net, args)
-    cmd += ["--net", net, "--batch", str(batch), "--steps", str(steps), "--warmup", str(warmup)]
-    env = dict(os.environ, **({"OMP_NUM_THREADS": str(args.threads)} if args.threads else {}))
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
+    return cmd + ["--net", net, "--batch", str(batch), "--steps", str(steps), "--warmup", str(warmup)]
+
+
+def worker_env(args) -> dict[str, str]:
+    return dict(os.environ, **({"OMP_NUM_THREADS": str(args.threads)} if args.threads else {}))
+
+
+def measure(kind: str, net: str, batch: int, args) -> dict | None:
+    cmd = worker_command(kind, net, batch, args)
+    if cmd is None:
+        return None
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=worker_env(args)).stdout
     return json.loads(out.strip().splitlines()[-1])
+
+
+class TurnWorker:
+    """One kind's process under --turns: warmed up, then training a window whenever asked."""
+
+    def __init__(self, cmd: list[str], args):
+        self.process = subprocess.Popen([*cmd, "--serve"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                        text=True, env=worker_env(args))
+        self.ready = self._answer()  # returns once the warm-up is done: the next worker warms up alone
+
+    def _answer(self) -> dict:
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"a benchmark worker ended early (exit status {self.process.wait()}); "
+                               "its error is above")
+        return json.loads(line)
+
+    def window(self, steps: int) -> float:
+        self.process.stdin.write(f"{steps}\n")
+        self.process.stdin.flush()
+        return self._answer()["seconds"]
+
+    def stop(self) -> float:
+        """Ends the process; returns its peak resident memory in MB."""
+        self.process.stdin.write("stop\n")
+        self.process.stdin.flush()
+        peak = self._answer()["peak_rss_mb"]
+        self.process.wait()
+        return peak
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+def measure_in_turns(net: str, batch: int, args) -> dict[str, list[dict]]:
+    """Each kind's images/s in each of args.turns turns (and its peak memory), the kinds' windows
+    taken one after another, in reversed order every other turn."""
+    workers: dict[str, TurnWorker] = {}
+    speeds: dict[str, list[float]] = {}
+    steps = args.window or WINDOWS[net]
+    try:
+        for kind in args.kinds:
+            cmd = worker_command(kind, net, batch, args)
+            if cmd is not None:
+                workers[kind] = TurnWorker(cmd, args)
+        for turn in range(args.turns):
+            kinds = list(workers) if turn % 2 == 0 else list(reversed(workers))
+            for kind in kinds:
+                speeds.setdefault(kind, []).append(steps * batch / workers[kind].window(steps))
+            print(f"turn {turn + 1}: {net} batch {batch}: " + describe_turn({k: v[-1] for k, v in speeds.items()}),
+                  file=sys.stderr, flush=True)
+        peaks = {kind: worker.stop() for kind, worker in workers.items()}
+    finally:
+        for worker in workers.values():
+            worker.kill()
+    return {kind: [{"images_per_s": v, "peak_rss_mb": peaks[kind], **workers[kind].ready} for v in values]
+            for kind, values in speeds.items()}
+
+
+def describe_turn(speed: dict[str, float]) -> str:
+    """One turn's images/s, and each gankit kind's ratio to the turn's faster peer."""
+    peer = max(speed.get("torch", 0.0), speed.get("tf", 0.0))
+    parts = [f"{kind} {value:,.0f}" for kind, value in speed.items()]
+    if peer:
+        parts += [f"{kind} / faster peer {value / peer:.2f}x" for kind, value in speed.items() if kind.startswith("gankit")]
+    return ", ".join(parts)
 
 
 def lengths(net: str, args) -> tuple[int, int]:
@@ -165,6 +322,10 @@ def main() -> None:
                              "gankit-bf16 (train.precision = bf16), "
                              "torch, tf")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--turns", type=int, default=0,
+                        help="one process per kind and row, taking turns at windows of steps, this many "
+                             "times around (0: --rounds of fresh processes)")
+    parser.add_argument("--window", type=int, help="steps per window under --turns (default: mlp 100, dcgan 10)")
     parser.add_argument("--steps", type=int, help="timed steps (default: mlp 300, dcgan 60)")
     parser.add_argument("--warmup", type=int, help="steps before the timing (default: mlp 500, dcgan 30)")
     parser.add_argument("--threads", type=int, default=0, help="OMP_NUM_THREADS for every process (0: default)")
@@ -173,12 +334,19 @@ def main() -> None:
     parser.add_argument("--worker", choices=["gankit", "torch"], help=argparse.SUPPRESS)
     parser.add_argument("--net", help=argparse.SUPPRESS)
     parser.add_argument("--batch", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)  # a worker under --turns
     args = parser.parse_args()
     if args.worker:
-        work = run_gankit if args.worker == "gankit" else run_torch
-        print(json.dumps(work(args.net, args.batch, args.steps, args.warmup, args.set)))
+        run_worker(args)
         return
     results: dict[tuple, list[dict]] = {}
+    if args.turns:
+        for net in args.nets:
+            for batch in args.batches:
+                for kind, rows in measure_in_turns(net, batch, args).items():
+                    results[(net, batch, kind)] = rows
+        print_table(results, args)
+        return
     for r in range(args.rounds):
         for net in args.nets:
             for batch in args.batches:
@@ -193,6 +361,16 @@ def main() -> None:
     print_table(results, args)
 
 
+def run_worker(args) -> None:
+    """A gankit or plain-PyTorch measurement process (--worker), timing steps or (--turns) windows."""
+    if args.serve:
+        serve = turns_gankit if args.worker == "gankit" else turns_torch
+        serve(args.net, args.batch, args.warmup, args.set)
+        return
+    work = run_gankit if args.worker == "gankit" else run_torch
+    print(json.dumps(work(args.net, args.batch, args.steps, args.warmup, args.set)))
+
+
 def print_table(results: dict, args) -> None:
     def median(net, batch, kind, key="images_per_s"):
         rows = results.get((net, batch, kind))
@@ -202,7 +380,7 @@ def print_table(results: dict, args) -> None:
     fmt = lambda v: f"{v:,.0f}" if v else "-"  # noqa: E731
     print(f"| networks | batch | {' | '.join(ours)} | plain PyTorch | TF-Keras | "
           f"{' | '.join(k + ' / faster peer' for k in ours)} | peak MB: gankit / PyTorch / TF | "
-          f"(images/s, median of {args.rounds} alternating rounds)")
+          f"(images/s, median of {how_measured(args)})")
     print("| --- " * (4 + 2 * len(ours) + 1) + "|")
     for net in args.nets:
         for batch in args.batches:
@@ -210,10 +388,23 @@ def print_table(results: dict, args) -> None:
             mem = {k: median(net, batch, k, "peak_rss_mb") for k in ("gankit", "torch", "tf")}
             peer = max([speed["torch"] or 0, speed["tf"] or 0]) or None
             ratio = [f"{speed[k] / peer:.2f}x" if speed[k] and peer else "-" for k in ours]
-            warmup, steps = lengths(net, args)
-            print(f"| {net}, steps {warmup}-{warmup + steps} | {batch} | {' | '.join(fmt(speed[k]) for k in ours)} | {fmt(speed['torch'])} | "
+            print(f"| {net}, {steps_timed(net, args)} | {batch} | {' | '.join(fmt(speed[k]) for k in ours)} | {fmt(speed['torch'])} | "
                   f"{fmt(speed['tf'])} | {' | '.join(ratio)} | "
                   f"{fmt(mem['gankit'])} / {fmt(mem['torch'])} / {fmt(mem['tf'])} |")
+
+
+
+def how_measured(args) -> str:
+    if args.turns:
+        return f"{args.turns} windows per kind, taken in turns"
+    return f"{args.rounds} alternating rounds"
+
+
+def steps_timed(net: str, args) -> str:
+    warmup, steps = lengths(net, args)
+    if args.turns:
+        return f"windows of {args.window or WINDOWS[net]} steps from step {warmup}"
+    return f"steps {warmup}-{warmup + steps}"
 
 
 if __name__ == "__main__":

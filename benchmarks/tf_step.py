@@ -7,12 +7,16 @@ batch under two gradient tapes, then applies both gradients (simultaneous update
 `dcgan`, the tutorial's own; `mlp`, the probability-view article's MLP GAN. Adam 2e-4 / 0.5 for
 both, as gankit's presets; data: uniform noise images in [-1, 1] kept in memory (the step's cost
 does not depend on the pixel values; sampling a batch is a gather, as it is in the other rows).
+With --serve it trains windows on request instead (step_speed.py --turns): after the warm-up it
+prints a ready line, then reads a step count per line from stdin and answers each with the
+window's seconds, until "stop", answered with the peak memory.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import resource
+import sys
 import time
 
 import tensorflow as tf
@@ -52,6 +56,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, required=True)
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--serve", action="store_true", help="train windows on request (stdin) after the warm-up")
     args = parser.parse_args()
     g, d = generator(args.net), discriminator(args.net)
     cross_entropy = tf.keras.losses.BinaryCrossentropy(from_logits=True)
@@ -75,16 +80,27 @@ def main() -> None:
         opt_d.apply_gradients(zip(disc_tape.gradient(disc_loss, d.trainable_variables), d.trainable_variables))
         return disc_loss
 
+    def timed_steps(n: int) -> float:
+        started = time.perf_counter()
+        for _ in range(n):
+            loss = train_step()
+        float(loss)  # the queued work is done before the clock stops
+        return time.perf_counter() - started
+
     for _ in range(args.warmup):
         train_step()
     float(train_step())  # wait for the queued work before the clock starts
-    started = time.perf_counter()
-    for _ in range(args.steps):
-        loss = train_step()
-    float(loss)
-    seconds = time.perf_counter() - started
-    print(json.dumps({"images_per_s": args.steps * batch / seconds,
-                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "device": "cpu"}))
+    peak_mb = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # noqa: E731
+    if args.serve:
+        print(json.dumps({"ready": True}), flush=True)
+        for line in sys.stdin:
+            if line.strip() == "stop":
+                break
+            print(json.dumps({"seconds": timed_steps(int(line))}), flush=True)
+        print(json.dumps({"peak_rss_mb": peak_mb()}), flush=True)
+        return
+    seconds = timed_steps(args.steps)
+    print(json.dumps({"images_per_s": args.steps * batch / seconds, "peak_rss_mb": peak_mb(), "device": "cpu"}))
 
 
 if __name__ == "__main__":

@@ -2,9 +2,13 @@
 from __future__ import annotations
 
 import os
+import re
+import statistics
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
@@ -19,3 +23,26 @@ def test_step_windows_prints_a_step_time_and_a_reference_time_per_window_and_a_s
     windows, products = [line[0] for line in lines], [line[1] for line in lines]
     assert f"fastest {min(windows):.1f}" in done.stderr and "ms per step" in done.stderr
     assert f"reference product: fastest {min(products):.3f}, slowest {max(products):.3f} ms" in done.stderr
+
+
+def test_step_speed_in_turns_times_each_kind_in_every_turn_and_tabulates_their_medians():
+    mnist = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
+    if not mnist.is_dir():
+        pytest.skip("the benchmark's MNIST (../shared/data/mnist) is not beside this checkout")
+    done = subprocess.run([sys.executable, str(BENCHMARKS / "step_speed.py"), "--nets", "mlp", "--batches", "8",
+                           "--turns", "3", "--window", "2", "--warmup", "2", "--kinds", "gankit", "torch"],
+                          env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    turns = [line for line in done.stderr.splitlines() if line.startswith("turn ")]
+    assert [line.split(":")[0] for line in turns] == ["turn 1", "turn 2", "turn 3"]
+    speeds = {kind: [] for kind in ("gankit", "torch")}
+    for line in turns:
+        for kind in speeds:
+            speeds[kind].append(float(re.search(rf"\b{kind} ([\d,]+)", line).group(1).replace(",", "")))
+        assert re.search(r"gankit / faster peer \d+\.\d\dx", line)
+    row = next(line for line in done.stdout.splitlines() if line.startswith("| mlp"))
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    assert cells[:2] == ["mlp, windows of 2 steps from step 2", "8"]
+    assert float(cells[2].replace(",", "")) == pytest.approx(statistics.median(speeds["gankit"]), abs=0.5)
+    assert float(cells[3].replace(",", "")) == pytest.approx(statistics.median(speeds["torch"]), abs=0.5)
+    assert "median of 3 windows per kind, taken in turns" in done.stdout
