@@ -23,12 +23,14 @@ the median images/s per cell, the ratios to the faster peer, and peak resident m
     python benchmarks/step_speed.py --rounds 3 --kinds gankit torch tf
 
 --turns K instead keeps one process of each kind alive per row and lets them take turns: after
-its warm-up each one waits, and then each in turn trains a window of about a second (the MLP
-100 steps, the DCGAN 10, or --window) while the others wait, K times around. The windows of one
+its warm-up each one waits, and then each in turn trains a window (the MLP 100 steps, the DCGAN 10,
+or --window: about a second each at batch 64 on a 2-core CPU, four at 256) while the others wait,
+K times around. The windows of one
 turn run within a few seconds of each other, so a machine that switches between speeds for
 seconds or minutes (docs/benchmarks.md) slows the kinds of one turn alike; the table gives the
 median images/s of each kind's windows, and stderr each turn's ratio. gankit's windows are steps
-of one `Trainer.fit`, paused between windows.
+of one `Trainer.fit`, paused between windows, with one logged step in each (train.log_every set to
+the window).
 
     python benchmarks/step_speed.py --turns 15 --kinds gankit torch tf
 """
@@ -60,7 +62,7 @@ NETS = {
 
 # (warm-up steps, timed steps) per net unless --warmup / --steps
 LENGTHS = {"mlp": (500, 300), "dcgan": (30, 60)}
-# steps per window under --turns unless --window: about a second each on a 2-core CPU
+# steps per window under --turns unless --window: about a second each at batch 64 on a 2-core CPU
 WINDOWS = {"mlp": 100, "dcgan": 10}
 
 
@@ -79,12 +81,16 @@ def peak_rss_mb() -> float:
 
 # --------------------------------------------------------------------------- gankit
 
+def gankit_config(net: str, batch: int, extra: list[str]):
+    """The benchmark's gankit run: the preset's defaults, nothing saved, drawn or scored mid-run."""
+    return config(net, batch, ["train.device=cpu", "train.snapshot_every=0", "train.checkpoint_every=1000000",
+                               "train.drs_steps=0", "eval.every=0", *extra])
+
+
 def run_gankit(net: str, batch: int, steps: int, warmup: int, extra: list[str]) -> dict:
     from gankit.training import Trainer
 
-    cfg = config(net, batch, ["train.device=cpu", "train.snapshot_every=0", "train.checkpoint_every=1000000",
-                              "train.drs_steps=0",
-                              "eval.every=0", f"train.log_every={warmup}", *extra])
+    cfg = gankit_config(net, batch, [f"train.log_every={warmup}", *extra])
     with tempfile.TemporaryDirectory() as run:
         trainer = Trainer(cfg, run).fit(warmup + steps, progress=False)
         rows = [json.loads(line) for line in (Path(run) / "metrics.jsonl").read_text().splitlines()]
@@ -94,54 +100,70 @@ def run_gankit(net: str, batch: int, steps: int, warmup: int, extra: list[str]) 
             "precision": trainer.precision_choice.name}  # auto's choice may differ between runs near its threshold
 
 
+def answer(message: dict) -> None:
+    """One line of a worker's side of --turns, on stdout."""
+    print(json.dumps(message), flush=True)
+
+
+def take_turns(timed_steps, ready: dict) -> None:
+    """A worker's side of --turns, after its warm-up: say `ready`, then for each step count read from
+    stdin train that many steps (`timed_steps(n)`: seconds) and answer with the seconds; on "stop"
+    (or the end of stdin), with the peak memory."""
+    answer({"ready": True, **ready})
+    for line in sys.stdin:
+        if line.strip() == "stop":
+            break
+        steps = int(line)
+        answer({"seconds": timed_steps(steps), "steps": steps})
+    answer({"peak_rss_mb": peak_rss_mb()})
+
+
 class _Stopped(Exception):
     """The coordinator has no more windows for this worker."""
 
 
-def take_turns(run_window, ready: dict) -> None:
-    """A worker's side of --turns: say `ready`, then for each window size read from stdin train
-    that many steps (`run_window(n)`: seconds) and answer with the seconds; on "stop", the peak memory."""
-    print(json.dumps({"ready": True, **ready}), flush=True)
-    for line in sys.stdin:
-        if line.strip() == "stop":
-            break
-        print(json.dumps({"seconds": run_window(int(line))}), flush=True)
-    print(json.dumps({"peak_rss_mb": peak_rss_mb()}), flush=True)
+class WindowsOfOneFit:
+    """gankit's side of --turns: one `Trainer.fit`, paused after the warm-up and after each window.
+    A wrapper around the last call of each step (the progress bar's advance) counts the steps; at
+    the end of the warm-up it says ready, at the end of a window it answers with the window's
+    seconds and steps (a step rolled back would show as steps missing), and then it waits for the
+    next window's step count on stdin."""
+
+    def __init__(self, trainer, warmup: int):
+        self.trainer, self.commands = trainer, iter(sys.stdin)
+        self.steps_left, self.serving = max(warmup, 1), False
+        self.window_steps, self.first_step, self.started = 0, 0, 0.0
+        self.advance = trainer.log.advance
+        trainer.log.advance = self.after_step
+
+    def after_step(self) -> None:
+        self.advance()
+        self.steps_left -= 1
+        if self.steps_left > 0:
+            return
+        if self.serving:
+            answer({"seconds": time.perf_counter() - self.started, "steps": self.trainer.step - self.first_step})
+        else:
+            answer({"ready": True, "precision": self.trainer.precision_choice.name})
+            self.serving = True
+        command = next(self.commands, "stop").strip()
+        if command == "stop":
+            raise _Stopped
+        self.steps_left = self.window_steps = int(command)
+        self.first_step, self.started = self.trainer.step, time.perf_counter()
 
 
 def turns_gankit(net: str, batch: int, warmup: int, extra: list[str]) -> None:
-    """--turns for gankit: one `Trainer.fit`, paused after the warm-up and after each window by a
-    wrapper around the step's last call (the progress bar's advance), which waits for the next window."""
     from gankit.training import Trainer
 
-    cfg = config(net, batch, ["train.device=cpu", "train.snapshot_every=0", "train.checkpoint_every=1000000",
-                              "train.drs_steps=0", "eval.every=0", *extra])
     with tempfile.TemporaryDirectory() as run:
-        trainer = Trainer(cfg, run)
-        commands = iter(sys.stdin)
-        window = {"left": warmup, "started": 0.0}
-        advance = trainer.log.advance
-
-        def advance_and_pause() -> None:
-            advance()
-            window["left"] -= 1
-            if window["left"] > 0:
-                return
-            if trainer.step > warmup:
-                print(json.dumps({"seconds": time.perf_counter() - window["started"]}), flush=True)
-            else:
-                print(json.dumps({"ready": True, "precision": trainer.precision_choice.name}), flush=True)
-            line = next(commands, "stop").strip()
-            if line == "stop":
-                raise _Stopped
-            window["left"], window["started"] = int(line), time.perf_counter()
-
-        trainer.log.advance = advance_and_pause
+        trainer = Trainer(gankit_config(net, batch, extra), run)
+        WindowsOfOneFit(trainer, warmup)
         try:
             trainer.fit(10**9, progress=False)
         except _Stopped:
             pass
-    print(json.dumps({"peak_rss_mb": peak_rss_mb()}), flush=True)
+    answer({"peak_rss_mb": peak_rss_mb()})
 
 
 # --------------------------------------------------------------------------- plain PyTorch
@@ -213,15 +235,16 @@ def plain_dropout(net) -> None:
 
 # --------------------------------------------------------------------------- orchestration
 
-def worker_command(kind: str, net: str, batch: int, args) -> list[str] | None:
-    """The command of one measurement's process (None: TF-Keras's Python is absent)."""
+def worker_command(kind: str, net: str, batch: int, args, gankit_sets: list[str] = ()) -> list[str] | None:
+    """The command of one measurement's process (None: TF-Keras's Python is absent). `gankit_sets`:
+    config overrides for gankit's workers only."""
     if kind == "tf":
         if not args.tf_python or not Path(args.tf_python).is_file():
             return None
         cmd = [args.tf_python, str(REPO / "benchmarks" / "tf_step.py")]
     else:
         cmd = [sys.executable, __file__, "--worker", kind.split("-")[0]]
-        sets = args.set + VARIANTS.get(kind, [])
+        sets = [*(gankit_sets if kind.startswith("gankit") else []), *args.set, *VARIANTS.get(kind, [])]
         cmd += [a for s in sets for a in ("--set", s)]
     warmup, steps = lengths(net, args)
     return cmd + ["--net", net, "--batch", str(batch), "--steps", str(steps), "--warmup", str(warmup)]
@@ -245,25 +268,26 @@ class TurnWorker:
     def __init__(self, cmd: list[str], args):
         self.process = subprocess.Popen([*cmd, "--serve"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                         text=True, env=worker_env(args))
-        self.ready = self._answer()  # returns once the warm-up is done: the next worker warms up alone
+        self.ready: dict = {}
 
-    def _answer(self) -> dict:
-        line = self.process.stdout.readline()
-        if not line:
-            raise RuntimeError(f"a benchmark worker ended early (exit status {self.process.wait()}); "
-                               "its error is above")
-        return json.loads(line)
+    def wait_until_ready(self) -> None:
+        """Returns once the warm-up is done (so the next worker warms up alone)."""
+        self.ready = self._answer("ready")
+        self.ready.pop("ready")
 
     def window(self, steps: int) -> float:
-        self.process.stdin.write(f"{steps}\n")
-        self.process.stdin.flush()
-        return self._answer()["seconds"]
+        """Seconds of `steps` steps."""
+        self._send(f"{steps}")
+        got = self._answer("seconds")
+        if got["steps"] != steps:
+            raise RuntimeError(f"a benchmark worker trained {got['steps']} steps in a window of {steps} "
+                               "(a step rolled back?)")
+        return got["seconds"]
 
     def stop(self) -> float:
         """Ends the process; returns its peak resident memory in MB."""
-        self.process.stdin.write("stop\n")
-        self.process.stdin.flush()
-        peak = self._answer()["peak_rss_mb"]
+        self._send("stop")
+        peak = self._answer("peak_rss_mb")["peak_rss_mb"]
         self.process.wait()
         return peak
 
@@ -272,22 +296,46 @@ class TurnWorker:
             self.process.kill()
             self.process.wait()
 
+    def _send(self, line: str) -> None:
+        try:
+            self.process.stdin.write(line + "\n")
+            self.process.stdin.flush()
+        except BrokenPipeError:
+            self._ended()
+
+    def _answer(self, key: str) -> dict:
+        """The worker's next message holding `key`; other lines on its stdout (a library's) go to stderr."""
+        while line := self.process.stdout.readline():
+            try:
+                message = json.loads(line)
+            except ValueError:
+                message = None
+            if isinstance(message, dict) and key in message:
+                return message
+            print(line, end="", file=sys.stderr)
+        self._ended()
+
+    def _ended(self):
+        raise RuntimeError(f"a benchmark worker ended early (exit status {self.process.wait()}); its error is above")
+
 
 def measure_in_turns(net: str, batch: int, args) -> dict[str, list[dict]]:
     """Each kind's images/s in each of args.turns turns (and its peak memory), the kinds' windows
     taken one after another, in reversed order every other turn."""
     workers: dict[str, TurnWorker] = {}
     speeds: dict[str, list[float]] = {}
-    steps = args.window or WINDOWS[net]
+    window_steps = args.window or WINDOWS[net]
     try:
         for kind in args.kinds:
-            cmd = worker_command(kind, net, batch, args)
+            # one logged step in every window (any window_steps steps in a row hold one multiple of it)
+            cmd = worker_command(kind, net, batch, args, gankit_sets=[f"train.log_every={window_steps}"])
             if cmd is not None:
                 workers[kind] = TurnWorker(cmd, args)
+                workers[kind].wait_until_ready()
         for turn in range(args.turns):
             kinds = list(workers) if turn % 2 == 0 else list(reversed(workers))
             for kind in kinds:
-                speeds.setdefault(kind, []).append(steps * batch / workers[kind].window(steps))
+                speeds.setdefault(kind, []).append(window_steps * batch / workers[kind].window(window_steps))
             print(f"turn {turn + 1}: {net} batch {batch}: " + describe_turn({k: v[-1] for k, v in speeds.items()}),
                   file=sys.stderr, flush=True)
         peaks = {kind: worker.stop() for kind, worker in workers.items()}
@@ -312,6 +360,14 @@ def lengths(net: str, args) -> tuple[int, int]:
     return (warmup if args.warmup is None else args.warmup), (steps if args.steps is None else args.steps)
 
 
+def at_least(low: int):
+    def whole_number(text: str) -> int:
+        if not text.isdigit() or int(text) < low:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= {low}")
+        return int(text)
+    return whole_number
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--nets", nargs="+", default=["mlp", "dcgan"], choices=list(NETS))
@@ -322,10 +378,10 @@ def main() -> None:
                              "gankit-bf16 (train.precision = bf16), "
                              "torch, tf")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--turns", type=int, default=0,
+    parser.add_argument("--turns", type=at_least(0), default=0,
                         help="one process per kind and row, taking turns at windows of steps, this many "
                              "times around (0: --rounds of fresh processes)")
-    parser.add_argument("--window", type=int, help="steps per window under --turns (default: mlp 100, dcgan 10)")
+    parser.add_argument("--window", type=at_least(1), help="steps per window under --turns (default: mlp 100, dcgan 10)")
     parser.add_argument("--steps", type=int, help="timed steps (default: mlp 300, dcgan 60)")
     parser.add_argument("--warmup", type=int, help="steps before the timing (default: mlp 500, dcgan 30)")
     parser.add_argument("--threads", type=int, default=0, help="OMP_NUM_THREADS for every process (0: default)")
@@ -391,7 +447,6 @@ def print_table(results: dict, args) -> None:
             print(f"| {net}, {steps_timed(net, args)} | {batch} | {' | '.join(fmt(speed[k]) for k in ours)} | {fmt(speed['torch'])} | "
                   f"{fmt(speed['tf'])} | {' | '.join(ratio)} | "
                   f"{fmt(mem['gankit'])} / {fmt(mem['torch'])} / {fmt(mem['tf'])} |")
-
 
 
 def how_measured(args) -> str:

@@ -1,16 +1,17 @@
 """How steady a training step's speed is within one process: a preset's bare step timed in windows.
 
 Trains a preset for a warm-up, then times `--windows` windows of `--steps` bare steps each
-(`Trainer.train_step`, nothing logged or saved) and, after each window, a fixed float32 matrix
-product (512 x 512 x 512, on the run's threads) that no change to gankit can speed up or slow down.
-Each window prints a line: milliseconds per step, then the product's milliseconds. A step whose
-cost does not change gives the same number in every window. On the 2-core AMD EPYC Zen 4 of
-docs/benchmarks.md, mnist-dcgan's bfloat16 step ran at 29-33 ms in some windows and 38-48 ms in
-others of the same process. Sometimes the product slowed with it (1.9 ms against 1.35): then the
-whole machine was slow. Sometimes it did not (1.37-1.46): then something only the step feels was,
-perhaps memory shared with other machines on the host (the step's working set, unlike the
-product's, does not stay in the caches). Use it to see which state a machine is in before reading
-a speed comparison made on it.
+(`Trainer.train_step`, nothing logged or saved) and, after each window, two fixed pieces of work
+that no change to gankit can speed up or slow down, on the run's threads: a float32 matrix product
+(512 x 512 x 512) and a multiply of 131,072 floats, which PyTorch splits over the threads. Each
+window prints a line: milliseconds per step, the product's milliseconds, the multiply's
+microseconds. A step whose cost does not change gives the same number in every window. On the
+2-core AMD EPYC Zen 4 of docs/benchmarks.md, mnist-dcgan's bfloat16 step ran at 29-33 ms in some
+windows and 38-48 ms in others of the same process. Sometimes the product slowed with it (1.9 ms
+against 1.35): then the whole machine was slow. Sometimes only the work split over both threads
+did: the multiply took 19 us in some seconds and 9.4-10.6 in others (16 on one thread), and the
+step, made of hundreds of such split operators, slows with it. Use it to see which state a
+machine is in before reading a speed comparison made on it.
 
     python benchmarks/step_windows.py mnist-dcgan --windows 16
     python benchmarks/step_windows.py mnist-dcgan --windows 16 --set train.precision=fp32
@@ -34,21 +35,27 @@ def at_least_one(text: str) -> int:
     return int(text)
 
 
-REFERENCE_SIZE, REFERENCE_REPEATS = 512, 100
+PRODUCT_SIZE, MULTIPLY_SIZE, REPEATS = 512, 131_072, 100
 
 
-def reference_ms(torch) -> float:
-    """Milliseconds of one fixed float32 matrix product, the mean of REFERENCE_REPEATS in a row
-    (not the best: a slow state can leave single products alone and still slow most): the
-    machine's speed at this moment, whatever the step does."""
+def reference_times(torch) -> tuple[float, float]:
+    """The milliseconds of one float32 matrix product and the microseconds of one multiply split
+    over the threads, each the mean of REPEATS in a row (not the best: a slow state can leave a
+    single call alone and still slow most): the machine's speed at this moment, whatever the step does."""
     generator = torch.Generator().manual_seed(0)
-    a = torch.randn(REFERENCE_SIZE, REFERENCE_SIZE, generator=generator)
-    b = torch.randn(REFERENCE_SIZE, REFERENCE_SIZE, generator=generator)
-    torch.mm(a, b)  # oneDNN's kernel chosen outside the timing
+    a = torch.randn(PRODUCT_SIZE, PRODUCT_SIZE, generator=generator)
+    b = torch.randn(PRODUCT_SIZE, PRODUCT_SIZE, generator=generator)
+    x = torch.randn(MULTIPLY_SIZE, generator=generator)
+    out = torch.empty_like(x)
+    return mean_seconds(lambda: torch.mm(a, b)) * 1e3, mean_seconds(lambda: torch.mul(x, 1.0001, out=out)) * 1e6
+
+
+def mean_seconds(work) -> float:
+    work()  # first-call set-up outside the timing
     started = time.perf_counter()
-    for _ in range(REFERENCE_REPEATS):
-        torch.mm(a, b)
-    return (time.perf_counter() - started) / REFERENCE_REPEATS * 1e3
+    for _ in range(REPEATS):
+        work()
+    return (time.perf_counter() - started) / REPEATS
 
 
 def main() -> None:
@@ -73,7 +80,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as run:
         trainer = Trainer(cfg, run).fit(args.warmup, progress=False)
         with torch_cpu_settings(trainer.threads, cfg.train.flush_denormals, trainer.device.type):
-            window_ms, product_ms = [], []
+            window_ms, product_ms, multiply_us = [], [], []
             for _ in range(args.windows):
                 started = time.perf_counter()
                 for _ in range(args.steps):
@@ -81,11 +88,14 @@ def main() -> None:
                 if trainer.device.type == "cuda":
                     torch.cuda.synchronize()  # a GPU's queued steps count in the window that queued them
                 window_ms.append((time.perf_counter() - started) / args.steps * 1e3)
-                product_ms.append(reference_ms(torch))
-                print(f"{window_ms[-1]:.1f} {product_ms[-1]:.3f}", flush=True)
+                product, multiply = reference_times(torch)
+                product_ms.append(product)
+                multiply_us.append(multiply)
+                print(f"{window_ms[-1]:.1f} {product:.3f} {multiply:.1f}", flush=True)
     print(f"ms per step: median {statistics.median(window_ms):.1f}, fastest {min(window_ms):.1f}, "
           f"slowest {max(window_ms):.1f} ({trainer.precision_choice.name}, {trainer.threads} threads); "
-          f"the reference product: fastest {min(product_ms):.3f}, slowest {max(product_ms):.3f} ms",
+          f"the reference product: fastest {min(product_ms):.3f}, slowest {max(product_ms):.3f} ms; "
+          f"the multiply: fastest {min(multiply_us):.1f}, slowest {max(multiply_us):.1f} us",
           file=sys.stderr)
 
 

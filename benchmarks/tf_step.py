@@ -18,9 +18,13 @@ import json
 import resource
 import sys
 import time
+from pathlib import Path
 
 import tensorflow as tf
 from tensorflow.keras import layers
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from step_speed import take_turns  # noqa: E402  (the standard library only, at import)
 
 
 def generator(net: str) -> tf.keras.Model:
@@ -90,17 +94,12 @@ def main() -> None:
     for _ in range(args.warmup):
         train_step()
     float(train_step())  # wait for the queued work before the clock starts
-    peak_mb = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # noqa: E731
     if args.serve:
-        print(json.dumps({"ready": True}), flush=True)
-        for line in sys.stdin:
-            if line.strip() == "stop":
-                break
-            print(json.dumps({"seconds": timed_steps(int(line))}), flush=True)
-        print(json.dumps({"peak_rss_mb": peak_mb()}), flush=True)
+        take_turns(timed_steps, {})
         return
     seconds = timed_steps(args.steps)
-    print(json.dumps({"images_per_s": args.steps * batch / seconds, "peak_rss_mb": peak_mb(), "device": "cpu"}))
+    print(json.dumps({"images_per_s": args.steps * batch / seconds,
+                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "device": "cpu"}))
 
 
 if __name__ == "__main__":
