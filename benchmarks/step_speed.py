@@ -25,12 +25,11 @@ the median images/s per cell, the ratios to the faster peer, and peak resident m
 --turns K instead keeps one process of each kind alive per row and lets them take turns: after
 its warm-up each one waits, and then each in turn trains a window (the MLP 100 steps, the DCGAN 10,
 or --window: about a second each at batch 64 on a 2-core CPU, four at 256) while the others wait,
-K times around. The windows of one
-turn run within a few seconds of each other, so a machine that switches between speeds for
-seconds or minutes (docs/benchmarks.md) slows the kinds of one turn alike; the table gives the
-median images/s of each kind's windows, and stderr each turn's ratio. gankit's windows are steps
-of one `Trainer.fit`, paused between windows, with one logged step in each (train.log_every set to
-the window).
+K times around. The windows of one turn run within a few seconds of each other, so a machine
+that switches between speeds for seconds or minutes (docs/benchmarks.md) slows the kinds of one
+turn alike; the table gives the median images/s of each kind's windows, and stderr each turn's
+ratio. gankit's windows are steps of one `Trainer.fit`, paused between windows, with one logged
+step in each (train.log_every set to the window).
 
     python benchmarks/step_speed.py --turns 15 --kinds gankit torch tf
 """
