@@ -323,7 +323,7 @@ def measure_in_turns(net: str, batch: int, args) -> dict[str, list[dict]]:
     taken one after another, in reversed order every other turn."""
     workers: dict[str, TurnWorker] = {}
     speeds: dict[str, list[float]] = {}
-    window_steps = args.window or WINDOWS[net]
+    window_steps = window(net, args)
     try:
         for kind in args.kinds:
             # one logged step in every window (any window_steps steps in a row hold one multiple of it)
@@ -345,9 +345,14 @@ def measure_in_turns(net: str, batch: int, args) -> dict[str, list[dict]]:
             for kind, values in speeds.items()}
 
 
+def faster_peer(speed: dict[str, float | None]) -> float | None:
+    """The faster of the plain PyTorch loop and TF-Keras in images/s (None: neither measured)."""
+    return max(speed.get("torch") or 0.0, speed.get("tf") or 0.0) or None
+
+
 def describe_turn(speed: dict[str, float]) -> str:
     """One turn's images/s, and each gankit kind's ratio to the turn's faster peer."""
-    peer = max(speed.get("torch", 0.0), speed.get("tf", 0.0))
+    peer = faster_peer(speed)
     parts = [f"{kind} {value:,.0f}" for kind, value in speed.items()]
     if peer:
         parts += [f"{kind} / faster peer {value / peer:.2f}x" for kind, value in speed.items() if kind.startswith("gankit")]
@@ -357,6 +362,11 @@ def describe_turn(speed: dict[str, float]) -> str:
 def lengths(net: str, args) -> tuple[int, int]:
     warmup, steps = LENGTHS[net]
     return (warmup if args.warmup is None else args.warmup), (steps if args.steps is None else args.steps)
+
+
+def window(net: str, args) -> int:
+    """Steps per window under --turns."""
+    return args.window or WINDOWS[net]
 
 
 def at_least(low: int):
@@ -441,7 +451,7 @@ def print_table(results: dict, args) -> None:
         for batch in args.batches:
             speed = {k: median(net, batch, k) for k in (*ours, "torch", "tf")}
             mem = {k: median(net, batch, k, "peak_rss_mb") for k in ("gankit", "torch", "tf")}
-            peer = max([speed["torch"] or 0, speed["tf"] or 0]) or None
+            peer = faster_peer(speed)
             ratio = [f"{speed[k] / peer:.2f}x" if speed[k] and peer else "-" for k in ours]
             print(f"| {net}, {steps_timed(net, args)} | {batch} | {' | '.join(fmt(speed[k]) for k in ours)} | {fmt(speed['torch'])} | "
                   f"{fmt(speed['tf'])} | {' | '.join(ratio)} | "
@@ -457,7 +467,7 @@ def how_measured(args) -> str:
 def steps_timed(net: str, args) -> str:
     warmup, steps = lengths(net, args)
     if args.turns:
-        return f"windows of {args.window or WINDOWS[net]} steps from step {warmup}"
+        return f"windows of {window(net, args)} steps from step {warmup}"
     return f"steps {warmup}-{warmup + steps}"
 
 

@@ -25,14 +25,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from step_speed import at_least, timed_steps  # the script's own folder is on the path
+
 REPO = Path(__file__).resolve().parent.parent
 MNIST = REPO.parent / "shared" / "data" / "mnist"
-
-
-def at_least_one(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 1")
-    return int(text)
 
 
 PRODUCT_SIZE, MULTIPLY_SIZE, REPEATS = 512, 131_072, 100
@@ -52,18 +48,15 @@ def reference_times(torch) -> tuple[float, float]:
 
 def mean_seconds(work) -> float:
     work()  # first-call set-up outside the timing
-    started = time.perf_counter()
-    for _ in range(REPEATS):
-        work()
-    return (time.perf_counter() - started) / REPEATS
+    return timed_steps(work, REPEATS) / REPEATS
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("preset")
-    parser.add_argument("--windows", type=at_least_one, default=12)
-    parser.add_argument("--steps", type=at_least_one, default=40, help="steps per window")
-    parser.add_argument("--warmup", type=at_least_one, default=50, help="steps trained before the first window")
+    parser.add_argument("--windows", type=at_least(1), default=12)
+    parser.add_argument("--steps", type=at_least(1), default=40, help="steps per window")
+    parser.add_argument("--warmup", type=at_least(1), default=50, help="steps trained before the first window")
     parser.add_argument("--set", action="append", default=[], help="config override, key=value")
     args = parser.parse_args()
 
