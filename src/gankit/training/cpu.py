@@ -1,4 +1,5 @@
-"""PyTorch's CPU settings for a training run: its thread count and whether denormal floats are flushed.
+"""PyTorch's CPU settings for a training run: its thread count, whether denormal floats are flushed,
+and whether memory a step frees is kept for the next step.
 
 Denormals (floats below 1.2e-38) take a slow microcode path on x86. A GAN's Adam state fills with
 them: beta1 = 0.5 halves a first moment whose gradient stays 0 (a dead ReLU unit), so within ~120
@@ -8,10 +9,19 @@ TensorFlow flushes them in its own threads by default; PyTorch leaves them on.
 The flush mode is a register of each CPU thread, and `torch.set_flush_denormal` sets the calling
 thread's only, while the matrix products and Adam run on OpenMP worker threads too. So the mode is
 set inside an OpenMP parallel region, once on each thread of PyTorch's pool.
+
+PyTorch's CPU tensors come from the C library's malloc. glibc's hands memory back to the kernel
+once more than its trim threshold lies free at the top of its heap, and serves blocks above its
+mmap threshold from fresh mappings; both thresholds adapt only partly to a training step, which
+frees and allocates the same activations every step. Each step then touched thousands of fresh
+pages, each a page fault the kernel must zero: the step benchmark's DCGAN at batch 64 took about
+4,000 faults and 6-9 ms of kernel time a step (of about 100 ms), `mnist-dcgan` 100-450 faults and
+1-2 ms. `keep_freed_memory` raises both thresholds (docs/benchmarks.md).
 """
 from __future__ import annotations
 
 import ctypes
+import platform
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -32,8 +42,11 @@ def torch_cpu_settings(threads: int, flush_denormals: bool, device_type: str = "
     """PyTorch's CPU thread count and, with flush_denormals on a CPU run (a GPU computes its own way),
     the denormal mode for the block, then back to what they were (a notebook keeps its own). PyTorch
     cannot read the denormal mode back; it is off in every new process, so off is what the block
-    restores. Yields whether denormals are flushed on every thread of the pool (False where flushing
-    was asked but did not reach them)."""
+    restores. On a CPU, memory freed by a step is kept for the next (`keep_freed_memory`; not undone
+    after the block). Yields whether denormals are flushed on every thread of the pool (False where
+    flushing was asked but did not reach them)."""
+    if device_type == "cpu":
+        keep_freed_memory()
     flush_denormals = flush_denormals and device_type == "cpu"
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -44,6 +57,29 @@ def torch_cpu_settings(threads: int, flush_denormals: bool, device_type: str = "
         if flush_denormals:
             set_flush_denormal_on_every_thread(False, threads)
         torch.set_num_threads(before)
+
+
+# glibc's mallopt parameters, and the largest mmap threshold it accepts on 64-bit systems (32 MiB)
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+MMAP_THRESHOLD_MAX = 32 << 20
+TRIM_THRESHOLD = 1 << 30
+
+
+def keep_freed_memory() -> bool:
+    """glibc's malloc set to keep freed memory for reuse: blocks up to 32 MiB come from its heap, and
+    up to 1 GiB of free heap stays mapped instead of going back to the kernel, so a training step
+    reuses the pages the step before freed instead of faulting in new ones. The process keeps the
+    memory of its largest step (its peak, which it reached anyway) until it exits: glibc cannot be
+    put back to its adaptive thresholds, so this is not undone. Returns whether it took effect
+    (False with another C library: musl, macOS, Windows)."""
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX)) and bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
 
 
 _PER_THREAD = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
