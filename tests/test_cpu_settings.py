@@ -1,13 +1,14 @@
 """train.flush_denormals reaches every CPU thread of PyTorch's pool, and the block restores what it changed."""
 from __future__ import annotations
 
+import os
 import platform
 import sys
 
 import pytest
 import torch
 
-from gankit.training.cpu import torch_cpu_settings
+from gankit.training.cpu import is_glibc, torch_cpu_settings
 
 DENORMAL = 1e-39  # below float32's smallest normal, 1.2e-38
 
@@ -68,7 +69,7 @@ def test_the_thread_count_is_restored():
 # CPU block; glibc's default hands the memory back each round and faults every page in again.
 CHURN = """
 import ctypes, resource
-from gankit.training.cpu import torch_cpu_settings
+from gankit.training.cpu import is_glibc, torch_cpu_settings
 libc = ctypes.CDLL(None)
 libc.malloc.restype, libc.malloc.argtypes, libc.free.argtypes = ctypes.c_void_p, [ctypes.c_size_t], [ctypes.c_void_p]
 SIZE = 12 << 20
@@ -91,7 +92,7 @@ print(faults_per_round())
 """
 
 
-@pytest.mark.skipif(sys.platform != "linux" or platform.libc_ver()[0] != "glibc", reason="glibc's malloc only")
+@pytest.mark.skipif(not is_glibc(), reason="glibc's malloc only")
 def test_a_cpu_block_keeps_freed_memory_for_reuse():
     import subprocess
 
@@ -100,3 +101,18 @@ def test_a_cpu_block_keeps_freed_memory_for_reuse():
     before, after = float(out[0]), float(out[1])
     assert before > pages / 2  # glibc's default: the memory went back and came again
     assert after < pages / 100
+
+
+@pytest.mark.skipif(not is_glibc(), reason="glibc's malloc only")
+def test_a_user_who_tuned_malloc_keeps_their_settings(monkeypatch):
+    from gankit.training.cpu import keep_freed_memory
+
+    for name in [n for n in os.environ if n.startswith("MALLOC_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
+    assert keep_freed_memory()
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "131072")
+    assert not keep_freed_memory()
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_")
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.trim_threshold=131072")
+    assert not keep_freed_memory()

@@ -21,7 +21,7 @@ pages, each a page fault the kernel must zero: the step benchmark's DCGAN at bat
 from __future__ import annotations
 
 import ctypes
-import platform
+import os
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -71,8 +71,10 @@ def keep_freed_memory() -> bool:
     reuses the pages the step before freed instead of faulting in new ones. The process keeps the
     memory of its largest step (its peak, which it reached anyway) until it exits: glibc cannot be
     put back to its adaptive thresholds, so this is not undone. Returns whether it took effect
-    (False with another C library: musl, macOS, Windows)."""
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+    (False with another C library: musl, macOS, Windows, and where the user tuned malloc through
+    its environment variables, which it leaves alone)."""
+    tuned = any(name.startswith("MALLOC_") for name in os.environ) or "malloc" in os.environ.get("GLIBC_TUNABLES", "")
+    if tuned or not is_glibc():
         return False
     try:
         mallopt = ctypes.CDLL(None).mallopt
@@ -80,6 +82,14 @@ def keep_freed_memory() -> bool:
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX)) and bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+
+
+def is_glibc() -> bool:
+    """Whether this process runs on GNU libc (asked of the C library itself, without reading files)."""
+    try:
+        return (os.confstr("CS_GNU_LIBC_VERSION") or "").startswith("glibc")
+    except (AttributeError, ValueError, OSError):  # no confstr (Windows), or a C library without the name
+        return False
 
 
 _PER_THREAD = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
