@@ -69,7 +69,7 @@ def test_the_thread_count_is_restored():
 # CPU block; glibc's default hands the memory back each round and faults every page in again.
 CHURN = """
 import ctypes, resource
-from gankit.training.cpu import is_glibc, torch_cpu_settings
+from gankit.training.cpu import torch_cpu_settings
 libc = ctypes.CDLL(None)
 libc.malloc.restype, libc.malloc.argtypes, libc.free.argtypes = ctypes.c_void_p, [ctypes.c_size_t], [ctypes.c_void_p]
 SIZE = 12 << 20
@@ -96,7 +96,8 @@ print(faults_per_round())
 def test_a_cpu_block_keeps_freed_memory_for_reuse():
     import subprocess
 
-    out = subprocess.run([sys.executable, "-c", CHURN], capture_output=True, text=True, check=True).stdout.split()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "GLIBC_TUNABLES"}  # defaults
+    out = subprocess.run([sys.executable, "-c", CHURN], capture_output=True, text=True, check=True, env=env).stdout.split()
     pages = 3 * (12 << 20) // 4096
     before, after = float(out[0]), float(out[1])
     assert before > pages / 2  # glibc's default: the memory went back and came again
