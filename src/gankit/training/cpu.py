@@ -10,10 +10,10 @@ The flush mode is a register of each CPU thread, and `torch.set_flush_denormal` 
 thread's only, while the matrix products and Adam run on OpenMP worker threads too. So the mode is
 set inside an OpenMP parallel region, once on each thread of PyTorch's pool.
 
-PyTorch's CPU tensors come from the C library's malloc. glibc's malloc hands memory back to the kernel
-once more than its trim threshold lies free at the top of its heap, and serves blocks above its
-mmap threshold from fresh mappings; both thresholds adapt only partly to a training step, which
-frees and allocates the same activations every step. Each step then touched thousands of fresh
+PyTorch's CPU tensors come from the C library's malloc. glibc's malloc hands memory back to the
+kernel once more than its trim threshold lies free at the top of its heap, and serves blocks above
+its mmap threshold from fresh mappings; both thresholds adapt only partly to a training step,
+which frees and allocates the same activations every step. Each step then touched thousands of fresh
 pages, each a page fault the kernel must zero: the step benchmark's DCGAN at batch 64 took about
 4,000 faults and 6-9 ms of kernel time a step (of about 100 ms), `mnist-dcgan` 100-450 faults and
 1-2 ms. `keep_freed_memory` raises both thresholds (docs/benchmarks.md).
