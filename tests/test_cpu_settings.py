@@ -1,4 +1,5 @@
-"""train.flush_denormals reaches every CPU thread of PyTorch's pool, and the block restores what it changed."""
+"""CPU settings of a run: the flush of denormals reaches every thread of PyTorch's pool and is undone
+after the block; freed memory is kept for the next step (glibc)."""
 from __future__ import annotations
 
 import os
@@ -64,6 +65,13 @@ def test_the_thread_count_is_restored():
     assert torch.get_num_threads() == before
 
 
+glibc_only = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's malloc only")
+
+
+def test_glibc_is_recognised():
+    assert is_glibc() == (platform.libc_ver()[0] == "glibc")
+
+
 # A fresh process (the setting is process-wide and cannot be undone) allocates, writes and frees
 # 36 MB in 12 MB blocks, ten times, and prints the page faults of one round, before and after a
 # CPU block; glibc's default hands the memory back each round and faults every page in again.
@@ -71,6 +79,7 @@ CHURN = """
 import ctypes, resource
 from gankit.training.cpu import torch_cpu_settings
 libc = ctypes.CDLL(None)
+libc.prctl(41, 1, 0, 0, 0)  # PR_SET_THP_DISABLE: 4 KiB pages, as the counts below assume, whatever the THP mode
 libc.malloc.restype, libc.malloc.argtypes, libc.free.argtypes = ctypes.c_void_p, [ctypes.c_size_t], [ctypes.c_void_p]
 SIZE = 12 << 20
 def churn():
@@ -92,7 +101,7 @@ print(faults_per_round())
 """
 
 
-@pytest.mark.skipif(not is_glibc(), reason="glibc's malloc only")
+@glibc_only
 def test_a_cpu_block_keeps_freed_memory_for_reuse():
     import subprocess
 
@@ -106,7 +115,7 @@ def test_a_cpu_block_keeps_freed_memory_for_reuse():
     assert after < pages / 100
 
 
-@pytest.mark.skipif(not is_glibc(), reason="glibc's malloc only")
+@glibc_only
 def test_a_user_who_tuned_malloc_keeps_their_settings(monkeypatch):
     from gankit.training.cpu import keep_freed_memory
 

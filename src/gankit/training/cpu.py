@@ -59,14 +59,15 @@ def torch_cpu_settings(threads: int, flush_denormals: bool, device_type: str = "
         torch.set_num_threads(before)
 
 
-# glibc's mallopt parameters, and the largest mmap threshold it accepts on 64-bit systems (32 MiB)
+# glibc's mallopt parameters, and the largest mmap threshold it accepts (4 MiB times the size of a
+# C long: 32 MiB on 64-bit systems, 512 KiB on 32-bit ones)
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
-MMAP_THRESHOLD_MAX = 32 << 20
+MMAP_THRESHOLD_MAX = 32 << 20 if ctypes.sizeof(ctypes.c_long) == 8 else 512 << 10
 TRIM_THRESHOLD = 1 << 30
 
 
 def keep_freed_memory() -> bool:
-    """glibc's malloc set to keep freed memory for reuse: blocks up to 32 MiB come from its heap, and
+    """glibc's malloc set to keep freed memory for reuse: blocks up to 32 MiB (64-bit) come from its heap, and
     up to 1 GiB of free heap stays mapped instead of going back to the kernel, so a training step
     reuses the pages the step before freed instead of faulting in new ones. The process keeps the
     memory of its largest step (its peak, which it reached anyway) until it exits: glibc cannot be
@@ -78,7 +79,7 @@ def keep_freed_memory() -> bool:
         return False
     try:
         mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
+    except (OSError, AttributeError, TypeError):
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX)) and bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
