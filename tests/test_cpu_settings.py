@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 import platform
+import subprocess
 import sys
 
 import pytest
 import torch
 
-from gankit.training.cpu import is_glibc, torch_cpu_settings
+from gankit.training.cpu import is_glibc, keep_freed_memory, torch_cpu_settings
 
 DENORMAL = 1e-39  # below float32's smallest normal, 1.2e-38
 
@@ -79,8 +80,9 @@ CHURN = """
 import ctypes, resource
 from gankit.training.cpu import torch_cpu_settings
 libc = ctypes.CDLL(None)
-libc.prctl(41, 1, 0, 0, 0)  # PR_SET_THP_DISABLE: 4 KiB pages, as the counts below assume, whatever the THP mode
-libc.malloc.restype, libc.malloc.argtypes, libc.free.argtypes = ctypes.c_void_p, [ctypes.c_size_t], [ctypes.c_void_p]
+libc.prctl(41, 1, 0, 0, 0)  # PR_SET_THP_DISABLE: 4 KiB pages, as the counts below assume
+libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+libc.free.argtypes = [ctypes.c_void_p]
 SIZE = 12 << 20
 def churn():
     blocks = [libc.malloc(SIZE) for _ in range(3)]
@@ -103,8 +105,6 @@ print(faults_per_round())
 
 @glibc_only
 def test_a_cpu_block_keeps_freed_memory_for_reuse():
-    import subprocess
-
     # glibc's defaults in the child, whatever this environment tunes
     env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "GLIBC_TUNABLES"}
     done = subprocess.run([sys.executable, "-c", CHURN], capture_output=True, text=True, check=True, env=env)
@@ -117,8 +117,6 @@ def test_a_cpu_block_keeps_freed_memory_for_reuse():
 
 @glibc_only
 def test_a_user_who_tuned_malloc_keeps_their_settings(monkeypatch):
-    from gankit.training.cpu import keep_freed_memory
-
     for name in [n for n in os.environ if n.startswith("MALLOC_")]:
         monkeypatch.delenv(name)
     monkeypatch.delenv("GLIBC_TUNABLES", raising=False)

@@ -13,10 +13,10 @@ set inside an OpenMP parallel region, once on each thread of PyTorch's pool.
 PyTorch's CPU tensors come from the C library's malloc. glibc's malloc hands memory back to the
 kernel once more than its trim threshold lies free at the top of its heap, and serves blocks above
 its mmap threshold from fresh mappings; both thresholds adapt only partly to a training step,
-which frees and allocates the same activations every step. Each step then touched thousands of fresh
-pages, each a page fault the kernel must zero: the step benchmark's DCGAN at batch 64 took about
-4,000 faults and 6-9 ms of kernel time a step (of about 100 ms), `mnist-dcgan` 100-450 faults and
-1-2 ms. `keep_freed_memory` raises both thresholds (docs/benchmarks.md).
+which frees and allocates the same activations every step. Each step then touched thousands of
+fresh pages, each a page fault the kernel must zero: the step benchmark's DCGAN at batch 64 took
+about 4,000 faults and 6-9 ms of kernel time a step (of about 100 ms), `mnist-dcgan` 100-450
+faults and 1-2 ms. `keep_freed_memory` raises both thresholds (docs/benchmarks.md).
 """
 from __future__ import annotations
 
@@ -67,14 +67,15 @@ TRIM_THRESHOLD = 1 << 30
 
 
 def keep_freed_memory() -> bool:
-    """glibc's malloc set to keep freed memory for reuse: blocks up to 32 MiB (64-bit) come from its heap, and
-    up to 1 GiB of free heap stays mapped instead of going back to the kernel, so a training step
-    reuses the pages the step before freed instead of faulting in new ones. The process keeps the
-    memory of its largest step (its peak, which it reached anyway) until it exits: glibc cannot be
-    put back to its adaptive thresholds, so this is not undone. Returns whether it took effect
+    """glibc's malloc set to keep freed memory for reuse: blocks up to 32 MiB (64-bit) come from its
+    heap, and up to 1 GiB of free heap stays mapped instead of going back to the kernel, so a
+    training step reuses the pages the step before freed instead of faulting in new ones. The
+    process keeps what it freed (within those limits; it reached that peak anyway) until it exits:
+    glibc cannot be put back to its adaptive thresholds, so this is not undone. Returns whether it took effect
     (False with another C library: musl, macOS, Windows, and where the user tuned malloc through
     its environment variables, which it leaves alone)."""
-    tuned = any(name.startswith("MALLOC_") for name in os.environ) or "malloc" in os.environ.get("GLIBC_TUNABLES", "")
+    tuned = (any(name.startswith("MALLOC_") for name in os.environ)
+             or "malloc" in os.environ.get("GLIBC_TUNABLES", ""))
     if tuned or not is_glibc():
         return False
     try:
@@ -82,7 +83,8 @@ def keep_freed_memory() -> bool:
     except (OSError, AttributeError, TypeError):
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX)) and bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+    heap_blocks = bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX))
+    return heap_blocks and bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
 
 
 def is_glibc() -> bool:
