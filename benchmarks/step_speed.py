@@ -50,7 +50,7 @@ REPO = Path(__file__).resolve().parent.parent
 MNIST = REPO.parent / "shared" / "data" / "mnist"
 VARIANTS = {"gankit-simultaneous": ["train.schedule=simultaneous"], "gankit-shared": ["train.schedule=shared"],
             "gankit-alternating": ["train.schedule=alternating"], "gankit-fp32": ["train.precision=fp32"],
-            "gankit-bf16": ["train.precision=bf16"]}
+            "gankit-bf16": ["train.precision=bf16"], "gankit-torch-adam": ["train.adam_kernel=torch"]}
 NETS = {
     "mlp": ("seed-mnist-mlp", []),
     "dcgan": ("mnist-dcgan", ["model.conv_width=64", "model.d_conv_width=0", "model.d_dropout=0.3",

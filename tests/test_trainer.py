@@ -258,7 +258,8 @@ def test_bf16_weight_buffers_give_autocasts_arithmetic_bit_for_bit(tiny_cfg, tmp
 
     images = ImageSource(np.random.default_rng(0).integers(0, 256, (32, 1, 28, 28), dtype=np.uint8), None, "noise")
     sets = ["train.precision=bf16", f"train.schedule={schedule}", "train.steps=6", "train.ema_decay=0.5",
-            "model.g_output=tanh", "model.z_categories=3", "loss.info_weight=0.5"]
+            "model.g_output=tanh", "model.z_categories=3", "loss.info_weight=0.5",
+            "train.adam_kernel=torch"]  # both runs on PyTorch's Adam (test_adam_kernel.py compares the kernel)
     if net == "dcgan":
         sets += ["model.name=dcgan", "model.conv_width=4", "model.z_dim=8", "model.d_batch_norm=true"]
     runs, dtypes = {}, []

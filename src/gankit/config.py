@@ -140,6 +140,9 @@ class TrainConfig:
     # bf16: forward passes autocast to bfloat16; auto: bf16 for image data where the device computes it
     # fast (GPUs with bfloat16 units, CPUs with AMX), fp32 elsewhere
     precision: Literal["fp32", "bf16", "auto"] = "auto"
+    # bf16 on a CPU: auto: Adam steps from the bfloat16 gradients in gankit's own kernel, compiled with
+    # the machine's C compiler on first use (one pass instead of three); torch: PyTorch's fused Adam
+    adam_kernel: Literal["auto", "torch"] = "auto"
     log_every: int = 10
     tensorboard: bool = False  # also write RUN/tensorboard/ event files (needs the tensorboard package)
     snapshot_every: int = 500  # views of D and G for the plots (0: off)

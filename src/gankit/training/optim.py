@@ -6,6 +6,7 @@ from typing import Any
 import torch
 
 from gankit.config import OptimConfig
+from gankit.training import adam_kernel
 
 
 def make_optimizer(params, cfg: OptimConfig) -> torch.optim.Optimizer:
@@ -34,9 +35,13 @@ class LeanAdam(torch.optim.Adam):
     and the same state and state_dict (bit for bit on a CPU: tests/test_optim.py). torch.optim's
     step spends about 0.13 ms of Python around the kernel (hooks, a profiler record, grouping the
     tensors by device and type): with G's and D's steps, 3% of the MLP GAN's step at batch 64 on a
-    CPU (docs/benchmarks.md). Anything unusual takes torch.optim's own step: a closure, optimiser
-    hooks, a running profiler, a weight without a gradient or state, AMSGrad, maximize, capturable,
-    a tensor learning rate, a gradient scaler's attributes, mixed devices or types."""
+    CPU (docs/benchmarks.md). Weights without a gradient are skipped, as torch.optim skips them.
+    Anything unusual takes torch.optim's own step: a closure, optimiser hooks, a running profiler, a
+    weight without state, AMSGrad, maximize, capturable, a tensor learning rate, a gradient
+    scaler's attributes, mixed devices or types.
+
+    `step_bf16` steps float32 weights from bfloat16 gradients through gankit's compiled kernel
+    (training/adam_kernel.py), which also writes the weights' bfloat16 copies."""
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -45,6 +50,8 @@ class LeanAdam(torch.optim.Adam):
         if groups is None:
             return self._general_step(closure)
         for group, (params, grads, exp_avgs, exp_avg_sqs, steps) in zip(self.param_groups, groups):
+            if not params:
+                continue
             beta1, beta2 = group["betas"]
             torch._foreach_add_(steps, 1)
             torch._fused_adam_(params, grads, exp_avgs, exp_avg_sqs, [], steps, amsgrad=False,
@@ -72,27 +79,64 @@ class LeanAdam(torch.optim.Adam):
         return bool(hooks) or scaled or torch.autograd._profiler_enabled()
 
     def _direct_groups(self) -> list[tuple[list, ...]] | None:
-        """Each group's weights, gradients, moments and step counts, read afresh each step (a few
-        microseconds; state replaced by a load is then never missed), or None when any group needs
-        the general path."""
+        """Each group's weights that have gradients, with their gradients, moments and step counts,
+        read afresh each step (a few microseconds; state replaced by a load is then never missed),
+        or None when any group needs the general path."""
         groups = []
         for group in self.param_groups:
-            params = group["params"]
-            plain = (group["fused"] and not group["amsgrad"] and not group["maximize"]
-                     and not group["capturable"] and not group["differentiable"]
-                     and not group.get("decoupled_weight_decay", False)
-                     and not isinstance(group["lr"], torch.Tensor))
-            if not plain or not params:
+            if not self._plain(group):
                 return None
-            states = [self.state.get(p) for p in params]
-            grads = [p.grad for p in params]
-            if any(not s for s in states) or any(g is None or g.is_sparse for g in grads):
+            params = [p for p in group["params"] if p.grad is not None]
+            found = self._states(params)
+            if found is None or any(p.grad.is_sparse for p in params):
                 return None
-            if len({(p.device, p.dtype) for p in params}) > 1 or params[0].is_complex():
+            if params and (len({(p.device, p.dtype) for p in params}) > 1 or params[0].is_complex()):
                 return None
-            groups.append((params, grads, [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states],
-                           [s["step"] for s in states]))
+            groups.append((params, [p.grad for p in params], *found))
         return groups
+
+    @staticmethod
+    def _plain(group: dict) -> bool:
+        """A group the fused kernel steps as torch.optim would."""
+        return (group["fused"] and not group["amsgrad"] and not group["maximize"] and not group["capturable"]
+                and not group["differentiable"] and not group.get("decoupled_weight_decay", False)
+                and not isinstance(group["lr"], torch.Tensor))
+
+    def _states(self, params: list) -> tuple[list, list, list] | None:
+        """The moments and step counts of these weights, or None if any has no state yet (its first
+        step: torch.optim's own step makes the state)."""
+        states = [self.state.get(p) for p in params]
+        if any(not s for s in states):
+            return None
+        return [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states], [s["step"] for s in states]
+
+    @torch.no_grad()
+    def step_bf16(self, params: list[torch.nn.Parameter], grads: list[torch.Tensor], copies: list[torch.Tensor],
+                  kernel, threads: int) -> bool:
+        """Adam's step for float32 `params` from their bfloat16 `grads`, through gankit's compiled
+        `kernel`, which also writes each weight's bfloat16 copy into `copies`. The same state and
+        state_dict as `step`. Returns False, having done nothing, where the kernel cannot take the
+        step (general-path settings, a weight's first step, other types or layouts): the caller
+        then hands the gradients to `step` in float32."""
+        if not params or self._needs_general_step():
+            return False
+        group_of = {p: group for group in self.param_groups for p in group["params"]}
+        groups = {id(group_of.get(p)): group_of.get(p) for p in params}
+        if None in groups.values() or not all(self._plain(group) for group in groups.values()):
+            return False
+        found = self._states(params)
+        if found is None or not adam_kernel.fits(params, grads, *found[:2], copies):
+            return False
+        for group in groups.values():
+            picked = [i for i, p in enumerate(params) if group_of[p] is group]
+            steps = [found[2][i] for i in picked]
+            torch._foreach_add_(steps, 1)
+            beta1, beta2 = group["betas"]
+            kernel.step([params[i].data for i in picked], [grads[i] for i in picked], [found[0][i] for i in picked],
+                        [found[1][i] for i in picked], [copies[i] for i in picked], [int(s) for s in steps],
+                        lr=group["lr"], beta1=beta1, beta2=beta2, eps=group["eps"],
+                        weight_decay=group["weight_decay"], threads=threads)
+        return True
 
 
 def _start_rms_average(opt: torch.optim.RMSprop, value: float) -> None:

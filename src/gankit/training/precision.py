@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from gankit.io import atomic_write_text, cache_dir
+from gankit.training import adam_kernel as adam_kernel_mod
 
 # The layers whose weights autocast casts to bfloat16 (its lower-precision list: linear, convolutions).
 CAST_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d,
@@ -210,19 +211,27 @@ class _NetworkCopies:
         self.full = [p.data for p in params]
         self.low = [torch.empty_like(p, dtype=torch.bfloat16) for p in params]
         self.grads = [torch.empty_like(p) for p in params]
+        self.pending: list[torch.Tensor | None] = []  # bfloat16 gradients from the last backward, not yet stepped
+        # each buffer's weight versions (through the parameter, through its float32 tensor) when the
+        # Adam kernel last filled it; None: refill at the next use
+        self.filled_at: list[tuple[int, int] | None] = [None] * len(params)
         self.in_low = False
 
     def use_low(self) -> None:
         if self.in_low:
             return
-        torch._foreach_copy_(self.low, self.full)  # the weights may have moved since the last copy
+        # the buffers the Adam kernel filled are current while their weights have not moved since
+        stale = [i for i, at in enumerate(self.filled_at) if at != self._versions(i)]
+        if stale:
+            torch._foreach_copy_([self.low[i] for i in stale], [self.full[i] for i in stale])
         for p, low in zip(self.params, self.low):
             p.data = low
         self.in_low = True
 
     def use_full(self) -> None:
-        """Back to the float32 weights; gradients computed in bfloat16 come back as float32 (a
-        gradient already float32, from an earlier switch back, stays as it is)."""
+        """Back to the float32 weights. Gradients computed in bfloat16 wait in `pending` for the
+        optimiser step (`step`), which takes them as they are or in float32 (a gradient already
+        float32, from an earlier switch back, stays on its weight)."""
         if not self.in_low:
             return
         grads = [p.grad for p in self.params]
@@ -230,13 +239,40 @@ class _NetworkCopies:
             p.grad = None
             p.data = full
         self.in_low = False
-        fresh = [i for i, g in enumerate(grads) if g is not None and g.dtype == torch.bfloat16]
-        if fresh:
-            torch._foreach_copy_([self.grads[i] for i in fresh], [grads[i] for i in fresh])
-        for i in fresh:
-            grads[i] = self.grads[i]
+        self.pending = [g if g is not None and g.dtype == torch.bfloat16 else None for g in grads]
         for p, g in zip(self.params, grads):
-            p.grad = g
+            if g is not None and g.dtype != torch.bfloat16:
+                p.grad = g
+
+    def step(self, opt: torch.optim.Optimizer, kernel) -> None:
+        """The optimiser step for this network: the weights with bfloat16 gradients through gankit's
+        Adam kernel where it can take them (it refills their buffers too), else with the gradients in
+        float32 through `opt`, as are the network's other weights."""
+        ready = [i for i, g in enumerate(self.pending) if g is not None]
+        stepper = getattr(opt, "step_bf16", None)
+        if ready and kernel is not None and stepper is not None and stepper(
+                [self.params[i] for i in ready], [self.pending[i] for i in ready], [self.low[i] for i in ready],
+                kernel, torch.get_num_threads()):
+            for i in ready:
+                self.filled_at[i] = self._versions(i)  # the kernel wrote through pointers: no new version
+        else:
+            self.grads_to_full()
+        self.pending = []
+        opt.step()  # the weights left (LeanAdam and torch.optim skip those without a gradient)
+
+    def _versions(self, i: int) -> tuple[int, int]:
+        """A weight's in-place writes so far: through its parameter (a checkpoint load, a user's
+        copy_) and through its float32 tensor (an optimiser) count separately."""
+        return self.params[i]._version, self.full[i]._version
+
+    def grads_to_full(self) -> None:
+        """The pending bfloat16 gradients, copied to float32 in one batched copy, onto their weights."""
+        ready = [i for i, g in enumerate(self.pending) if g is not None]
+        if ready:
+            torch._foreach_copy_([self.grads[i] for i in ready], [self.pending[i] for i in ready])
+        for i in ready:
+            self.params[i].grad = self.grads[i]
+        self.pending = []
 
 
 class Precision:
@@ -250,18 +286,27 @@ class Precision:
     in the middle of a step)."""
 
     def __init__(self, precision: str, device: torch.device, is_image: bool, nets: list[nn.Module],
-                 processes: int = 1):
+                 processes: int = 1, adam_kernel: str = "auto"):
         if precision not in ("fp32", "bf16"):
             raise ValueError(f"Precision takes a resolved precision (resolve_precision), not {precision!r}")
         self.device, self.bf16 = device, precision == "bf16"
         self.active = False
         self.copies: dict[nn.Module, _NetworkCopies] = {}
+        self.kernel: adam_kernel_mod.AdamKernel | None = None
+        self.kernel_note: str | None = None  # for the run's log: which Adam steps the buffers' weights, and why
         if not (self.bf16 and device.type == "cpu" and processes == 1 and is_image):
             return
         for net in nets:
             self.copies[net] = copies = _NetworkCopies(cast_weights(net))
             if copies.params:
                 net.register_forward_pre_hook(self._before_forward)
+        if adam_kernel == "auto":
+            found = adam_kernel_mod.load()
+            if isinstance(found, adam_kernel_mod.AdamKernel):
+                self.kernel = found
+            else:
+                self.kernel_note = (f"train.adam_kernel = auto: PyTorch's Adam, with the bfloat16 gradients copied to "
+                                    f"float32 first: {found.reason}")
 
     def autocast(self) -> torch.autocast:
         """bfloat16 forward passes where PyTorch deems it safe (matrix products, convolutions);
@@ -285,9 +330,25 @@ class Precision:
                 copies.use_full()
 
     def use_full(self, params: list[nn.Parameter]) -> None:
-        """The network owning `params` (G's or D's list) back on its float32 weights, its gradients
-        in float32: call after its last backward pass that needs its bfloat16 weights."""
+        """The network owning `params` (G's or D's list) back on its float32 weights: call after its
+        last backward pass that needs its bfloat16 weights. Its bfloat16 gradients wait for `step`."""
+        copies = self._copies_of(params)
+        if copies is not None:
+            copies.use_full()
+
+    def step(self, opt: torch.optim.Optimizer, params: list[nn.Parameter]) -> None:
+        """`opt`'s step for the network owning `params`, after `use_full`: with its bfloat16 buffers,
+        through gankit's Adam kernel (training/adam_kernel.py) where it can take the step, else
+        with the gradients copied to float32 first."""
+        copies = self._copies_of(params)
+        if copies is None:
+            opt.step()
+        else:
+            copies.step(opt, self.kernel)
+
+    def _copies_of(self, params: list[nn.Parameter]) -> _NetworkCopies | None:
         ids = {id(p) for p in params}
         for copies in self.copies.values():
             if copies.params and id(copies.params[0]) in ids:
-                copies.use_full()
+                return copies
+        return None

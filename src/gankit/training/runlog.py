@@ -34,15 +34,22 @@ class RunLog:
             self.tensorboard = tensorboard.TensorBoardLog(run.run_dir, config_mod.dumps(run.cfg), run.step)
 
     def note_precision(self, progress: bool) -> None:
-        """What the CPU probe measured for train.precision = auto, in metrics.jsonl and on stderr, once."""
-        choice = self.run.precision_choice
-        if choice.speedup is None or self._precision_noted:
+        """What the CPU probe measured for train.precision = auto, and why gankit's Adam kernel is not
+        in use where it would be, in metrics.jsonl and on stderr, once."""
+        if self._precision_noted:
             return
         self._precision_noted = True
-        self.append({"step": self.run.step, "event": "precision", "precision": choice.name,
-                     "bf16_speedup": round(choice.speedup, 3), "message": choice.note()})
-        if progress and self.run.world.is_main:
-            self.say(f"gankit: {choice.note()}")
+        choice = self.run.precision_choice
+        if choice.speedup is not None:
+            self.append({"step": self.run.step, "event": "precision", "precision": choice.name,
+                         "bf16_speedup": round(choice.speedup, 3), "message": choice.note()})
+            if progress and self.run.world.is_main:
+                self.say(f"gankit: {choice.note()}")
+        kernel_note = self.run.precision.kernel_note
+        if kernel_note is not None:
+            self.append({"step": self.run.step, "event": "adam_kernel", "message": kernel_note})
+            if progress and self.run.world.is_main:
+                self.say(f"gankit: {kernel_note}")
 
     def close_bar(self) -> None:
         """Training is over (a rejection critic may show its own bar next)."""

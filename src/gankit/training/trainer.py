@@ -156,7 +156,9 @@ def make_precision(run: "Trainer", saved: dict[str, str] | None) -> tuple[Precis
     choice = resolve_precision(run.cfg.train.precision, run.device, run.is_image, run.threads, saved)
     if run.world.active:
         choice = PrecisionChoice(*distributed.from_main(tuple(choice)))
-    return Precision(choice.name, run.device, run.is_image, [run.g, run.d], processes=run.world.size), choice
+    precision = Precision(choice.name, run.device, run.is_image, [run.g, run.d], processes=run.world.size,
+                          adam_kernel=run.cfg.train.adam_kernel)
+    return precision, choice
 
 
 def learning_rate_factor(t, step: int, schedule_steps: int) -> float:
@@ -258,7 +260,7 @@ class Trainer:
 
     def _update(self, params: list[nn.Parameter], opt: torch.optim.Optimizer, loss: torch.Tensor) -> None:
         self._gradients(params, opt, loss)
-        opt.step()
+        self.precision.step(opt, params)
 
     def generate(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """The batch D is trained on: without a graph, unless the first G update reuses it (shared)."""
@@ -332,10 +334,10 @@ class Trainer:
         self._gradients(self.d_params, self.opt_d, d_loss, retain_graph=True)  # G's loss still needs D's graph
         self._gradients(self.g_params, self.opt_g, g_loss)  # both before either step: D's weights are in the graph
         self.precision.use_full(self.d_params)
-        self.opt_d.step()
+        self.precision.step(self.opt_d, self.d_params)
         if between is not None:
             between()
-        self.opt_g.step()
+        self.precision.step(self.opt_g, self.g_params)
         return d_loss, g_loss, stats, real, fake
 
     # ------------------------------------------------------------------ the loop
