@@ -163,16 +163,23 @@ def _addresses(tensors: list[torch.Tensor]):
     return (ctypes.c_void_p * len(tensors))(*[t.data_ptr() for t in tensors])
 
 
-def fits(params: list[torch.Tensor], grads: list[torch.Tensor], *others: list[torch.Tensor]) -> bool:
-    """Whether the kernel can step these tensors: float32 weights on the CPU with bfloat16 gradients,
-    every tensor of a weight dense and laid out like it (element i of each is the same weight)."""
-    for i, p in enumerate(params):
-        same = [grads[i], *(other[i] for other in others)]
-        if p.device.type != "cpu" or p.dtype != torch.float32 or grads[i].dtype != torch.bfloat16:
+def state_fits(params: list[torch.Tensor], exp_avgs: list[torch.Tensor], exp_avg_sqs: list[torch.Tensor],
+               copies: list[torch.Tensor]) -> bool:
+    """Whether the kernel can step these weights: float32 on the CPU, dense, with float32 moments and
+    bfloat16 copies laid out like them (element i of each is the same weight)."""
+    for p, avg, avg_sq, copy in zip(params, exp_avgs, exp_avg_sqs, copies):
+        if p.device.type != "cpu" or not _dense(p) or copy.dtype != torch.bfloat16:
             return False
-        if not _dense(p) or any(not _laid_out_alike(t, p) for t in same):
+        if any(t.dtype != torch.float32 for t in (p, avg, avg_sq)) or not all(
+                _laid_out_alike(t, p) for t in (avg, avg_sq, copy)):
             return False
     return True
+
+
+def gradients_fit(params: list[torch.Tensor], grads: list[torch.Tensor]) -> bool:
+    """The gradients, checked at each step (`state_fits` once): bfloat16, laid out like their weights."""
+    return all(g.dtype == torch.bfloat16 and (g.stride() == p.stride() or _laid_out_alike(g, p)) and g.shape == p.shape
+               for p, g in zip(params, grads))
 
 
 def _laid_out_alike(a: torch.Tensor, b: torch.Tensor) -> bool:

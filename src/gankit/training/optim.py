@@ -1,7 +1,7 @@
 """Optimisers for G and D, built from their config sections."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -120,22 +120,65 @@ class LeanAdam(torch.optim.Adam):
         then hands the gradients to `step` in float32."""
         if not params or self._needs_general_step():
             return False
-        group_of = {p: group for group in self.param_groups for p in group["params"]}
-        groups = {id(group_of.get(p)): group_of.get(p) for p in params}
-        if None in groups.values() or not all(self._plain(group) for group in groups.values()):
+        plan = self._bf16_plan(params, copies)
+        if plan is None or not adam_kernel.gradients_fit(params, grads):
             return False
-        found = self._states(params)
-        if found is None or not adam_kernel.fits(params, grads, *found[:2], copies):
-            return False
-        for group in groups.values():
-            picked = [i for i, p in enumerate(params) if group_of[p] is group]
-            steps = [found[2][i] for i in picked]
-            torch._foreach_add_(steps, 1)
+        for part in plan:
+            group = part.group
+            torch._foreach_add_(part.steps, 1)
             beta1, beta2 = group["betas"]
-            kernel.step([params[i].data for i in picked], [grads[i] for i in picked], [found[0][i] for i in picked],
-                        [found[1][i] for i in picked], [copies[i] for i in picked], [int(s) for s in steps],
-                        lr=group["lr"], beta1=beta1, beta2=beta2, eps=group["eps"],
-                        weight_decay=group["weight_decay"], threads=threads)
+            kernel.step(part.weights, [grads[i] for i in part.picked], part.exp_avgs, part.exp_avg_sqs,
+                        part.copies, [int(s) for s in part.steps], lr=group["lr"], beta1=beta1, beta2=beta2,
+                        eps=group["eps"], weight_decay=group["weight_decay"], threads=threads)
+        return True
+
+    def _bf16_plan(self, params: list, copies: list) -> list[_KernelPart] | None:
+        """`params` split by group with their state and copies, checked once and kept while the
+        weights' memory, their state tensors and their groups' settings stay as they were (a load
+        replaces the state; a rollback may change a rate, which is read at each step)."""
+        plans = self.__dict__.setdefault("_bf16_plans", {})
+        key = (tuple(map(id, params)), tuple(map(id, copies)))
+        plan = plans.get(key)
+        if plan is not None and all(part.still_valid(self) for part in plan):
+            return plan
+        plans.pop(key, None)
+        group_of = {id(p): group for group in self.param_groups for p in group["params"]}
+        if any(id(p) not in group_of for p in params):
+            return None
+        found = self._states(params)
+        groups = {id(group_of[id(p)]): group_of[id(p)] for p in params}
+        if found is None or not all(self._plain(g) for g in groups.values()) or not adam_kernel.state_fits(
+                params, *found[:2], copies):
+            return None
+        plan = []
+        for group in groups.values():
+            picked = [i for i, p in enumerate(params) if group_of[id(p)] is group]
+            plan.append(_KernelPart(group, picked, [params[i] for i in picked], [params[i].detach() for i in picked],
+                                    *([found[k][i] for i in picked] for k in range(3)), [copies[i] for i in picked]))
+        plans[key] = plan
+        return plan
+
+
+class _KernelPart(NamedTuple):
+    """One parameter group's share of a kernel step: the weights (`picked`: their places in the
+    caller's lists), views of their float32 memory, their state tensors and bfloat16 copies."""
+    group: dict
+    picked: list[int]
+    params: list[torch.nn.Parameter]
+    weights: list[torch.Tensor]
+    exp_avgs: list[torch.Tensor]
+    exp_avg_sqs: list[torch.Tensor]
+    steps: list[torch.Tensor]
+    copies: list[torch.Tensor]
+
+    def still_valid(self, opt: LeanAdam) -> bool:
+        if not opt._plain(self.group):
+            return False
+        for p, weight, avg, avg_sq, step in zip(self.params, self.weights, self.exp_avgs, self.exp_avg_sqs, self.steps):
+            state = opt.state.get(p)
+            if (not state or state.get("exp_avg") is not avg or state.get("exp_avg_sq") is not avg_sq
+                    or state.get("step") is not step or p.data_ptr() != weight.data_ptr()):
+                return False
         return True
 
 

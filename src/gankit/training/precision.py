@@ -258,7 +258,8 @@ class _NetworkCopies:
         else:
             self.grads_to_full()
         self.pending = []
-        opt.step()  # the weights left (LeanAdam and torch.optim skip those without a gradient)
+        if any(p.grad is not None for group in opt.param_groups for p in group["params"]):
+            opt.step()  # the weights left (LeanAdam and torch.optim skip those without a gradient)
 
     def _versions(self, i: int) -> tuple[int, int]:
         """A weight's in-place writes so far: through its parameter (a checkpoint load, a user's
