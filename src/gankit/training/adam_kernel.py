@@ -80,13 +80,17 @@ static void adam_span(float *restrict param, const uint16_t *restrict grad16, fl
     }
 }
 
-/* One Adam step over `count` tensors; the threads share the elements of all of them evenly. */
+/* One Adam step over `count` tensors. The elements of all of them, end to end, are cut into chunks
+   that the threads take in turn: a thread the machine slows (another program, a busy host) takes
+   fewer, instead of holding the others up at the end of an even split. */
 void gankit_adam_bf16(int64_t count, float **params, uint16_t **grads16, float **exp_avgs,
                       float **exp_avg_sqs, uint16_t **params16, const int64_t *sizes,
                       const float *step_sizes, const float *bias2_sqrts, float grad_share1, float beta2,
                       float grad_share2, float eps, float weight_decay, int threads) {
+    const int64_t chunk = 32768;
     int64_t total = 0;
     for (int64_t t = 0; t < count; t++) total += sizes[t];
+    const int64_t chunks = (total + chunk - 1) / chunk;
     const int lerp_from_avg = fabsf(grad_share1) < 0.5f;
     const float lerp_coeff = lerp_from_avg ? grad_share1 : grad_share1 - 1.0f;
 #ifdef FP_MODE_BITS
@@ -100,17 +104,18 @@ void gankit_adam_bf16(int64_t count, float **params, uint16_t **grads16, float *
         const unsigned int own_csr = _mm_getcsr();
         _mm_setcsr((own_csr & ~FP_MODE_BITS) | caller_mode);
 #endif
-        const int64_t parts = omp_get_num_threads(), part = omp_get_thread_num();
-        const int64_t share = ((total + parts - 1) / parts + 63) / 64 * 64;
-        const int64_t begin = part * share, end = begin + share < total ? begin + share : total;
-        int64_t offset = 0;
-        for (int64_t t = 0; t < count && offset < end; offset += sizes[t], t++) {
-            const int64_t lo = begin > offset ? begin - offset : 0;
-            const int64_t hi = end - offset < sizes[t] ? end - offset : sizes[t];
-            if (lo < hi)
-                adam_span(params[t], grads16[t], exp_avgs[t], exp_avg_sqs[t], params16[t], lo, hi,
-                          -step_sizes[t], bias2_sqrts[t], lerp_coeff, lerp_from_avg, beta2, grad_share2,
-                          eps, weight_decay);
+        #pragma omp for schedule(dynamic, 1)
+        for (int64_t c = 0; c < chunks; c++) {
+            const int64_t begin = c * chunk, end = begin + chunk < total ? begin + chunk : total;
+            int64_t offset = 0;
+            for (int64_t t = 0; t < count && offset < end; offset += sizes[t], t++) {
+                const int64_t lo = begin > offset ? begin - offset : 0;
+                const int64_t hi = end - offset < sizes[t] ? end - offset : sizes[t];
+                if (lo < hi)
+                    adam_span(params[t], grads16[t], exp_avgs[t], exp_avg_sqs[t], params16[t], lo, hi,
+                              -step_sizes[t], bias2_sqrts[t], lerp_coeff, lerp_from_avg, beta2, grad_share2,
+                              eps, weight_decay);
+            }
         }
 #ifdef FP_MODE_BITS
         _mm_setcsr(own_csr);

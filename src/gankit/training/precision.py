@@ -12,6 +12,11 @@ run on the buffers only and round otherwise (models/phase_conv.py). The bytes co
 the copies are batched and their autograd nodes gone, which made the MLP step at batch 64 1.5%
 faster (docs/benchmarks.md).
 
+With Adam, gankit's own kernel (training/adam_kernel.py, train.adam_kernel) takes both copies out:
+it steps the float32 weights from the bfloat16 gradients and writes the new bfloat16 buffers in the
+same pass. A buffer it wrote is used as it is until its weight changes by any other way (a
+checkpoint load, a user's in-place write: the weight's version counters tell).
+
 Outside the step (EMA, checkpoints, snapshots, sampling, guards) every network holds its float32
 weights as always: a swap of `Parameter.data`, with no state of its own to save or resume.
 """
