@@ -26,6 +26,7 @@ import functools
 import hashlib
 import math
 import os
+import platform
 import shutil
 import subprocess
 import tempfile
@@ -35,12 +36,13 @@ from typing import NamedTuple
 import torch
 
 from gankit.io import cache_dir
+from gankit.training.cpu import torch_openmp_path
 
 C_SOURCE = r"""
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
-#include <omp.h>
+#include <omp.h> /* also the build's test that the compiler has OpenMP */
 #if defined(__x86_64__) || defined(__i386__)
 #include <xmmintrin.h>
 #define FP_MODE_BITS 0x8040u /* flush-to-zero and denormals-are-zero */
@@ -130,6 +132,7 @@ FLAGS = ["-O3", "-shared", "-fPIC", "-fopenmp", "-ffp-contract=off", "-fno-math-
 ARCH_FLAGS = (["-march=native"], ["-mcpu=native"])  # x86 compilers take the first, some ARM ones the second
 COMPILE_SECONDS = 60
 KERNELS = "kernels"
+OPENMP_RUNTIME = "libgomp.so.1"  # what -fopenmp links with gcc: PyTorch's own runtime must be this file
 
 
 class Unavailable(NamedTuple):
@@ -183,8 +186,7 @@ def state_fits(params: list[torch.Tensor], exp_avgs: list[torch.Tensor], exp_avg
 
 def gradients_fit(params: list[torch.Tensor], grads: list[torch.Tensor]) -> bool:
     """The gradients, checked at each step (`state_fits` once): bfloat16, laid out like their weights."""
-    return all(g.dtype == torch.bfloat16 and (g.stride() == p.stride() or _laid_out_alike(g, p)) and g.shape == p.shape
-               for p, g in zip(params, grads))
+    return all(g.dtype == torch.bfloat16 and _laid_out_alike(g, p) for p, g in zip(params, grads))
 
 
 def _laid_out_alike(a: torch.Tensor, b: torch.Tensor) -> bool:
@@ -200,29 +202,24 @@ def _dense(tensor: torch.Tensor) -> bool:
 @functools.lru_cache(maxsize=None)
 def load() -> AdamKernel | Unavailable:
     """The kernel, compiled once per machine, or why not (then PyTorch's kernels train)."""
+    runtime = torch_openmp_path()
+    if runtime is None or runtime.name != OPENMP_RUNTIME:
+        # the library's OpenMP must be the one PyTorch loaded: a second runtime would start a second
+        # pool of threads, both spinning on the same cores
+        return Unavailable(f"PyTorch's OpenMP runtime here is {runtime.name if runtime else 'not found'}, "
+                           f"not {OPENMP_RUNTIME}, which the kernel would link")
     compiler = find_compiler()
     if compiler is None:
         return Unavailable("no C compiler found (set CC, or install gcc)")
-    kept = library_path(compiler)
-    kernel = _checked(kept) if kept.is_file() else None
-    if isinstance(kernel, AdamKernel):
-        return kernel
-    try:
-        kept.parent.mkdir(parents=True, exist_ok=True)
-        built = _build(compiler, kept.parent, kept.name)
-    except OSError:  # a read-only cache folder: build in a temporary one, for this process only
-        built = _build(compiler, Path(tempfile.mkdtemp(prefix="gankit-kernel-")), kept.name)
-    return built if isinstance(built, Unavailable) else _checked(built)
-
-
-def library_path(compiler: str) -> Path:
-    """Where the library built by `compiler` for this CPU is kept: its name digests the source, the
-    flags, the compiler and its version, and the CPU (a library for one CPU may not run on another)."""
-    from gankit.training.precision import cpu_identity  # precision imports this module
-
-    parts = [C_SOURCE, " ".join(FLAGS), compiler, _compiler_version(compiler), cpu_identity()]
-    digest = hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
-    return cache_dir() / KERNELS / f"adam-bf16-{digest}.so"
+    arch = working_arch_flags(compiler)
+    if isinstance(arch, Unavailable):
+        return arch
+    kept = library_path(compiler, arch)
+    if not kept.is_file():
+        built = _build(compiler, arch, kept)
+        if not isinstance(built, Path):
+            return built  # why not, or the kernel loaded from a temporary folder (a read-only cache)
+    return _checked(kept)
 
 
 def find_compiler() -> str | None:
@@ -234,60 +231,100 @@ def find_compiler() -> str | None:
     return None
 
 
-def _compiler_version(compiler: str) -> str:
+def _run(command: list[str]) -> subprocess.CompletedProcess | None:
     try:
-        return subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=COMPILE_SECONDS).stdout
+        return subprocess.run(command, capture_output=True, text=True, timeout=COMPILE_SECONDS)
     except (OSError, subprocess.SubprocessError):
-        return ""
+        return None
 
 
-def _build(compiler: str, folder: Path, name: str) -> Path | Unavailable:
-    """Compile into `folder`/`name` (written under a temporary name, then renamed: runs starting at
-    once each build and the last rename wins, never a half-written library)."""
-    errors = ""
-    with tempfile.TemporaryDirectory(prefix="gankit-kernel-src-") as work:
-        source = Path(work) / "adam_bf16.c"
+def working_arch_flags(compiler: str) -> list[str] | Unavailable:
+    """The first of ARCH_FLAGS the compiler takes (it must name this CPU: the library is built for it)."""
+    complaint = "it did not run"
+    for arch in ARCH_FLAGS:
+        done = _run([compiler, *arch, "-E", "-dM", "-x", "c", os.devnull])
+        if done is not None and done.returncode == 0:
+            return arch
+        if done is not None and arch is ARCH_FLAGS[0]:
+            complaint = (done.stderr.strip().splitlines() or ["no message"])[0]
+    return Unavailable(f"{compiler} does not build for this CPU ({complaint})")
+
+
+def library_path(compiler: str, arch: list[str]) -> Path:
+    """Where the library built by `compiler` for this CPU is kept: its name digests the source, the
+    flags, the compiler and its version, and the CPU as the compiler sees it (its predefined macros
+    for this CPU: the instruction sets it will use), so another CPU never loads it."""
+    version = _run([compiler, "--version"])
+    target = _run([compiler, *arch, "-E", "-dM", "-x", "c", os.devnull])
+    parts = [C_SOURCE, " ".join(FLAGS + arch), compiler, version.stdout if version else "",
+             target.stdout if target else "", platform.machine()]
+    digest = hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+    return cache_dir() / KERNELS / f"adam-bf16-{digest}.so"
+
+
+def _build(compiler: str, arch: list[str], target: Path) -> Path | AdamKernel | Unavailable:
+    """Compile in a temporary folder, then move the library to `target` whole (runs starting at once
+    each build and the last move wins, never a half-written library). Where the cache folder cannot
+    be written, the library is loaded from a temporary folder for this process alone."""
+    with tempfile.TemporaryDirectory(prefix="gankit-kernel-") as work:
+        source, output = Path(work) / "adam_bf16.c", Path(work) / target.name
         source.write_text(C_SOURCE)
-        for arch in ARCH_FLAGS:
-            output = folder / f".{name}.{os.getpid()}.tmp"
-            try:
-                done = subprocess.run([compiler, *arch, *FLAGS, str(source), "-o", str(output)],
-                                      capture_output=True, text=True, timeout=COMPILE_SECONDS)
-            except (OSError, subprocess.SubprocessError) as error:
-                return Unavailable(f"the C compiler {compiler} did not run ({error})")
-            if done.returncode == 0:
-                os.replace(output, folder / name)
-                return folder / name
-            output.unlink(missing_ok=True)
-            errors = (done.stderr.strip().splitlines() or ["no message"])[0]
-    return Unavailable(f"{compiler} could not build the kernel with OpenMP for this CPU ({errors})")
+        done = _run([compiler, *arch, *FLAGS, str(source), "-o", str(output)])
+        if done is None:
+            return Unavailable(f"the C compiler {compiler} did not run")
+        if done.returncode != 0:
+            first = (done.stderr.strip().splitlines() or ["no message"])[0]
+            return Unavailable(f"{compiler} could not build the kernel with OpenMP for this CPU ({first})")
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            staged = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+            shutil.copyfile(output, staged)
+            os.replace(staged, target)
+            return target
+        except OSError:  # a read-only cache: this process loads its own copy (it outlives the folder)
+            return _checked(output)
 
 
 def _checked(path: Path) -> AdamKernel | Unavailable:
-    """The library at `path`, if it loads and steps like PyTorch's fused Adam on a small test."""
+    """The library at `path`, if it loads and steps like PyTorch's fused Adam on a small test.
+    One that does not is deleted (the same inputs would build it the same: no rebuild here)."""
     try:
         kernel = AdamKernel(ctypes.CDLL(str(path)), path)
     except (OSError, AttributeError) as error:
         path.unlink(missing_ok=True)  # damaged or foreign: the next run builds it again
         return Unavailable(f"the compiled kernel did not load ({error})")
-    if not agrees_with_torch(kernel):
+    try:
+        agrees = agrees_with_torch(kernel)
+    except (RuntimeError, TypeError, AttributeError) as error:  # no fused Adam on CPUs in this PyTorch
+        return Unavailable(f"PyTorch's fused Adam could not check the kernel ({error})")
+    if not agrees:
+        path.unlink(missing_ok=True)
         return Unavailable("the compiled kernel's numbers differ from PyTorch's fused Adam on this machine")
     return kernel
 
 
-def agrees_with_torch(kernel: AdamKernel, size: int = 4099) -> bool:
-    """Ten steps of the kernel and of PyTorch's fused Adam (float32 gradients) from the same start
-    agree to a few units in the last place, and the bfloat16 copy is the weights' rounding."""
+def agrees_with_torch(kernel: AdamKernel) -> bool:
+    """Ten steps of the kernel (two threads, two tensors across a chunk boundary, both forms of the
+    first-moment update) and of PyTorch's fused Adam (float32 gradients) from the same start agree
+    to a few units in the last place, and the bfloat16 copies are the weights' rounding."""
+    sizes = (40_000, 333)
     generator = torch.Generator().manual_seed(0)
-    theirs = [torch.randn(size, generator=generator), torch.zeros(size), torch.zeros(size)]
-    ours = [t.clone() for t in theirs]
-    copy16 = torch.empty(size, dtype=torch.bfloat16)
-    settings = {"lr": 1e-3, "beta1": 0.5, "beta2": 0.999, "eps": 1e-8, "weight_decay": 0.01}
-    with torch.no_grad():
-        for step in range(1, 11):
-            grad16 = (torch.randn(size, generator=generator) * 10.0 ** -(step % 4)).bfloat16()
-            torch._fused_adam_(theirs[:1], [grad16.float()], theirs[1:2], theirs[2:], [], [torch.tensor(float(step))],
-                               amsgrad=False, maximize=False, grad_scale=None, found_inf=None, **settings)
-            kernel.step(ours[:1], [grad16], ours[1:2], ours[2:], [copy16], [step], threads=1, **settings)
-    close = all(torch.allclose(a, b, rtol=2.0 ** -20, atol=0.0) for a, b in zip(theirs, ours))
-    return close and torch.equal(copy16, ours[0].bfloat16())
+    for beta1 in (0.5, 0.9):
+        theirs = [[torch.randn(n, generator=generator) for n in sizes], [torch.zeros(n) for n in sizes],
+                  [torch.zeros(n) for n in sizes]]
+        ours = [[t.clone() for t in part] for part in theirs]
+        copies = [torch.empty(n, dtype=torch.bfloat16) for n in sizes]
+        settings = {"lr": 1e-3, "beta1": beta1, "beta2": 0.999, "eps": 1e-8, "weight_decay": 0.01}
+        with torch.no_grad():
+            for step in range(1, 11):
+                grads = [(torch.randn(n, generator=generator) * 10.0 ** -(step % 4)).bfloat16() for n in sizes]
+                torch._fused_adam_(theirs[0], [g.float() for g in grads], theirs[1], theirs[2], [],
+                                   [torch.tensor(float(step)) for _ in sizes], amsgrad=False, maximize=False,
+                                   grad_scale=None, found_inf=None, **settings)
+                kernel.step(ours[0], grads, ours[1], ours[2], copies, [step] * len(sizes), threads=2, **settings)
+        for mine, reference in zip(ours, theirs):
+            if not all(torch.allclose(a, b, rtol=2.0 ** -20, atol=0.0) for a, b in zip(mine, reference)):
+                return False
+        if not all(torch.equal(c, w.bfloat16()) for c, w in zip(copies, ours[0])):
+            return False
+    return True

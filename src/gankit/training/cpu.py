@@ -120,9 +120,21 @@ def _denormals_flushed() -> bool:
 
 
 def _torch_openmp_runtime() -> ctypes.CDLL | None:
-    """The OpenMP runtime PyTorch's own wheel loaded (under torch/lib or torch.libs), found by its path in
-    this process's memory map (Linux): opening that path again gives the loaded copy, where a bare
-    name, or another package's runtime, would start a pool of its own."""
+    """The OpenMP runtime PyTorch's own wheel loaded: opening its path again gives the loaded copy,
+    where a bare name, or another package's runtime, would start a pool of its own."""
+    path = torch_openmp_path()
+    if path is None:
+        return None
+    try:
+        runtime = ctypes.CDLL(str(path))
+    except OSError:
+        return None
+    return runtime if hasattr(runtime, "GOMP_parallel") else None
+
+
+def torch_openmp_path() -> Path | None:
+    """The file of the OpenMP runtime PyTorch's wheel loaded (under torch/lib or torch.libs), found in
+    this process's memory map (Linux only; None elsewhere or where none is found)."""
     try:
         maps = Path("/proc/self/maps").read_text()
     except OSError:  # not Linux
@@ -133,9 +145,5 @@ def _torch_openmp_runtime() -> ctypes.CDLL | None:
     for path in sorted(paths):
         owned = any(folder in path.parents for folder in torch_dirs)
         if owned and path.name.startswith(("libgomp", "libiomp5", "libomp")):
-            try:
-                runtime = ctypes.CDLL(str(path))
-            except OSError:
-                return None
-            return runtime if hasattr(runtime, "GOMP_parallel") else None
+            return path
     return None

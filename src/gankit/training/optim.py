@@ -125,11 +125,14 @@ class LeanAdam(torch.optim.Adam):
             return False
         for part in plan:
             group = part.group
-            torch._foreach_add_(part.steps, 1)
             beta1, beta2 = group["betas"]
             kernel.step(part.weights, [grads[i] for i in part.picked], part.exp_avgs, part.exp_avg_sqs,
-                        part.copies, [int(s) for s in part.steps], lr=group["lr"], beta1=beta1, beta2=beta2,
+                        part.copies, [int(s) + 1 for s in part.steps], lr=group["lr"], beta1=beta1, beta2=beta2,
                         eps=group["eps"], weight_decay=group["weight_decay"], threads=threads)
+            torch._foreach_add_(part.steps, 1)  # counted once done, as torch.optim counts
+            # the kernel wrote through pointers: tell autograd, so that a graph still holding these
+            # tensors refuses a backward pass instead of computing with the new values
+            torch.autograd.graph.increment_version([*part.weights, *part.exp_avgs, *part.exp_avg_sqs, *part.copies])
         return True
 
     def _bf16_plan(self, params: list, copies: list) -> list[_KernelPart] | None:
@@ -177,7 +180,8 @@ class _KernelPart(NamedTuple):
         for p, weight, avg, avg_sq, step in zip(self.params, self.weights, self.exp_avgs, self.exp_avg_sqs, self.steps):
             state = opt.state.get(p)
             if (not state or state.get("exp_avg") is not avg or state.get("exp_avg_sq") is not avg_sq
-                    or state.get("step") is not step or p.data_ptr() != weight.data_ptr()):
+                    or state.get("step") is not step or p.data_ptr() != weight.data_ptr()
+                    or p.stride() != weight.stride()):
                 return False
         return True
 

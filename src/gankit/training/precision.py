@@ -14,8 +14,9 @@ faster (docs/benchmarks.md).
 
 With Adam, gankit's own kernel (training/adam_kernel.py, train.adam_kernel) takes both copies out:
 it steps the float32 weights from the bfloat16 gradients and writes the new bfloat16 buffers in the
-same pass. A buffer it wrote is used as it is until its weight changes by any other way (a
-checkpoint load, a user's in-place write: the weight's version counters tell).
+same pass. A buffer it wrote is used as it is until its weight changes by any other way that
+PyTorch counts (a checkpoint load, an optimiser step, an in-place write through the parameter: the
+version counters tell; a write through `p.data` goes uncounted, as autograd does not see it either).
 
 Outside the step (EMA, checkpoints, snapshots, sampling, guards) every network holds its float32
 weights as always: a swap of `Parameter.data`, with no state of its own to save or resume.
@@ -36,7 +37,7 @@ import torch
 from torch import nn
 
 from gankit.io import atomic_write_text, cache_dir
-from gankit.training import adam_kernel as adam_kernel_mod
+from gankit.training import adam_kernel as kernels
 
 # The layers whose weights autocast casts to bfloat16 (its lower-precision list: linear, convolutions).
 CAST_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d,
@@ -267,8 +268,9 @@ class _NetworkCopies:
             opt.step()  # the weights left (LeanAdam and torch.optim skip those without a gradient)
 
     def _versions(self, i: int) -> tuple[int, int]:
-        """A weight's in-place writes so far: through its parameter (a checkpoint load, a user's
-        copy_) and through its float32 tensor (an optimiser) count separately."""
+        """A weight's in-place writes so far, as PyTorch counts them: through its parameter (a
+        checkpoint load, an optimiser step, the kernel's count) and through its float32 tensor
+        (each `.data` has a counter of its own) separately."""
         return self.params[i]._version, self.full[i]._version
 
     def grads_to_full(self) -> None:
@@ -298,7 +300,7 @@ class Precision:
         self.device, self.bf16 = device, precision == "bf16"
         self.active = False
         self.copies: dict[nn.Module, _NetworkCopies] = {}
-        self.kernel: adam_kernel_mod.AdamKernel | None = None
+        self.kernel: kernels.AdamKernel | None = None
         self.kernel_note: str | None = None  # for the run's log: which Adam steps the buffers' weights, and why
         if not (self.bf16 and device.type == "cpu" and processes == 1 and is_image):
             return
@@ -307,8 +309,8 @@ class Precision:
             if copies.params:
                 net.register_forward_pre_hook(self._before_forward)
         if adam_kernel == "auto":
-            found = adam_kernel_mod.load()
-            if isinstance(found, adam_kernel_mod.AdamKernel):
+            found = kernels.load()
+            if isinstance(found, kernels.AdamKernel):
                 self.kernel = found
             else:
                 self.kernel_note = (f"train.adam_kernel = auto: PyTorch's Adam, with the bfloat16 gradients copied to "

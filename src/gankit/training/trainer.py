@@ -156,8 +156,9 @@ def make_precision(run: "Trainer", saved: dict[str, str] | None) -> tuple[Precis
     choice = resolve_precision(run.cfg.train.precision, run.device, run.is_image, run.threads, saved)
     if run.world.active:
         choice = PrecisionChoice(*distributed.from_main(tuple(choice)))
+    uses_adam = "adam" in (run.cfg.optim_g.name, run.cfg.optim_d.name)  # the kernel is Adam's step
     precision = Precision(choice.name, run.device, run.is_image, [run.g, run.d], processes=run.world.size,
-                          adam_kernel=run.cfg.train.adam_kernel)
+                          adam_kernel=run.cfg.train.adam_kernel if uses_adam else "torch")
     return precision, choice
 
 
