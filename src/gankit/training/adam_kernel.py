@@ -12,12 +12,12 @@ No library has this step (PyTorch's fused Adam takes float32 gradients only, and
 so gankit compiles the few lines of C below with the machine's C compiler ($CC, else cc, gcc or
 clang) on first use, for this CPU (-march=native) with OpenMP, and keeps the library in its cache
 folder (io.cache_dir(), `kernels/`) under a digest of the source, the compiler and the CPU. Its
-arithmetic is PyTorch's fused Adam's, operation for operation (its vectorised path: the moment
-update as a fused multiply-add, the same casts of the scalars), checked against that kernel each
-time the library loads; PyTorch computes the few elements at the end of each thread's share in a
-scalar loop that can round the second moment otherwise, by at most one unit in the last place.
-Where no compiler, no OpenMP or no check succeeds, training uses PyTorch's kernels
-(`train.adam_kernel = "torch"` asks for them always), and the run's log says why.
+arithmetic is PyTorch's fused Adam's, operation for operation (its vectorised path: both moment
+updates as fused multiply-adds, the same roundings of the scalars), checked against that kernel
+each time the library loads; PyTorch computes the last few elements of each thread's share in a
+scalar loop that can round otherwise, by a unit or two in the last place. Its OpenMP must be
+PyTorch's own (libgomp.so.1), so that its threads are PyTorch's. Where any of this fails, training
+uses PyTorch's kernels (`train.adam_kernel = "torch"` asks for them always), and the run's log says why.
 """
 from __future__ import annotations
 
@@ -141,7 +141,8 @@ class Unavailable(NamedTuple):
 
 class AdamKernel:
     """The compiled step. `step` takes lists of float32 weights, bfloat16 gradients, float32 moments
-    and bfloat16 weight copies, all contiguous, laid out alike, and on the CPU."""
+    and bfloat16 weight copies on the CPU, each weight's four tensors dense and laid out alike
+    (`state_fits`, `gradients_fit`): the kernel walks their memory in order."""
 
     def __init__(self, library: ctypes.CDLL, path: Path):
         self.path = path
@@ -206,8 +207,8 @@ def load() -> AdamKernel | Unavailable:
     if runtime is None or runtime.name != OPENMP_RUNTIME:
         # the library's OpenMP must be the one PyTorch loaded: a second runtime would start a second
         # pool of threads, both spinning on the same cores
-        return Unavailable(f"PyTorch's OpenMP runtime here is {runtime.name if runtime else 'not found'}, "
-                           f"not {OPENMP_RUNTIME}, which the kernel would link")
+        return Unavailable(f"the kernel would link {OPENMP_RUNTIME}, and PyTorch's own OpenMP runtime here is "
+                           f"{runtime.name if runtime else 'not found'}")
     compiler = find_compiler()
     if compiler is None:
         return Unavailable("no C compiler found (set CC, or install gcc)")
