@@ -211,7 +211,9 @@ def load() -> AdamKernel | Unavailable:
                            f"{runtime.name if runtime else 'not found'}")
     compiler = find_compiler()
     if compiler is None:
-        return Unavailable("no C compiler found (set CC, or install gcc)")
+        named = os.environ.get("CC")
+        return Unavailable(f"the C compiler CC names ({named}) was not found" if named else
+                           "no C compiler found (set CC, or install gcc)")
     arch = working_arch_flags(compiler)
     if isinstance(arch, Unavailable):
         return arch
