@@ -208,7 +208,7 @@ def test_a_failing_compiler_is_reported_and_a_damaged_library_rebuilt(tmp_path, 
     monkeypatch.delenv("CC")
     adam_kernel.load.cache_clear()
     compiler = adam_kernel.find_compiler()
-    path = adam_kernel.library_path(compiler, adam_kernel.working_arch_flags(compiler))
+    path = adam_kernel.library_path(compiler, adam_kernel.compiler_target(compiler))
     path.parent.mkdir(parents=True)
     path.write_bytes(b"not a library")
     assert isinstance(adam_kernel.load(), adam_kernel.Unavailable) and not path.exists()  # deleted: built next time

@@ -214,12 +214,12 @@ def load() -> AdamKernel | Unavailable:
         named = os.environ.get("CC")
         return Unavailable(f"the C compiler CC names ({named}) was not found" if named else
                            "no C compiler found (set CC, or install gcc)")
-    arch = working_arch_flags(compiler)
-    if isinstance(arch, Unavailable):
-        return arch
-    kept = library_path(compiler, arch)
+    target = compiler_target(compiler)
+    if isinstance(target, Unavailable):
+        return target
+    kept = library_path(compiler, target)
     if not kept.is_file():
-        built = _build(compiler, arch, kept)
+        built = _build(compiler, target.arch, kept)
         if not isinstance(built, Path):
             return built  # why not, or the kernel loaded from a temporary folder (a read-only cache)
     return _checked(kept)
@@ -241,26 +241,30 @@ def _run(command: list[str]) -> subprocess.CompletedProcess | None:
         return None
 
 
-def working_arch_flags(compiler: str) -> list[str] | Unavailable:
-    """The first of ARCH_FLAGS the compiler takes (it must name this CPU: the library is built for it)."""
+class CompilerTarget(NamedTuple):
+    arch: list[str]  # the first of ARCH_FLAGS the compiler takes
+    macros: str  # its predefined macros with them: the instruction sets it will use on this CPU
+
+
+def compiler_target(compiler: str) -> CompilerTarget | Unavailable:
+    """What `compiler` builds for this CPU (the library must name it: it is built for this CPU)."""
     complaint = "it did not run"
     for arch in ARCH_FLAGS:
         done = _run([compiler, *arch, "-E", "-dM", "-x", "c", os.devnull])
         if done is not None and done.returncode == 0:
-            return arch
+            return CompilerTarget(arch, done.stdout)
         if done is not None and arch is ARCH_FLAGS[0]:
             complaint = (done.stderr.strip().splitlines() or ["no message"])[0]
     return Unavailable(f"{compiler} does not build for this CPU ({complaint})")
 
 
-def library_path(compiler: str, arch: list[str]) -> Path:
+def library_path(compiler: str, target: CompilerTarget) -> Path:
     """Where the library built by `compiler` for this CPU is kept: its name digests the source, the
-    flags, the compiler and its version, and the CPU as the compiler sees it (its predefined macros
-    for this CPU: the instruction sets it will use), so another CPU never loads it."""
+    flags, the compiler and its version, and the CPU as the compiler sees it, so another CPU never
+    loads it."""
     version = _run([compiler, "--version"])
-    target = _run([compiler, *arch, "-E", "-dM", "-x", "c", os.devnull])
-    parts = [C_SOURCE, " ".join(FLAGS + arch), compiler, version.stdout if version else "",
-             target.stdout if target else "", platform.machine()]
+    parts = [C_SOURCE, " ".join(FLAGS + target.arch), compiler, version.stdout if version else "",
+             target.macros, platform.machine()]
     digest = hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
     return cache_dir() / KERNELS / f"adam-bf16-{digest}.so"
 

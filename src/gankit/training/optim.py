@@ -130,9 +130,9 @@ class LeanAdam(torch.optim.Adam):
                         part.copies, [int(s) + 1 for s in part.steps], lr=group["lr"], beta1=beta1, beta2=beta2,
                         eps=group["eps"], weight_decay=group["weight_decay"], threads=threads)
             torch._foreach_add_(part.steps, 1)  # counted once done, as torch.optim counts
-            # the kernel wrote through pointers: tell autograd, so that a graph still holding these
-            # tensors refuses a backward pass instead of computing with the new values
-            torch.autograd.graph.increment_version([*part.weights, *part.exp_avgs, *part.exp_avg_sqs, *part.copies])
+            # the kernel wrote through pointers: tell autograd, so that a graph still holding the
+            # weights or their bfloat16 copies refuses a backward pass instead of using the new values
+            torch.autograd.graph.increment_version([*part.weights, *part.copies])
         return True
 
     def _bf16_plan(self, params: list, copies: list) -> list[_KernelPart] | None:
