@@ -105,6 +105,20 @@ def test_lean_adam_takes_the_kernel_step_only_where_it_fits(kernel):
     assert [float(opt.state[p]["step"]) for p in weights] == [2.0, 2.0]  # declined: nothing counted
 
 
+def test_a_running_profiler_sees_the_kernel_step(kernel):
+    """A profiled run steps through the kernel as an unprofiled one does (so its profile shows the
+    run's own step), recorded under torch.optim's name for the step."""
+    weights = [torch.nn.Parameter(torch.randn(8, 4))]
+    opt = LeanAdam(weights, lr=1e-2, fused=True)
+    weights[0].grad = torch.randn(8, 4)
+    opt.step()  # the first step makes the state
+    grads, copies = [torch.randn(8, 4).bfloat16()], [torch.empty(8, 4, dtype=torch.bfloat16)]
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        assert opt.step_bf16(weights, grads, copies, kernel, 1)
+    names = {event.name for event in prof.events()}
+    assert "Optimizer.step#LeanAdam.step" in names and "aten::_fused_adam_" not in names
+
+
 def test_buffers_the_kernel_filled_are_refilled_once_their_weights_change_otherwise(kernel, monkeypatch):
     """After a kernel step the bfloat16 buffers hold the new weights and the next forward uses them
     without a copy; a checkpoint load (or any in-place write) afterwards makes them stale."""

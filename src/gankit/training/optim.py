@@ -1,6 +1,7 @@
 """Optimisers for G and D, built from their config sections."""
 from __future__ import annotations
 
+import contextlib
 from typing import Any, NamedTuple
 
 import torch
@@ -36,9 +37,11 @@ class LeanAdam(torch.optim.Adam):
     step spends about 0.13 ms of Python around the kernel (hooks, a profiler record, grouping the
     tensors by device and type): with G's and D's steps, 3% of the MLP GAN's step at batch 64 on a
     CPU (docs/benchmarks.md). Weights without a gradient are skipped, as torch.optim skips them.
-    Anything unusual takes torch.optim's own step: a closure, optimiser hooks, a running profiler, a
-    weight without state, AMSGrad, maximize, capturable, a tensor learning rate, a gradient
-    scaler's attributes, mixed devices or types.
+    Anything unusual takes torch.optim's own step: a closure, optimiser hooks, a weight without
+    state, AMSGrad, maximize, capturable, a tensor learning rate, a gradient scaler's attributes,
+    mixed devices or types. A running profiler does not: it sees the step gankit takes, under the
+    name torch.optim's step records (`Optimizer.step#LeanAdam.step`), so that a profile of a run
+    shows the run's own kernels.
 
     `step_bf16` steps float32 weights from bfloat16 gradients through gankit's compiled kernel
     (training/adam_kernel.py), which also writes the weights' bfloat16 copies."""
@@ -49,14 +52,15 @@ class LeanAdam(torch.optim.Adam):
         groups = None if closure is not None or self._needs_general_step() else self._direct_groups()
         if groups is None:
             return self._general_step(closure)
-        for group, (params, grads, exp_avgs, exp_avg_sqs, steps) in zip(self.param_groups, groups):
-            if not params:
-                continue
-            beta1, beta2 = group["betas"]
-            torch._foreach_add_(steps, 1)
-            torch._fused_adam_(params, grads, exp_avgs, exp_avg_sqs, [], steps, amsgrad=False,
-                               lr=group["lr"], beta1=beta1, beta2=beta2, weight_decay=group["weight_decay"],
-                               eps=group["eps"], maximize=False, grad_scale=None, found_inf=None)
+        with self._profiled():
+            for group, (params, grads, exp_avgs, exp_avg_sqs, steps) in zip(self.param_groups, groups):
+                if not params:
+                    continue
+                beta1, beta2 = group["betas"]
+                torch._foreach_add_(steps, 1)
+                torch._fused_adam_(params, grads, exp_avgs, exp_avg_sqs, [], steps, amsgrad=False,
+                                   lr=group["lr"], beta1=beta1, beta2=beta2, weight_decay=group["weight_decay"],
+                                   eps=group["eps"], maximize=False, grad_scale=None, found_inf=None)
         return None
 
     # torch.optim wraps each subclass's step in its hook-and-profiler wrapper unless marked: the
@@ -76,7 +80,13 @@ class LeanAdam(torch.optim.Adam):
         hooks = (self._optimizer_step_pre_hooks or self._optimizer_step_post_hooks
                  or base._global_optimizer_pre_hooks or base._global_optimizer_post_hooks)
         scaled = getattr(self, "grad_scale", None) is not None or getattr(self, "found_inf", None) is not None
-        return bool(hooks) or scaled or torch.autograd._profiler_enabled()
+        return bool(hooks) or scaled
+
+    def _profiled(self) -> contextlib.AbstractContextManager:
+        """Where a profiler runs, the record torch.optim's own step makes, around a direct step."""
+        if torch.autograd._profiler_enabled():
+            return torch.profiler.record_function(f"Optimizer.step#{type(self).__name__}.step")
+        return contextlib.nullcontext()
 
     def _direct_groups(self) -> list[tuple[list, ...]] | None:
         """Each group's weights that have gradients, with their gradients, moments and step counts,
@@ -123,16 +133,17 @@ class LeanAdam(torch.optim.Adam):
         plan = self._bf16_plan(params, copies)
         if plan is None or not adam_kernel.gradients_fit(params, grads):
             return False
-        for part in plan:
-            group = part.group
-            beta1, beta2 = group["betas"]
-            kernel.step(part.weights, [grads[i] for i in part.picked], part.exp_avgs, part.exp_avg_sqs,
-                        part.copies, [int(s) + 1 for s in part.steps], lr=group["lr"], beta1=beta1, beta2=beta2,
-                        eps=group["eps"], weight_decay=group["weight_decay"], threads=threads)
-            torch._foreach_add_(part.steps, 1)  # counted once done, as torch.optim counts
-            # the kernel wrote through pointers: tell autograd, so that a graph still holding the
-            # weights or their bfloat16 copies refuses a backward pass instead of using the new values
-            torch.autograd.graph.increment_version([*part.weights, *part.copies])
+        with self._profiled():
+            for part in plan:
+                group = part.group
+                beta1, beta2 = group["betas"]
+                kernel.step(part.weights, [grads[i] for i in part.picked], part.exp_avgs, part.exp_avg_sqs,
+                            part.copies, [int(s) + 1 for s in part.steps], lr=group["lr"], beta1=beta1,
+                            beta2=beta2, eps=group["eps"], weight_decay=group["weight_decay"], threads=threads)
+                torch._foreach_add_(part.steps, 1)  # counted once done, as torch.optim counts
+                # the kernel wrote through pointers: tell autograd, so that a graph still holding the
+                # weights or their bfloat16 copies refuses a backward pass instead of using the new values
+                torch.autograd.graph.increment_version([*part.weights, *part.copies])
         return True
 
     def _bf16_plan(self, params: list, copies: list) -> list[_KernelPart] | None:
