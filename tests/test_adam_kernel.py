@@ -1,5 +1,6 @@
 """gankit's compiled Adam step for bfloat16 CPU training (training/adam_kernel.py): PyTorch's fused
 Adam's numbers, the buffers it refills, and PyTorch's kernels wherever it cannot be built."""
+import contextlib
 import json
 
 import numpy as np
@@ -108,15 +109,22 @@ def test_lean_adam_takes_the_kernel_step_only_where_it_fits(kernel):
 def test_a_running_profiler_sees_the_kernel_step(kernel):
     """A profiled run steps through the kernel as an unprofiled one does (so its profile shows the
     run's own step), recorded under torch.optim's name for the step."""
-    weights = [torch.nn.Parameter(torch.randn(8, 4))]
-    opt = LeanAdam(weights, lr=1e-2, fused=True)
-    weights[0].grad = torch.randn(8, 4)
-    opt.step()  # the first step makes the state
-    grads, copies = [torch.randn(8, 4).bfloat16()], [torch.empty(8, 4, dtype=torch.bfloat16)]
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
-        assert opt.step_bf16(weights, grads, copies, kernel, 1)
-    names = {event.name for event in prof.events()}
-    assert "Optimizer.step#LeanAdam.step" in names and "aten::_fused_adam_" not in names
+    runs = []
+    for profiled in (False, True):
+        torch.manual_seed(0)
+        weights = [torch.nn.Parameter(torch.randn(8, 4))]
+        opt = LeanAdam(weights, lr=1e-2, fused=True)
+        weights[0].grad = torch.randn(8, 4)
+        opt.step()  # the first step makes the state
+        grads, copies = [torch.randn(8, 4).bfloat16()], [torch.empty(8, 4, dtype=torch.bfloat16)]
+        profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU])
+        with profiler if profiled else contextlib.nullcontext():
+            assert opt.step_bf16(weights, grads, copies, kernel, 1)
+        runs.append((weights[0].detach(), copies[0], opt.state[weights[0]]["exp_avg_sq"], float(opt.state[weights[0]]["step"])))
+    assert "Optimizer.step#LeanAdam.step" in {event.name for event in profiler.events()}
+    (weight, copy, avg_sq, step), (weight_p, copy_p, avg_sq_p, step_p) = runs
+    assert torch.equal(weight, weight_p) and torch.equal(copy, copy_p) and torch.equal(avg_sq, avg_sq_p)
+    assert step == step_p == 2.0
 
 
 def test_buffers_the_kernel_filled_are_refilled_once_their_weights_change_otherwise(kernel, monkeypatch):

@@ -118,18 +118,23 @@ def test_a_copy_of_lean_adam_steps_like_the_original(general_steps):
         assert torch.equal(a, b)
 
 
-def test_a_running_profiler_sees_the_step_lean_adam_takes(general_steps):
-    """Under a profiler the direct step still runs (a profile shows the run's own step), recorded
-    under torch.optim's name for it, with the numbers of an unprofiled step."""
+def test_a_running_profiler_sees_the_step_lean_adam_takes(general_steps, monkeypatch):
+    """Under a profiler the direct step still runs (a profile shows the run's own step): the fused
+    kernel inside a record under torch.optim's name for the step, with the call the profiler's
+    tracer reads the optimiser's state from, and the numbers of an unprofiled step."""
     params, twin = weights(), weights()
     lean, lean_twin = LeanAdam(params, lr=1e-2, fused=True), LeanAdam(twin, lr=1e-2, fused=True)
     step_both([(lean, params), (lean_twin, twin)], 0)
     general_steps.clear()
+    state_reads = []
+    monkeypatch.setattr(lean, "_optimizer_step_code", lambda: state_reads.append(1))
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
         step_both([(lean, params)], 1)
     step_both([(lean_twin, twin)], 1)
-    assert general_steps == []
-    assert "Optimizer.step#LeanAdam.step" in {event.name for event in prof.events()}
+    assert general_steps == [] and state_reads == [1]
+    record = next(e for e in prof.events() if e.name == "Optimizer.step#LeanAdam.step")
+    kernel = next(e for e in prof.events() if e.name == "aten::_fused_adam_")
+    assert record.time_range.start <= kernel.time_range.start and kernel.time_range.end <= record.time_range.end
     assert all(torch.equal(a, b) for a, b in zip(params, twin))
 
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Any, NamedTuple
+from typing import Any, Iterator, NamedTuple
 
 import torch
 
@@ -52,7 +52,7 @@ class LeanAdam(torch.optim.Adam):
         groups = None if closure is not None or self._needs_general_step() else self._direct_groups()
         if groups is None:
             return self._general_step(closure)
-        with self._profiled():
+        with self._step_record():
             for group, (params, grads, exp_avgs, exp_avg_sqs, steps) in zip(self.param_groups, groups):
                 if not params:
                     continue
@@ -64,7 +64,8 @@ class LeanAdam(torch.optim.Adam):
         return None
 
     # torch.optim wraps each subclass's step in its hook-and-profiler wrapper unless marked: the
-    # direct path goes without it, the general path below puts it back
+    # direct path makes only the profiler's part of it (`_step_record`), the general path below
+    # puts the whole wrapper back
     step.hooked = True
 
     def _general_step(self, closure):
@@ -82,11 +83,17 @@ class LeanAdam(torch.optim.Adam):
         scaled = getattr(self, "grad_scale", None) is not None or getattr(self, "found_inf", None) is not None
         return bool(hooks) or scaled
 
-    def _profiled(self) -> contextlib.AbstractContextManager:
-        """Where a profiler runs, the record torch.optim's own step makes, around a direct step."""
-        if torch.autograd._profiler_enabled():
-            return torch.profiler.record_function(f"Optimizer.step#{type(self).__name__}.step")
-        return contextlib.nullcontext()
+    @contextlib.contextmanager
+    def _step_record(self) -> Iterator[None]:
+        """Where a profiler runs, what torch.optim's own step gives it around a direct step: a record
+        under the step's name, and the call its Python tracer reads the optimiser's state from (a
+        memory timeline's OPTIMIZER_STATE). Without a profiler nothing: a record costs microseconds."""
+        if not torch.autograd._profiler_enabled():
+            yield
+            return
+        with torch.profiler.record_function(f"Optimizer.step#{type(self).__name__}.step"):
+            yield
+            self._optimizer_step_code()
 
     def _direct_groups(self) -> list[tuple[list, ...]] | None:
         """Each group's weights that have gradients, with their gradients, moments and step counts,
@@ -133,7 +140,7 @@ class LeanAdam(torch.optim.Adam):
         plan = self._bf16_plan(params, copies)
         if plan is None or not adam_kernel.gradients_fit(params, grads):
             return False
-        with self._profiled():
+        with self._step_record():
             for part in plan:
                 group = part.group
                 beta1, beta2 = group["betas"]
