@@ -93,7 +93,7 @@ def test_ema_decay_ramps_up_from_the_first_steps(tiny_cfg, tmp_path):
 
 
 @pytest.mark.parametrize("schedule", ["alternating", "shared", "simultaneous"])
-@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
 def test_resume_continues_bit_for_bit(tiny_cfg, tmp_path, schedule, precision):
     cfg = config.with_overrides(tiny_cfg, ["train.ema_decay=0.5", f"train.schedule={schedule}",
                                            f"train.precision={precision}", "model.d_dropout=0.2",
@@ -302,6 +302,56 @@ def test_precision_auto_is_bf16_only_for_images_on_hardware_that_has_it_and_runs
             assert kept.name == (saved if native else "fp32") and kept.speedup is None
         on_a_gpu = resolve_precision("auto", cpu, True, 2, {"name": "bf16", "device": "cuda"})
         assert on_a_gpu == choice  # a choice made on a GPU says nothing about this CPU
+
+
+def test_precision_auto_on_gpus_is_bf16_where_they_have_bfloat16_units():
+    from gankit.training.precision import cuda_precision
+
+    assert [cuda_precision(c) for c in ((9, 0), (8, 6), (8, 0), (7, 5), (7, 0), (6, 1))] == \
+        ["bf16", "bf16", "bf16", "fp32", "fp32", "fp32"]  # fp16 (capability 7) only when asked for
+
+
+def test_precision_auto_asks_a_gpu_its_compute_capability(monkeypatch):
+    from gankit.training.precision import resolve_precision
+
+    gpu = torch.device("cuda")
+    for capability, expected in (((8, 0), "bf16"), ((7, 5), "fp32")):
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None, c=capability: c)
+        assert resolve_precision("auto", gpu, True, 1).name == expected
+        assert resolve_precision("auto", gpu, False, 1).name == "fp32"  # vector data
+    assert resolve_precision("fp16", gpu, True, 1).name == "fp16"
+
+
+@pytest.mark.parametrize("optimiser", ["adam", "rmsprop"])  # fused Adam's own skip; the scaler's unscale_
+def test_fp16_scales_each_networks_loss_and_skips_a_step_whose_gradients_overflow(tiny_cfg, tmp_path, optimiser):
+    """fp16: each optimiser has its loss scaler; a step whose float16 gradients overflowed leaves the
+    weights and the optimiser's state as they were and halves that scale, and the run goes on (the
+    guards see finite weights); the scales are saved with the run, and a resume continues bit for bit."""
+    cfg = config.with_overrides(tiny_cfg, ["train.precision=fp16", f"optim_d.name={optimiser}"])
+    trainer = Trainer(cfg, tmp_path / "a")
+    scalers = trainer.precision.scalers
+    assert len(scalers) == 2 and trainer.precision.autocast().fast_dtype == torch.float16
+    trainer.fit(steps=3, progress=False)
+    scale = {id(opt): scalers[id(opt)].get_scale() for opt in (trainer.opt_g, trainer.opt_d)}
+    d_scaler = scalers[id(trainer.opt_d)]
+    d_scaler.update(new_scale=torch.tensor(2.0 ** 120))  # far past float16's range: D's gradients overflow
+    d_before = [p.detach().clone() for p in trainer.d.parameters()]
+    d_steps = [float(trainer.opt_d.state[p]["step"]) for p in trainer.d_params]
+    trainer.train_step(log=False)
+    assert all(torch.equal(a, b) for a, b in zip(d_before, trainer.d.parameters()))
+    assert [float(trainer.opt_d.state[p]["step"]) for p in trainer.d_params] == d_steps
+    assert d_scaler.get_scale() == 2.0 ** 119
+    assert scalers[id(trainer.opt_g)].get_scale() == scale[id(trainer.opt_g)]  # G's scale: its own
+    trainer.step += 1
+    trainer.fit(steps=6, progress=False)  # D's scale still far too large: its steps are all skipped
+    resumed = Trainer.resume(tmp_path / "a")
+    saved = {id(trainer.opt_g): "g", id(trainer.opt_d): "d"}
+    for opt, twin in ((trainer.opt_g, resumed.opt_g), (trainer.opt_d, resumed.opt_d)):
+        assert resumed.precision.scalers[id(twin)].state_dict() == scalers[id(opt)].state_dict(), saved[id(opt)]
+    trainer.fit(steps=10, progress=False)
+    resumed.fit(steps=10, progress=False)  # with a fresh scale instead, D would have stepped
+    for net, twin in ((trainer.g, resumed.g), (trainer.d, resumed.d)):
+        assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), twin.state_dict().values()))
 
 
 def test_cpu_bf16_probe_times_both_precisions_and_leaves_the_process_as_it_was(monkeypatch, tmp_path):

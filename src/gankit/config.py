@@ -137,9 +137,10 @@ class TrainConfig:
     # in slow microcode, and Adam's state fills with them as training goes on (the MLP GAN at batch
     # 64 ran at 5,900-6,200 images/s from step 400 on without this, 7,560-7,690 with it)
     flush_denormals: bool = True
-    # bf16: forward passes autocast to bfloat16; auto: bf16 for image data where the device computes it
-    # fast (GPUs with bfloat16 units, CPUs with AMX), fp32 elsewhere
-    precision: Literal["fp32", "bf16", "auto"] = "auto"
+    # bf16 / fp16: forward passes autocast to bfloat16 / float16 (fp16 with loss scaling, for GPUs
+    # without bfloat16 units); auto: bf16 for image data where the device computes it fast (GPUs with
+    # bfloat16 units, CPUs with AMX or AVX-512-BF16 where a probe times it faster), fp32 elsewhere
+    precision: Literal["fp32", "bf16", "fp16", "auto"] = "auto"
     # bf16 on a CPU: auto: Adam steps from the bfloat16 gradients in gankit's own kernel, compiled with
     # the machine's C compiler on first use (one pass instead of three); torch: PyTorch's fused Adam
     adam_kernel: Literal["auto", "torch"] = "auto"

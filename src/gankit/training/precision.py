@@ -1,4 +1,4 @@
-"""The arithmetic of a training step: float32, or bfloat16 autocast (train.precision).
+"""The arithmetic of a training step: float32, or bfloat16 or float16 autocast (train.precision).
 
 With bfloat16, autocast casts each float32 weight of a linear or convolutional layer to bfloat16 at
 every forward, one small copy per weight, and every backward casts each weight's gradient back
@@ -20,6 +20,13 @@ version counters tell; a write through `p.data` goes uncounted, as autograd does
 
 Outside the step (EMA, checkpoints, snapshots, sampling, guards) every network holds its float32
 weights as always: a swap of `Parameter.data`, with no state of its own to save or resume.
+
+float16 (train.precision = fp16, for GPUs with float16 tensor cores but no bfloat16 units: compute
+capability 7) autocasts the same layers to float16. Its range ends at 65,504 and its
+smallest normal number is 6e-5, so each network's loss is scaled before its backward pass and its
+gradients unscaled before its optimiser step (a GradScaler per network: each scale follows its own
+network's gradients; a step whose gradients overflowed is skipped and the scale halved). The
+scalers' state is part of a checkpoint, so a resume continues bit for bit.
 """
 from __future__ import annotations
 
@@ -36,6 +43,7 @@ from typing import Iterator, NamedTuple
 import torch
 from torch import nn
 
+from gankit.errors import UserError
 from gankit.io import atomic_write_text, cache_dir
 from gankit.training import adam_kernel as kernels
 
@@ -44,6 +52,8 @@ CAST_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, n
                nn.ConvTranspose3d)
 
 
+# autocast's type for each lower precision
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 # bfloat16 must beat float32 by this factor in the CPU probe to be chosen: at about equal speed
 # float32's arithmetic is the better one.
 BF16_MIN_SPEEDUP = 1.1
@@ -53,7 +63,7 @@ SAVED_BEFORE_RECORDING = {"name": "bf16", "device": "cpu"}
 
 
 class PrecisionChoice(NamedTuple):
-    name: str  # "fp32" or "bf16"
+    name: str  # "fp32", "bf16" or "fp16"
     speedup: float | None = None  # what the CPU probe measured, when it decided
 
     def saved(self, device: torch.device) -> dict[str, str]:
@@ -89,14 +99,34 @@ def resolve_precision(precision: str, device: torch.device, is_image: bool, thre
         return PrecisionChoice(precision)
     if not is_image:
         return PrecisionChoice("fp32")
-    if device.type == "cuda":  # is_bf16_supported() also counts emulation (T4, V100): compute capability 8+
-        return PrecisionChoice("bf16" if torch.cuda.get_device_capability(device)[0] >= 8 else "fp32")
+    if device.type == "cuda":
+        return PrecisionChoice(cuda_precision(torch.cuda.get_device_capability(device)))
     if device.type != "cpu" or not cpu_computes_bf16():
         return PrecisionChoice("fp32")
     if saved is not None and saved.get("device") == "cpu" and saved.get("name") in ("fp32", "bf16"):
         return PrecisionChoice(saved["name"])
     speedup = cpu_bf16_speedup(threads)
     return PrecisionChoice("bf16" if speedup >= BF16_MIN_SPEEDUP else "fp32", speedup)
+
+
+def cuda_precision(capability: tuple[int, int]) -> str:
+    """auto's choice on a GPU of this compute capability: bf16 where it has bfloat16 units (8 and
+    later: Ampere, Ada, Hopper; is_bf16_supported() also counts emulation), else fp32. GPUs with
+    float16 tensor cores only (7: V100, T4, the RTX 20 series) can run train.precision = fp16, but
+    auto does not pick it: its GAN quality is not measured yet (a CPU emulates float16 about 20x
+    slower than float32, too slow for the quality runs a default needs; docs/benchmarks.md)."""
+    return "bf16" if capability[0] >= 8 else "fp32"
+
+
+def fp16_scalers(device: torch.device, optimizers: tuple[torch.optim.Optimizer, ...]) -> dict[int, "torch.amp.GradScaler"]:
+    """A loss scaler for each optimiser, keyed by its id: float16 without them would train on
+    gradients that underflow to 0 or overflow to inf."""
+    if not optimizers:
+        raise ValueError("float16 needs the optimisers, to scale each one's loss")
+    if not hasattr(torch.amp, "GradScaler"):  # torch.amp.GradScaler(device) came with PyTorch 2.3
+        raise UserError(f"train.precision = fp16 needs PyTorch 2.3 or later (this is {torch.__version__}); "
+                        f"upgrade torch, or set train.precision to auto or fp32")
+    return {id(opt): torch.amp.GradScaler(device.type) for opt in optimizers}
 
 
 def cpu_computes_bf16() -> bool:
@@ -294,10 +324,13 @@ class Precision:
     in the middle of a step)."""
 
     def __init__(self, precision: str, device: torch.device, is_image: bool, nets: list[nn.Module],
-                 processes: int = 1, adam_kernel: str = "auto"):
-        if precision not in ("fp32", "bf16"):
+                 processes: int = 1, adam_kernel: str = "auto", optimizers: tuple[torch.optim.Optimizer, ...] = ()):
+        if precision not in ("fp32", "bf16", "fp16"):
             raise ValueError(f"Precision takes a resolved precision (resolve_precision), not {precision!r}")
         self.device, self.bf16 = device, precision == "bf16"
+        self.dtype = AUTOCAST_DTYPES.get(precision)  # None: float32, no autocast
+        # float16's loss scaling: a scaler for each optimiser (each network), by the optimiser's id
+        self.scalers = fp16_scalers(device, optimizers) if precision == "fp16" else {}
         self.active = False
         self.copies: dict[nn.Module, _NetworkCopies] = {}
         self.kernel: kernels.AdamKernel | None = None
@@ -317,10 +350,28 @@ class Precision:
                                     f"float32 first: {found.reason}")
 
     def autocast(self) -> torch.autocast:
-        """bfloat16 forward passes where PyTorch deems it safe (matrix products, convolutions);
-        losses and reductions stay float32. bfloat16 has float32's range, so no loss scaling is
-        needed (float16 would need a GradScaler)."""
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
+        """bfloat16 or float16 forward passes where PyTorch deems it safe (matrix products,
+        convolutions); losses and reductions stay float32. bfloat16 has float32's range, so it needs
+        no loss scaling; float16 has the scalers (`scaled`, `step`)."""
+        return torch.autocast(self.device.type, dtype=self.dtype or torch.bfloat16, enabled=self.dtype is not None)
+
+    def scaled(self, loss: torch.Tensor, opt: torch.optim.Optimizer) -> torch.Tensor:
+        """The loss to call backward on for `opt`'s network: scaled by its scaler under float16."""
+        scaler = self.scalers.get(id(opt))
+        return loss if scaler is None else scaler.scale(loss)
+
+    def scaler_states(self, optimizers: dict[str, torch.optim.Optimizer]) -> dict[str, dict] | None:
+        """The scalers' state by the names of their optimisers, for a checkpoint (None: no scaling)."""
+        if not self.scalers:
+            return None
+        return {name: self.scalers[id(opt)].state_dict() for name, opt in optimizers.items()}
+
+    def load_scaler_states(self, states: dict[str, dict] | None, optimizers: dict[str, torch.optim.Optimizer]) -> None:
+        """Scalers as a checkpoint saved them; a checkpoint without them (saved in another precision)
+        leaves the scalers at their start."""
+        for name, opt in optimizers.items():
+            if states and name in states and id(opt) in self.scalers:
+                self.scalers[id(opt)].load_state_dict(states[name])
 
     def _before_forward(self, net: nn.Module, _inputs) -> None:
         copies = self.copies.get(net)  # a copy of a network carries the hook but is not among these
@@ -349,7 +400,11 @@ class Precision:
         through gankit's Adam kernel (training/adam_kernel.py) where it can take the step, else
         with the gradients copied to float32 first."""
         copies = self._copies_of(params)
-        if copies is None:
+        scaler = self.scalers.get(id(opt))
+        if scaler is not None:  # unscales, skips the step if a gradient overflowed, then moves the scale
+            scaler.step(opt)
+            scaler.update()
+        elif copies is None:
             opt.step()
         else:
             copies.step(opt, self.kernel)

@@ -45,6 +45,14 @@ class RunLog:
                          "bf16_speedup": round(choice.speedup, 3), "message": choice.note()})
             if progress and self.run.world.is_main:
                 self.say(f"gankit: {choice.note()}")
+        if choice.name == "fp16" and self.run.device.type == "cpu":
+            note = ("train.precision = fp16 on a CPU: float16 arithmetic is emulated there (the MLP GAN's step ran "
+                    "about 20x slower than in fp32); fp16 is for GPUs without bfloat16 (compute capability 7). "
+                    "On a CPU use auto or fp32")
+            if self.run.step == 0:  # once in the run's log; a resume says it again on stderr only
+                self.append({"step": 0, "event": "precision", "precision": choice.name, "message": note})
+            if progress and self.run.world.is_main:
+                self.say(f"gankit: {note}")
         kernel_note = self.run.precision.kernel_note
         if kernel_note is not None:
             self.append({"step": self.run.step, "event": "adam_kernel", "message": kernel_note})

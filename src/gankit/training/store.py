@@ -115,6 +115,7 @@ class RunStore:
             "sampler_buffers": self.sampler_buffers(),
             "opt_g": run.opt_g.state_dict(),
             "opt_d": run.opt_d.state_dict(),
+            "scalers": run.precision.scaler_states({"g": run.opt_g, "d": run.opt_d}),  # fp16's loss scales
             "norm": run.norm.state_dict(),
             "rng": capture_rng(run.data_rng, run.noise_rng),
             "rng_ranks": self.rng_ranks_now(),
@@ -138,6 +139,7 @@ class RunStore:
             run._sampler_copy = None
         load_optimizer_state(run.opt_g, state["opt_g"])
         load_optimizer_state(run.opt_d, state["opt_d"])
+        run.precision.load_scaler_states(state.get("scalers"), {"g": run.opt_g, "d": run.opt_d})
         run.norm = Normalizer(state["norm"]["mean"], state["norm"]["std"])
         run.step, run.elapsed = int(state["step"]), float(state["elapsed"])
         guard = state.get("guard") or {}  # runs saved before it was kept: no rollbacks, the saved length

@@ -158,7 +158,8 @@ def make_precision(run: "Trainer", saved: dict[str, str] | None) -> tuple[Precis
         choice = PrecisionChoice(*distributed.from_main(tuple(choice)))
     uses_adam = "adam" in (run.cfg.optim_g.name, run.cfg.optim_d.name)  # the kernel is Adam's step
     precision = Precision(choice.name, run.device, run.is_image, [run.g, run.d], processes=run.world.size,
-                          adam_kernel=run.cfg.train.adam_kernel if uses_adam else "torch")
+                          adam_kernel=run.cfg.train.adam_kernel if uses_adam else "torch",
+                          optimizers=(run.opt_g, run.opt_d))
     return precision, choice
 
 
@@ -253,7 +254,7 @@ class Trainer:
         """The gradient of `loss` for these weights only: G's update computes no gradient for D's
         weights (autograd skips that work), nor D's for G's. Averaged over processes when several."""
         opt.zero_grad(set_to_none=True)
-        loss.backward(inputs=params, retain_graph=retain_graph)
+        self.precision.scaled(loss, opt).backward(inputs=params, retain_graph=retain_graph)
         if not retain_graph:  # a retained graph still holds the bfloat16 weights: the caller switches back
             self.precision.use_full(params)
         if self.world.active:
