@@ -120,7 +120,8 @@ def test_a_running_profiler_sees_the_kernel_step(kernel):
         profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU])
         with profiler if profiled else contextlib.nullcontext():
             assert opt.step_bf16(weights, grads, copies, kernel, 1)
-        runs.append((weights[0].detach(), copies[0], opt.state[weights[0]]["exp_avg_sq"], float(opt.state[weights[0]]["step"])))
+        state = opt.state[weights[0]]
+        runs.append((weights[0].detach(), copies[0], state["exp_avg_sq"], float(state["step"])))
     assert "Optimizer.step#LeanAdam.step" in {event.name for event in profiler.events()}
     (weight, copy, avg_sq, step), (weight_p, copy_p, avg_sq_p, step_p) = runs
     assert torch.equal(weight, weight_p) and torch.equal(copy, copy_p) and torch.equal(avg_sq, avg_sq_p)

@@ -118,7 +118,7 @@ def cuda_precision(capability: tuple[int, int]) -> str:
     return "bf16" if capability[0] >= 8 else "fp32"
 
 
-def fp16_scalers(device: torch.device, optimizers: tuple[torch.optim.Optimizer, ...]) -> dict[int, "torch.amp.GradScaler"]:
+def fp16_scalers(device: torch.device, optimizers: tuple[torch.optim.Optimizer, ...]) -> dict[int, object]:
     """A loss scaler for each optimiser, keyed by its id: float16 without them would train on
     gradients that underflow to 0 or overflow to inf."""
     if not optimizers:
@@ -396,9 +396,9 @@ class Precision:
             copies.use_full()
 
     def step(self, opt: torch.optim.Optimizer, params: list[nn.Parameter]) -> None:
-        """`opt`'s step for the network owning `params`, after `use_full`: with its bfloat16 buffers,
-        through gankit's Adam kernel (training/adam_kernel.py) where it can take the step, else
-        with the gradients copied to float32 first."""
+        """`opt`'s step for the network owning `params`, after `use_full`: under float16 through its
+        loss scaler; with its bfloat16 buffers, through gankit's Adam kernel (training/adam_kernel.py)
+        where it can take the step, else with the gradients copied to float32 first."""
         copies = self._copies_of(params)
         scaler = self.scalers.get(id(opt))
         if scaler is not None:  # unscales, skips the step if a gradient overflowed, then moves the scale
