@@ -113,8 +113,9 @@ def cuda_precision(capability: tuple[int, int]) -> str:
     """auto's choice on a GPU of this compute capability: bf16 where it has bfloat16 units (8 and
     later: Ampere, Ada, Hopper; is_bf16_supported() also counts emulation), else fp32. GPUs with
     float16 tensor cores only (7: V100, T4, the RTX 20 series) can run train.precision = fp16, but
-    auto does not pick it: its GAN quality is not measured yet (a CPU emulates float16 about 20x
-    slower than float32, too slow for the quality runs a default needs; docs/benchmarks.md)."""
+    auto does not pick it: its GAN quality is measured on one seed of mnist-mlp only (a CPU emulates
+    float16 about 20x slower than float32, too slow for the quality runs a default needs), and its
+    speed on a GPU not at all (docs/benchmarks.md)."""
     return "bf16" if capability[0] >= 8 else "fp32"
 
 
