@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # A local CPU build of torch is used when this machine has one (it avoids a multi-GB CUDA
 # download); anywhere else pip picks torch as usual. Override: make TORCH_SPEC='torch==2.5.1'.
 LOCAL_TORCH := $(firstword $(wildcard /opt/wheels/torch-*+cpu-*.whl))
-TORCH_SPEC ?= $(if $(LOCAL_TORCH),$(LOCAL_TORCH),torch>=2.2)
+TORCH_SPEC ?= $(if $(LOCAL_TORCH),$(LOCAL_TORCH),torch>=2.4)
 
 .PHONY: setup demo test clean
 

@@ -43,7 +43,6 @@ from typing import Iterator, NamedTuple
 import torch
 from torch import nn
 
-from gankit.errors import UserError
 from gankit.io import atomic_write_text, cache_dir
 from gankit.training import adam_kernel as kernels
 
@@ -124,9 +123,6 @@ def fp16_scalers(device: torch.device, optimizers: tuple[torch.optim.Optimizer, 
     gradients that underflow to 0 or overflow to inf."""
     if not optimizers:
         raise ValueError("float16 needs the optimisers, to scale each one's loss")
-    if not hasattr(torch.amp, "GradScaler"):  # torch.amp.GradScaler(device) came with PyTorch 2.3
-        raise UserError(f"train.precision = fp16 needs PyTorch 2.3 or later (this is {torch.__version__}); "
-                        f"upgrade torch, or set train.precision to auto or fp32")
     return {id(opt): torch.amp.GradScaler(device.type) for opt in optimizers}
 
 
