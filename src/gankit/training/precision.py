@@ -396,12 +396,13 @@ class Precision:
         """`opt`'s step for the network owning `params`, after `use_full`: under float16 through its
         loss scaler; with its bfloat16 buffers, through gankit's Adam kernel (training/adam_kernel.py)
         where it can take the step, else with the gradients copied to float32 first."""
-        copies = self._copies_of(params)
         scaler = self.scalers.get(id(opt))
         if scaler is not None:  # unscales, skips the step if a gradient overflowed, then moves the scale
             scaler.step(opt)
             scaler.update()
-        elif copies is None:
+            return
+        copies = self._copies_of(params)
+        if copies is None:
             opt.step()
         else:
             copies.step(opt, self.kernel)

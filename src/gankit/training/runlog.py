@@ -41,23 +41,25 @@ class RunLog:
         self._precision_noted = True
         choice = self.run.precision_choice
         if choice.speedup is not None:
-            self.append({"step": self.run.step, "event": "precision", "precision": choice.name,
-                         "bf16_speedup": round(choice.speedup, 3), "message": choice.note()})
-            if progress and self.run.world.is_main:
-                self.say(f"gankit: {choice.note()}")
+            self._note({"event": "precision", "precision": choice.name, "bf16_speedup": round(choice.speedup, 3),
+                        "message": choice.note()}, progress)
         if choice.name == "fp16" and self.run.device.type == "cpu":
             note = ("train.precision = fp16 on a CPU: float16 arithmetic is emulated there (the MLP GAN's step ran "
                     "about 20x slower than in fp32); fp16 is for GPUs without bfloat16 (compute capability 7). "
                     "On a CPU use auto or fp32")
-            if self.run.step == 0:  # once in the run's log; a resume says it again on stderr only
-                self.append({"step": 0, "event": "precision", "precision": choice.name, "message": note})
-            if progress and self.run.world.is_main:
-                self.say(f"gankit: {note}")
+            # once in the run's log; a resume says it again on stderr only
+            self._note({"event": "precision", "precision": choice.name, "message": note}, progress,
+                       logged=self.run.step == 0)
         kernel_note = self.run.precision.kernel_note
         if kernel_note is not None:
-            self.append({"step": self.run.step, "event": "adam_kernel", "message": kernel_note})
-            if progress and self.run.world.is_main:
-                self.say(f"gankit: {kernel_note}")
+            self._note({"event": "adam_kernel", "message": kernel_note}, progress)
+
+    def _note(self, row: dict[str, Any], progress: bool, logged: bool = True) -> None:
+        """A set-up note: a row of metrics.jsonl at this step (where `logged`), its message on stderr."""
+        if logged:
+            self.append({"step": self.run.step, **row})
+        if progress and self.run.world.is_main:
+            self.say(f"gankit: {row['message']}")
 
     def close_bar(self) -> None:
         """Training is over (a rejection critic may show its own bar next)."""
