@@ -1,6 +1,7 @@
 """Image data, networks, training and sampling on tiny generated images (fast, offline)."""
 import gzip
 import json
+import math
 import struct
 
 import numpy as np
@@ -166,7 +167,7 @@ def test_export_samples_without_gankit(mnist_root, tmp_path):
     files = {"gankit.json": ""}
     g = torch.export.load(tmp_path / "g.pt2", extra_files=files).module()
     meta = json.loads(files["gankit.json"])
-    assert meta["z_dim"] == 8 and meta["num_classes"] == 10
+    assert meta["z_dim"] == 8 and meta["num_classes"] == 10 and meta["z_std"] == 1.0
     z, labels = torch.randn(5, 8), torch.tensor([1, 2, 3, 4, 5])  # another batch size than at export
     from gankit.api import GAN
 
@@ -199,6 +200,28 @@ def test_a_run_whose_categories_pick_g_batch_norms_exports_and_walks_within_a_ca
     assert torch.equal(codes, codes[:, :1].expand_as(codes)) and (codes.sum(-1) == 1).all()
     continuous = seen[0][:, :m.z_dim].reshape(3, 5, -1)
     assert not torch.equal(continuous[:, 0], continuous[:, -1])  # the noise still moves
+
+
+def test_info_warp_trains_and_resumes_bit_for_bit(mnist_root, tmp_path):
+    """loss.info_warp draws its warps from the run's own generator, so a resumed run warps as the
+    straight run did."""
+    cfg = tiny("mnist-dcgan", mnist_root, ["loss.info_warp=1", "train.batch_size=16"])
+    straight = Trainer(cfg, tmp_path / "a").fit(progress=False)
+    Trainer(cfg, tmp_path / "b").fit(steps=3, progress=False)
+    resumed = Trainer.resume(tmp_path / "b").fit(progress=False)
+    for key, value in straight.g.state_dict().items():
+        assert torch.equal(value, resumed.g.state_dict()[key]), key
+    for key, value in straight.d.state_dict().items():
+        assert torch.equal(value, resumed.d.state_dict()[key]), key
+    logged = [json.loads(line) for line in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    assert all(math.isfinite(row["info"]) for row in logged if "info" in row)
+
+
+def test_info_warp_on_vectors_names_the_fix(tmp_path):
+    cfg = config.with_overrides(config.RunConfig(), ["model.z_categories=3", "loss.info_weight=1",
+                                                     "loss.info_warp=1", "train.steps=2"])
+    with pytest.raises(UserError, match="loss.info_warp warps images.*set loss.info_warp = 0"):
+        Trainer(cfg, tmp_path / "run")
 
 
 def test_digits_from_scikit_learn():

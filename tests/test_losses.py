@@ -262,6 +262,74 @@ def test_mode_seeking_in_g_loss_pairs_samples_of_one_category_and_pushes_them_ap
     assert spread.item() < 100
 
 
+def test_random_affine_warps_each_image_its_own_way_and_keeps_the_background():
+    x = torch.full((6, 1, 28, 28), -1.0)
+    x[:, :, 8:20, 12:16] = 1.0  # a bar, as a 1 in [-1, 1]
+    same = losses.random_affine(x, 0.0, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(same, x, atol=1e-5, rtol=0)  # strength 0: every map is the identity
+    warped = losses.random_affine(x, 1.0, torch.Generator().manual_seed(0))
+    assert warped.shape == x.shape and warped.dtype == x.dtype
+    assert not torch.allclose(warped, x, atol=1e-3)
+    assert len({round(w.sum().item(), 3) for w in warped}) == 6  # six images, six maps
+    border = torch.cat([warped[:, :, :3, :], warped[:, :, -3:, :]], dim=2)
+    torch.testing.assert_close(border, torch.full_like(border, -1.0), atol=1e-5, rtol=0)  # still background
+    again = losses.random_affine(x, 1.0, torch.Generator().manual_seed(0))
+    assert torch.equal(warped, again)  # drawn from the generator given: a resumed run draws the same
+    grad = x.clone().requires_grad_()
+    losses.random_affine(grad, 1.0, torch.Generator().manual_seed(0)).sum().backward()
+    assert grad.grad is not None and grad.grad.abs().sum() > 0  # G learns through the warp
+    bf16 = losses.random_affine(x.bfloat16(), 1.0, torch.Generator().manual_seed(0))
+    assert bf16.dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("schedule_call", ["d_loss", "g_loss", "d_and_g_loss"])
+def test_info_warp_gives_q_warped_images_and_d_the_images_as_made(schedule_call):
+    """With loss.info_warp, D's verdict comes from a pass over G's images as they are, and Q's code
+    logits from a second pass over warped copies."""
+    from gankit.models.mlp import MLPDiscriminator
+
+    class Recording(MLPDiscriminator):
+        calls: list = []
+
+        def forward(self, x, labels=None, with_code=False):
+            self.calls.append((x.detach().clone(), with_code))
+            return super().forward(x.flatten(1), labels, with_code) if with_code else super().forward(x.flatten(1))
+
+    d = Recording(16, hidden=(8,), feature_dim=0)
+    d.add_code_head(3)
+    codes = torch.tensor([0, 1, 2, 0, 1, 2])
+    z = torch.cat([torch.randn(6, 2), torch.nn.functional.one_hot(codes, 3).float()], 1)
+    fake, real = torch.randn(6, 1, 4, 4), torch.randn(6, 1, 4, 4)
+    loss = losses.GANLoss(LossConfig(info_weight=1.0, info_warp=1.0), z_dim=2)
+    gen = torch.Generator().manual_seed(0)
+    if schedule_call == "d_loss":
+        loss.d_loss(d, real, fake, 0, gen, z=z)
+    elif schedule_call == "g_loss":
+        loss.g_loss(None, d, z, 0, gen, fake=fake)
+    else:
+        loss.d_and_g_loss(d, real, fake, 0, gen, z=z)
+    verdicts = [x for x, with_code in d.calls if not with_code]
+    coded = [x for x, with_code in d.calls if with_code]
+    assert any(torch.equal(x[-6:], fake) for x in verdicts)  # D judges the images as G made them
+    assert len(coded) == 1 and coded[0].shape == fake.shape and not torch.allclose(coded[0], fake)
+
+
+def test_mode_seeking_measures_latent_gaps_in_units_of_the_noise_spread():
+    from gankit.models.noise import sample_noise
+    from gankit.config import ModelConfig
+
+    z = sample_noise(8, ModelConfig(z_dim=3, z_categories=2), torch.Generator().manual_seed(0))
+    narrow = torch.cat([z[:, :3] * 0.1, z[:, 3:]], dim=1)  # what model.z_std = 0.1 draws
+    fake = z[:, :2] + z[:, 3:]
+    d = nn.Linear(2, 1)
+    cfg = LossConfig(mode_seeking=0.5)
+    as_drawn = losses.GANLoss(cfg, z_dim=3).g_loss(None, d, z, 0, fake=fake)
+    shrunk = losses.GANLoss(cfg, z_dim=3, z_std=0.1).g_loss(None, d, narrow, 0, fake=fake)
+    assert shrunk.item() == pytest.approx(as_drawn.item(), rel=1e-5)
+    unscaled = losses.GANLoss(cfg, z_dim=3).g_loss(None, d, narrow, 0, fake=fake)
+    assert unscaled.item() != pytest.approx(as_drawn.item(), rel=1e-2)  # the gaps would shrink tenfold
+
+
 def test_mode_seeking_anneals_linearly_to_nothing():
     from gankit.models.noise import sample_noise
     from gankit.config import ModelConfig

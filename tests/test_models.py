@@ -242,6 +242,17 @@ def test_a_categorical_latent_is_a_uniform_one_hot_after_the_continuous_coordina
     assert g(z[:4]).shape == (4, 2)
 
 
+@pytest.mark.parametrize("noise", ["uniform", "normal"])
+def test_z_std_spreads_the_continuous_noise_and_leaves_the_category_one_hot(noise):
+    from gankit.models.noise import sample_noise
+
+    wide = sample_noise(1000, ModelConfig(z_dim=3, noise=noise, z_categories=4), torch.Generator().manual_seed(2))
+    narrow = sample_noise(1000, ModelConfig(z_dim=3, noise=noise, z_categories=4, z_std=0.1),
+                          torch.Generator().manual_seed(2))
+    torch.testing.assert_close(narrow[:, :3], wide[:, :3] * 0.1)
+    assert torch.equal(narrow[:, 3:], wide[:, 3:])  # the same categories, still one-hot
+
+
 @pytest.mark.parametrize("size", [28, 32])
 def test_the_categorical_code_can_pick_the_scale_and_shift_of_g_batch_norms(size):
     from gankit.models.base import ConditionalBatchNorm

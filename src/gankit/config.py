@@ -41,6 +41,10 @@ class ModelConfig:
     name: str = "mlp"
     z_dim: int = 2
     noise: Literal["uniform", "normal"] = "uniform"  # U(-1, 1) or N(0, 1)
+    # the continuous noise's spread: U(-z_std, z_std) or N(0, z_std^2). Below 1 beside a one-hot
+    # category (ClusterGAN, Mukherjee et al. 2019: 0.1), the categories' regions of G's input lie
+    # far apart for their size
+    z_std: float = 1.0
     # a latent with discrete structure: a uniform category of this many, one-hot after the z_dim
     # continuous coordinates (0: none); lets G put separated modes apart with nothing between them
     z_categories: int = 0
@@ -97,6 +101,11 @@ class LossConfig:
     # DiffAugment's translation: images D judges (real and generated alike) shifted by up to this
     # fraction of their size, differentiably (0: off; 0.125 in Zhao et al. 2020); image data only
     translate: float = 0.0
+    # InfoGAN's Q judges G's images through a random affine warp of this strength (1: rotation up to
+    # 20 degrees, shear up to 0.3, scale +-10%, shift up to 1/14 of the size; 0: off). A category
+    # must then survive changes of slant, size and place, which alter a digit's style and not which
+    # digit it is. Image data only; needs loss.info_weight > 0
+    info_warp: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -234,6 +243,7 @@ def check_ranges(cfg: RunConfig) -> None:
     _require(cfg.data.channels in (1, 3), "data.channels", cfg.data.channels, "must be 1 (grey) or 3 (RGB)")
     _require(8 <= cfg.data.image_size <= 1024, "data.image_size", cfg.data.image_size, "must be in [8, 1024]")
     _require(m.z_dim >= 1, "model.z_dim", m.z_dim, "must be >= 1")
+    _require(m.z_std > 0, "model.z_std", m.z_std, "must be > 0 (1: the noise as drawn)")
     _require(m.z_categories >= 0, "model.z_categories", m.z_categories, "must be >= 0 (0: no categorical code)")
     _require(not m.code_batch_norm or (m.name == "dcgan" and m.z_categories > 0 and not m.conditional),
              "model.code_batch_norm", m.code_batch_norm,
@@ -287,6 +297,9 @@ def _check_loss(lo: LossConfig, m: ModelConfig) -> None:
              "needs a categorical code to recover: set model.z_categories (e.g. 8), or loss.info_weight = 0")
     _require(0.0 <= lo.translate < 0.5, "loss.translate", lo.translate,
              "must be in [0, 0.5): the largest shift as a fraction of the image size (0: off)")
+    _require(lo.info_warp >= 0, "loss.info_warp", lo.info_warp, "must be >= 0 (0: off)")
+    _require(lo.info_warp == 0 or lo.info_weight > 0, "loss.info_warp", lo.info_warp,
+             "warps what InfoGAN's Q judges: set loss.info_weight > 0 (and model.z_categories), or loss.info_warp = 0")
     _require(lo.r1_every >= 1, "loss.r1_every", lo.r1_every, "must be >= 1 (1: R1 on every step)")
     _require(0.0 < lo.top_k <= 1.0, "loss.top_k", lo.top_k,
              "must be in (0, 1]: the share of G's batch its adversarial term counts (1: all, off)")

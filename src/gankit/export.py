@@ -8,6 +8,7 @@ rides along as gankit.json:
     g = torch.export.load("generator.pt2", extra_files=files).module()
     meta = json.loads(files["gankit.json"])
     z = torch.randn(16, meta["z_dim"])          # torch.rand(...) * 2 - 1 when meta["noise"] == "uniform"
+    z = z * meta["z_std"]
     # when meta["z_categories"] = K > 0: z = torch.cat([z, one_hot(randint(K, (16,)), K).float()], 1)
     with torch.no_grad():
         out = g(z)                              # conditional runs: g(z, torch.full((16,), 3))
@@ -51,7 +52,8 @@ def export_generator(sampler, out: Path) -> Path:
         example, dynamic = (z,), {"z": {0: batch}}
     with torch.no_grad():
         program = torch.export.export(module, example, dynamic_shapes=dynamic)
-    meta = {"z_dim": cfg.model.z_dim, "noise": cfg.model.noise, "z_categories": cfg.model.z_categories,
+    meta = {"z_dim": cfg.model.z_dim, "noise": cfg.model.noise, "z_std": cfg.model.z_std,
+            "z_categories": cfg.model.z_categories,
             "num_classes": sampler.num_classes,
             "shape": list(sampler.shape), "output": "uint8 (N, H, W, C)" if sampler.is_image else "float32 (N, D)"}
     out.parent.mkdir(parents=True, exist_ok=True)

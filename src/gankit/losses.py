@@ -7,6 +7,7 @@ asks it for a D loss and a G loss.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -172,6 +173,26 @@ def translate(x: Tensor, fraction: float, generator: torch.Generator | None = No
     return x[batch, :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)  # indexing puts C last
 
 
+def random_affine(x: Tensor, strength: float, generator: torch.Generator | None = None) -> Tensor:
+    """Each image of an (N, C, H, W) batch through its own random affine map: rotation up to 20
+    degrees, shear up to 0.3, scale within +-10% and shift up to 1/14 of the size, each times
+    `strength`; bilinear, with the edge pixels repeated into the gaps (MNIST's background).
+    Differentiable in x. These change a handwritten digit's style (slant, size, place), not which
+    digit it is."""
+    n = x.shape[0]
+    u = torch.rand(n, 5, generator=generator, device=x.device) * 2 - 1
+    angle = u[:, 0] * (math.radians(20) * strength)
+    scale = 1 + u[:, 1] * (0.1 * strength)
+    shear = u[:, 2] * (0.3 * strength)
+    shift = u[:, 3:] * (2 / 14 * strength)  # affine_grid's units: the image spans [-1, 1]
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    theta = torch.stack([torch.stack([cos, shear - sin, shift[:, 0]], 1),
+                         torch.stack([sin, cos, shift[:, 1]], 1)], 1)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    warped = F.grid_sample(x.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return warped.to(x.dtype)
+
+
 def r1_penalty(d: nn.Module, real: Tensor, labels: Tensor | None = None) -> Tensor:
     """R1 (Mescheder et al. 2018): E |grad D(x)|^2 on real data; the caller scales by gamma/2."""
     return input_gradient_sq(d, real, labels).mean()
@@ -187,9 +208,10 @@ def falling_to_zero(value: float, step: int, anneal: int) -> float:
 class GANLoss:
     """One adversarial loss plus its regularisers, applied to a generator and a discriminator."""
 
-    def __init__(self, cfg: LossConfig, z_dim: int = 0):
+    def __init__(self, cfg: LossConfig, z_dim: int = 0, z_std: float = 1.0):
         self.cfg = cfg
         self.z_dim = z_dim  # where a latent's one-hot category starts (model.z_dim), for the InfoGAN term
+        self.z_std = z_std  # the noise's spread (model.z_std): mode seeking measures latent gaps in its units
         if cfg.info_weight > 0 and z_dim < 1:
             raise ValueError("loss.info_weight > 0 needs GANLoss(cfg, z_dim=model.z_dim) to find G's categories")
         self.pair: LossPair = LOSSES.get(cfg.name)
@@ -238,7 +260,11 @@ class GANLoss:
         D's loss then reaches G too: the caller takes its gradient for D's weights only."""
         real_in, fake_in = self._d_input(real, step, generator), self._d_input(fake, step, generator)
         codes = self._codes(z)
-        real_logits, fake_logits, code_logits = self._judge_both(d, real_in, fake_in, labels, codes is not None)
+        warp = codes is not None and self.cfg.info_warp > 0
+        real_logits, fake_logits, code_logits = self._judge_both(d, real_in, fake_in, labels,
+                                                                 codes is not None and not warp)
+        if warp:
+            code_logits = self._warped_code_logits(d, fake, labels, generator)
         loss = self.pair.d(real_logits, fake_logits, 1.0 - self.cfg.label_smoothing)
         g_loss = self.pair.g(top_k(fake_logits, self.top_k_share(step))) if with_g else None
         stats = self._judgement_stats(real_logits.detach(), fake_logits.detach())
@@ -269,6 +295,12 @@ class GANLoss:
         """G's categories from its latent, when the InfoGAN term is on (else None)."""
         return categories_of(z, self.z_dim) if self.cfg.info_weight > 0 and z is not None else None
 
+    def _warped_code_logits(self, d: nn.Module, fake: Tensor, labels: Tensor | None,
+                            generator: torch.Generator | None) -> Tensor:
+        """Q's code logits on randomly warped copies of G's images (loss.info_warp), from a pass of
+        D of their own: D's verdict stays on the images as G made them."""
+        return judge_and_code(d, random_affine(fake, self.cfg.info_warp, generator), labels, True)[1]
+
     def _judgement_stats(self, real_logits: Tensor, fake_logits: Tensor) -> dict[str, Tensor]:
         """Mean D(x) and D(G(z)) as probabilities (cross-entropy losses), else the critic's raw means."""
         if self.pair.probabilistic:
@@ -298,7 +330,11 @@ class GANLoss:
         if fake is None:
             fake = g(z, labels)  # a gankit Generator takes labels=None when unconditional
         codes = self._codes(z)
-        logits, code_logits = judge_and_code(d, self._d_input(fake, step, generator), labels, codes is not None)
+        warp = codes is not None and self.cfg.info_warp > 0
+        logits, code_logits = judge_and_code(d, self._d_input(fake, step, generator), labels,
+                                             codes is not None and not warp)
+        if warp:
+            code_logits = self._warped_code_logits(d, fake, labels, generator)
         loss = self.pair.g(top_k(logits.float(), self.top_k_share(step)))
         seeking = self.mode_seeking_weight(step)
         if seeking > 0:
@@ -311,4 +347,5 @@ class GANLoss:
             raise ValueError("loss.mode_seeking needs the latent z of the generated batch")
         if not self.z_dim:
             return mode_seeking(fake, z, labels)
-        return mode_seeking(fake, z[:, :self.z_dim], groups_of(z, self.z_dim, labels))
+        noise = z[:, :self.z_dim] if self.z_std == 1.0 else z[:, :self.z_dim] / self.z_std
+        return mode_seeking(fake, noise, groups_of(z, self.z_dim, labels))

@@ -92,6 +92,8 @@ def make_normalizer(cfg: RunConfig, source: Source) -> Normalizer:
         raise UserError(f"model.conditional = true needs labelled data; '{cfg.data.name}' has no labels")
     if cfg.loss.translate > 0:
         raise UserError(f"loss.translate shifts images; '{cfg.data.name}' holds vectors: set loss.translate = 0")
+    if cfg.loss.info_warp > 0:
+        raise UserError(f"loss.info_warp warps images; '{cfg.data.name}' holds vectors: set loss.info_warp = 0")
     return Normalizer(*source.moments()) if cfg.data.normalize else Normalizer.identity(source.dim)
 
 
@@ -196,7 +198,7 @@ class Trainer:
             torch.contiguous_format
         self.g = g.to(self.device, memory_format=self.memory_format)
         self.d = d.to(self.device, memory_format=self.memory_format)
-        self.loss = GANLoss(cfg.loss, cfg.model.z_dim)
+        self.loss = GANLoss(cfg.loss, cfg.model.z_dim, cfg.model.z_std)
         check_penalties_fit_d(self.loss, self.d)
         if cfg.train.tensorboard:
             tensorboard.check_available()  # refused before the run folder is touched
