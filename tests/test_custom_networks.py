@@ -97,6 +97,13 @@ def test_image_tensors_train_a_conv_pair(tmp_path):
     assert kept.config.loss.mode_seeking == 0.5  # what the user sets is kept
     annealed = gankit.GAN("mnist-dcgan", settings={"loss.mode_seeking_anneal": 100}, generator=G, discriminator=D)
     assert annealed.config.loss.mode_seeking == 0.01  # annealing asked for: the preset's term is kept to anneal
+    from gankit import config
+    from gankit.api import _preset_code_off
+    from gankit.presets import load_preset
+
+    warped = config.with_overrides(load_preset("mnist-dcgan"), ["loss.info_warp=1"])  # a preset with Q's warps
+    off = config.with_overrides(warped, _preset_code_off(warped, {}))  # they go with Q, whatever else is set
+    assert (off.loss.info_weight, off.loss.info_warp) == (0.0, 0.0)
 
 
 def test_two_gans_with_their_own_modules_each_train_their_own(tmp_path):

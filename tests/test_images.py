@@ -214,7 +214,10 @@ def test_info_warp_trains_and_resumes_bit_for_bit(mnist_root, tmp_path):
     for key, value in straight.d.state_dict().items():
         assert torch.equal(value, resumed.d.state_dict()[key]), key
     logged = [json.loads(line) for line in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
-    assert all(math.isfinite(row["info"]) for row in logged if "info" in row)
+    infos = [row["info"] for row in logged if "info" in row]
+    assert infos and all(map(math.isfinite, infos))
+    unwarped = Trainer(config.with_overrides(cfg, ["loss.info_warp=0"]), tmp_path / "c").fit(progress=False)
+    assert not torch.equal(unwarped.g.state_dict()["dense.0.weight"], straight.g.state_dict()["dense.0.weight"])
 
 
 def test_info_warp_on_vectors_names_the_fix(tmp_path):

@@ -283,35 +283,60 @@ def test_random_affine_warps_each_image_its_own_way_and_keeps_the_background():
 
 
 @pytest.mark.parametrize("schedule_call", ["d_loss", "g_loss", "d_and_g_loss"])
-def test_info_warp_gives_q_warped_images_and_d_the_images_as_made(schedule_call):
+def test_info_warp_gives_q_warped_copies_and_d_its_verdict_on_the_images_as_made(schedule_call):
     """With loss.info_warp, D's verdict comes from a pass over G's images as they are, and Q's code
-    logits from a second pass over warped copies."""
+    logits from a second pass over warped copies of a share of them (loss.info_warp_share)."""
     from gankit.models.mlp import MLPDiscriminator
 
     class Recording(MLPDiscriminator):
-        calls: list = []
-
         def forward(self, x, labels=None, with_code=False):
-            self.calls.append((x.detach().clone(), with_code))
-            return super().forward(x.flatten(1), labels, with_code) if with_code else super().forward(x.flatten(1))
+            calls.append((x.detach().clone(), with_code))
+            return super().forward(x.flatten(1), labels, with_code)
 
+    calls: list = []
     d = Recording(16, hidden=(8,), feature_dim=0)
     d.add_code_head(3)
     codes = torch.tensor([0, 1, 2, 0, 1, 2])
     z = torch.cat([torch.randn(6, 2), torch.nn.functional.one_hot(codes, 3).float()], 1)
     fake, real = torch.randn(6, 1, 4, 4), torch.randn(6, 1, 4, 4)
-    loss = losses.GANLoss(LossConfig(info_weight=1.0, info_warp=1.0), z_dim=2)
+    loss = losses.GANLoss(LossConfig(info_weight=1.0, info_warp=1.0, info_warp_share=0.5), z_dim=2)
     gen = torch.Generator().manual_seed(0)
     if schedule_call == "d_loss":
-        loss.d_loss(d, real, fake, 0, gen, z=z)
+        got, stats = loss.d_loss(d, real, fake, 0, gen, z=z)
     elif schedule_call == "g_loss":
-        loss.g_loss(None, d, z, 0, gen, fake=fake)
+        got = loss.g_loss(None, d, z, 0, gen, fake=fake)
     else:
-        loss.d_and_g_loss(d, real, fake, 0, gen, z=z)
-    verdicts = [x for x, with_code in d.calls if not with_code]
-    coded = [x for x, with_code in d.calls if with_code]
-    assert any(torch.equal(x[-6:], fake) for x in verdicts)  # D judges the images as G made them
-    assert len(coded) == 1 and coded[0].shape == fake.shape and not torch.allclose(coded[0], fake)
+        got, _, stats = loss.d_and_g_loss(d, real, fake, 0, gen, z=z)
+    (verdict, verdict_coded), (copies, coded) = calls  # D's pass without Q, then Q's pass over the copies
+    assert not verdict_coded and coded and torch.equal(verdict[-6:], fake)  # D judges the images as made
+    # the first three rows warped, with the draws of the run's generator
+    torch.testing.assert_close(copies, losses.random_affine(fake[:3], 1.0, torch.Generator().manual_seed(0)))
+    assert not torch.allclose(copies, fake[:3], atol=1e-3)
+    with torch.no_grad():
+        logits = MLPDiscriminator.forward(d, verdict.flatten(1))
+        _, code_logits = MLPDiscriminator.forward(d, copies.flatten(1), None, True)
+    info = torch.nn.functional.cross_entropy(code_logits, codes[:3])
+    if schedule_call == "g_loss":
+        expected = losses.ns_g(logits) + info
+    else:
+        expected = losses.ns_d(logits[:6], logits[6:]) + info
+        assert stats["info"].item() == pytest.approx(info.item(), rel=1e-5)
+    assert got.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_info_warp_share_keeps_whole_packs():
+    """With PacGAN packing, Q's copies are whole packs (at least one), and each keeps its category."""
+    from gankit.models.mlp import MLPDiscriminator
+
+    d = MLPDiscriminator(16, hidden=(8,), feature_dim=0, pack=2)
+    d.add_code_head(3)
+    codes = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
+    z = torch.cat([torch.randn(8, 2), torch.nn.functional.one_hot(codes, 3).float()], 1)
+    fake = torch.randn(8, 1, 4, 4)
+    for share, rows in [(0.3, 2), (0.05, 2), (0.5, 4), (1.0, 8)]:
+        loss = losses.GANLoss(LossConfig(info_weight=1.0, info_warp=1.0, info_warp_share=share), z_dim=2)
+        logits, kept = loss._warped_code_logits(d, fake, None, codes, torch.Generator().manual_seed(0))
+        assert logits.shape == (rows, 3) and torch.equal(kept, codes[:rows])
 
 
 def test_mode_seeking_measures_latent_gaps_in_units_of_the_noise_spread():

@@ -161,7 +161,8 @@ def _preset_code_off(cfg: RunConfig, settings: dict[str, Any]) -> list[str]:
         off.append("loss.mode_seeking=0")  # the preset's cure for a collapse its batch norms by category risk
     if cfg.loss.info_weight == 0 or {"loss.info_weight", "model.z_categories"} & set(settings):
         return off
-    return ["loss.info_weight=0", "model.z_categories=0", *off]
+    warp = [] if cfg.loss.info_warp == 0 or "loss.info_warp" in settings else ["loss.info_warp=0"]  # Q's warps
+    return ["loss.info_weight=0", "model.z_categories=0", *warp, *off]
 
 
 def _networks_of(generator: nn.Module | None, discriminator: nn.Module | None):

@@ -8,7 +8,7 @@ rides along as gankit.json:
     g = torch.export.load("generator.pt2", extra_files=files).module()
     meta = json.loads(files["gankit.json"])
     z = torch.randn(16, meta["z_dim"])          # torch.rand(...) * 2 - 1 when meta["noise"] == "uniform"
-    z = z * meta["z_std"]
+    z = z * meta.get("z_std", 1.0)              # the noise's spread (files exported before it: 1)
     # when meta["z_categories"] = K > 0: z = torch.cat([z, one_hot(randint(K, (16,)), K).float()], 1)
     with torch.no_grad():
         out = g(z)                              # conditional runs: g(z, torch.full((16,), 3))

@@ -179,8 +179,7 @@ def random_affine(x: Tensor, strength: float, generator: torch.Generator | None 
     `strength`; bilinear, with the edge pixels repeated into the gaps (MNIST's background).
     Differentiable in x. These change a handwritten digit's style (slant, size, place), not which
     digit it is."""
-    n = x.shape[0]
-    u = torch.rand(n, 5, generator=generator, device=x.device) * 2 - 1
+    u = torch.rand(x.shape[0], 5, generator=generator, device=x.device) * 2 - 1
     angle = u[:, 0] * (math.radians(20) * strength)
     scale = 1 + u[:, 1] * (0.1 * strength)
     shear = u[:, 2] * (0.3 * strength)
@@ -188,8 +187,9 @@ def random_affine(x: Tensor, strength: float, generator: torch.Generator | None 
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
     theta = torch.stack([torch.stack([cos, shear - sin, shift[:, 0]], 1),
                          torch.stack([sin, cos, shift[:, 1]], 1)], 1)
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    warped = F.grid_sample(x.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
+    with torch.autocast(x.device.type, enabled=False):  # the grid's product would run in bfloat16
+        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+        warped = F.grid_sample(x.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
     return warped.to(x.dtype)
 
 
@@ -260,11 +260,10 @@ class GANLoss:
         D's loss then reaches G too: the caller takes its gradient for D's weights only."""
         real_in, fake_in = self._d_input(real, step, generator), self._d_input(fake, step, generator)
         codes = self._codes(z)
-        warp = codes is not None and self.cfg.info_warp > 0
         real_logits, fake_logits, code_logits = self._judge_both(d, real_in, fake_in, labels,
-                                                                 codes is not None and not warp)
-        if warp:
-            code_logits = self._warped_code_logits(d, fake, labels, generator)
+                                                                 self._codes_from_same_pass(codes))
+        if codes is not None and not self._codes_from_same_pass(codes):
+            code_logits, codes = self._warped_code_logits(d, fake, labels, codes, generator)
         loss = self.pair.d(real_logits, fake_logits, 1.0 - self.cfg.label_smoothing)
         g_loss = self.pair.g(top_k(fake_logits, self.top_k_share(step))) if with_g else None
         stats = self._judgement_stats(real_logits.detach(), fake_logits.detach())
@@ -295,11 +294,25 @@ class GANLoss:
         """G's categories from its latent, when the InfoGAN term is on (else None)."""
         return categories_of(z, self.z_dim) if self.cfg.info_weight > 0 and z is not None else None
 
-    def _warped_code_logits(self, d: nn.Module, fake: Tensor, labels: Tensor | None,
-                            generator: torch.Generator | None) -> Tensor:
-        """Q's code logits on randomly warped copies of G's images (loss.info_warp), from a pass of
-        D of their own: D's verdict stays on the images as G made them."""
-        return judge_and_code(d, random_affine(fake, self.cfg.info_warp, generator), labels, True)[1]
+    def _codes_from_same_pass(self, codes: Tensor | None) -> bool:
+        """Whether Q reads its code logits off D's pass over the generated batch: with the InfoGAN
+        term and no loss.info_warp (with warps, Q's copies get a pass of their own)."""
+        return codes is not None and self.cfg.info_warp == 0
+
+    def _warped_code_logits(self, d: nn.Module, fake: Tensor, labels: Tensor | None, codes: Tensor,
+                            generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
+        """Q's code logits on randomly warped copies of the first loss.info_warp_share of G's images
+        (loss.info_warp), and the categories they carry. The batch is drawn at random, so its first
+        rows are a random share of it. The copies get a pass of D of their own: D's verdict, and
+        the batch-norm statistics it is computed with, stay on the images as G made them (with the
+        copies in D's pass over the batch instead, a quarter of it warped, the digits came out
+        worse on both seeds tried; docs/results.md). The copies are of G's images as made, without
+        loss.translate or instance noise; that pass also moves D's batch-norm running statistics."""
+        pack = getattr(d, "pack", 1)
+        rows = min(len(fake), max(pack, round(self.cfg.info_warp_share * len(fake) / pack) * pack))
+        some = None if labels is None else labels[:rows]
+        warped = random_affine(fake[:rows], self.cfg.info_warp, generator)
+        return judge_and_code(d, warped, some, True)[1], codes[:rows]
 
     def _judgement_stats(self, real_logits: Tensor, fake_logits: Tensor) -> dict[str, Tensor]:
         """Mean D(x) and D(G(z)) as probabilities (cross-entropy losses), else the critic's raw means."""
@@ -330,11 +343,10 @@ class GANLoss:
         if fake is None:
             fake = g(z, labels)  # a gankit Generator takes labels=None when unconditional
         codes = self._codes(z)
-        warp = codes is not None and self.cfg.info_warp > 0
         logits, code_logits = judge_and_code(d, self._d_input(fake, step, generator), labels,
-                                             codes is not None and not warp)
-        if warp:
-            code_logits = self._warped_code_logits(d, fake, labels, generator)
+                                             self._codes_from_same_pass(codes))
+        if codes is not None and not self._codes_from_same_pass(codes):
+            code_logits, codes = self._warped_code_logits(d, fake, labels, codes, generator)
         loss = self.pair.g(top_k(logits.float(), self.top_k_share(step)))
         seeking = self.mode_seeking_weight(step)
         if seeking > 0:
@@ -347,5 +359,4 @@ class GANLoss:
             raise ValueError("loss.mode_seeking needs the latent z of the generated batch")
         if not self.z_dim:
             return mode_seeking(fake, z, labels)
-        noise = z[:, :self.z_dim] if self.z_std == 1.0 else z[:, :self.z_dim] / self.z_std
-        return mode_seeking(fake, noise, groups_of(z, self.z_dim, labels))
+        return mode_seeking(fake, z[:, :self.z_dim] / self.z_std, groups_of(z, self.z_dim, labels))

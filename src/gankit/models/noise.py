@@ -1,7 +1,7 @@
 """The generator's input distribution.
 
-Continuous part: z ~ U(-1, 1)^k (the source article) or N(0, I), k = model.z_dim, times model.z_std. Optionally a
-discrete part (model.z_categories = K > 0): a category drawn uniformly from K, given to G as a
+Continuous part: z ~ U(-1, 1)^k (the source article) or N(0, I), k = model.z_dim, times
+model.z_std. Optionally a discrete part (model.z_categories = K > 0): a category drawn uniformly from K, given to G as a
 one-hot code after the continuous coordinates. A continuous G maps a connected latent space onto a
 connected set, so between two separated modes it must put some samples; a categorical code lets
 each category land on one mode with no bridge between them (a latent with discrete structure, as
@@ -26,8 +26,7 @@ def sample_noise(n: int, m: ModelConfig, generator: torch.Generator | None,
         z = torch.rand(n, m.z_dim, generator=generator, device=device) * 2.0 - 1.0
     else:
         z = torch.randn(n, m.z_dim, generator=generator, device=device)
-    if m.z_std != 1.0:
-        z = z * m.z_std
+    z = z * m.z_std
     if not m.z_categories:
         return z
     category = torch.randint(m.z_categories, (n,), generator=generator, device=device)
