@@ -260,9 +260,9 @@ class GANLoss:
         D's loss then reaches G too: the caller takes its gradient for D's weights only."""
         real_in, fake_in = self._d_input(real, step, generator), self._d_input(fake, step, generator)
         codes = self._codes(z)
-        real_logits, fake_logits, code_logits = self._judge_both(d, real_in, fake_in, labels,
-                                                                 self._codes_from_same_pass(codes))
-        if codes is not None and not self._codes_from_same_pass(codes):
+        same_pass = codes is not None and self.cfg.info_warp == 0  # Q reads D's pass over the batch
+        real_logits, fake_logits, code_logits = self._judge_both(d, real_in, fake_in, labels, same_pass)
+        if codes is not None and not same_pass:  # loss.info_warp: Q judges warped copies
             code_logits, codes = self._warped_code_logits(d, fake, labels, codes, generator)
         loss = self.pair.d(real_logits, fake_logits, 1.0 - self.cfg.label_smoothing)
         g_loss = self.pair.g(top_k(fake_logits, self.top_k_share(step))) if with_g else None
@@ -293,11 +293,6 @@ class GANLoss:
     def _codes(self, z: Tensor | None) -> Tensor | None:
         """G's categories from its latent, when the InfoGAN term is on (else None)."""
         return categories_of(z, self.z_dim) if self.cfg.info_weight > 0 and z is not None else None
-
-    def _codes_from_same_pass(self, codes: Tensor | None) -> bool:
-        """Whether Q reads its code logits off D's pass over the generated batch: with the InfoGAN
-        term and no loss.info_warp (with warps, Q's copies get a pass of their own)."""
-        return codes is not None and self.cfg.info_warp == 0
 
     def _warped_code_logits(self, d: nn.Module, fake: Tensor, labels: Tensor | None, codes: Tensor,
                             generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
@@ -343,9 +338,9 @@ class GANLoss:
         if fake is None:
             fake = g(z, labels)  # a gankit Generator takes labels=None when unconditional
         codes = self._codes(z)
-        logits, code_logits = judge_and_code(d, self._d_input(fake, step, generator), labels,
-                                             self._codes_from_same_pass(codes))
-        if codes is not None and not self._codes_from_same_pass(codes):
+        same_pass = codes is not None and self.cfg.info_warp == 0  # Q reads D's pass over the batch
+        logits, code_logits = judge_and_code(d, self._d_input(fake, step, generator), labels, same_pass)
+        if codes is not None and not same_pass:  # loss.info_warp: Q judges warped copies
             code_logits, codes = self._warped_code_logits(d, fake, labels, codes, generator)
         loss = self.pair.g(top_k(logits.float(), self.top_k_share(step)))
         seeking = self.mode_seeking_weight(step)

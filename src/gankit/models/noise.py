@@ -1,12 +1,13 @@
 """The generator's input distribution.
 
 Continuous part: z ~ U(-1, 1)^k (the source article) or N(0, I), k = model.z_dim, times
-model.z_std. Optionally a discrete part (model.z_categories = K > 0): a category drawn uniformly from K, given to G as a
-one-hot code after the continuous coordinates. A continuous G maps a connected latent space onto a
-connected set, so between two separated modes it must put some samples; a categorical code lets
-each category land on one mode with no bridge between them (a latent with discrete structure, as
-in InfoGAN's codes). Alone, G may ignore the code; loss.info_weight adds InfoGAN's mutual-information
-term, which makes each category recognisable in the samples.
+model.z_std. Optionally a discrete part (model.z_categories = K > 0): a category drawn uniformly
+from K, given to G as a one-hot code after the continuous coordinates. A continuous G maps a
+connected latent space onto a connected set, so between two separated modes it must put some
+samples; a categorical code lets each category land on one mode with no bridge between them (a
+latent with discrete structure, as in InfoGAN's codes). Alone, G may ignore the code;
+loss.info_weight adds InfoGAN's mutual-information term, which makes each category recognisable in
+the samples.
 """
 from __future__ import annotations
 
