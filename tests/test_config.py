@@ -51,6 +51,7 @@ def test_an_int_is_accepted_where_a_float_is_expected():
     ("loss.info_warp=1", "loss.info_warp.*set loss.info_weight > 0"),
     ("loss.info_warp=-1", r"loss.info_warp.*must be in \[0, 2\]"),
     ("loss.info_warp=3", r"loss.info_warp.*must be in \[0, 2\]"),
+    ("loss.info_every=0", "loss.info_every.*must be >= 1"),
     ("loss.info_warp_share=0", r"loss.info_warp_share.*must be in \(0, 1\]"),
     ("model.g_hidden=[8, -1]", "every width must be >= 1"),
     ("train.ema_decay=1.5", r"\[0, 1\)"),

@@ -324,6 +324,31 @@ def test_info_warp_gives_q_warped_copies_and_d_its_verdict_on_the_images_as_made
     assert got.item() == pytest.approx(expected.item(), rel=1e-5)
 
 
+def test_info_every_leaves_the_term_and_q_out_of_the_steps_between():
+    from gankit.models.mlp import MLPDiscriminator
+
+    class Counting(MLPDiscriminator):
+        def forward(self, x, labels=None, with_code=False):
+            calls.append(with_code)
+            return super().forward(x.flatten(1), labels, with_code)
+
+    calls: list = []
+    d = Counting(16, hidden=(8,), feature_dim=0)
+    d.add_code_head(3)
+    codes = torch.tensor([0, 1, 2, 0, 1, 2])
+    z = torch.cat([torch.randn(6, 2), torch.nn.functional.one_hot(codes, 3).float()], 1)
+    fake, real = torch.randn(6, 1, 4, 4), torch.randn(6, 1, 4, 4)
+    every_other = losses.GANLoss(LossConfig(info_weight=1.0, info_warp=1.0, info_every=2), z_dim=2)
+    plain = losses.GANLoss(LossConfig(), z_dim=2)
+    _, stats = every_other.d_loss(d, real, fake, 3, torch.Generator().manual_seed(0), z=z)
+    assert "info" not in stats and calls == [False]  # step 3: one pass, no Q, no warped copies
+    assert every_other.g_loss(None, d, z, 3, fake=fake).item() == pytest.approx(
+        plain.g_loss(None, d, z, 3, fake=fake).item())
+    calls.clear()
+    _, stats = every_other.d_loss(d, real, fake, 4, torch.Generator().manual_seed(0), z=z)
+    assert "info" in stats and calls == [False, True]  # step 4: D's pass, then Q's over the copies
+
+
 def test_info_warp_share_keeps_whole_packs():
     """With PacGAN packing, Q's copies are whole packs (at least one), and each keeps its category."""
     from gankit.models.mlp import MLPDiscriminator

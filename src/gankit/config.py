@@ -86,6 +86,9 @@ class LossConfig:
     # InfoGAN: weight of a cross-entropy term by which a head on D's features must tell G's category
     # (model.z_categories) from the sample alone; G is trained to make it tellable (0: off)
     info_weight: float = 0.0
+    # the InfoGAN term (with Q's warped pass, loss.info_warp) on every this-many-th step only (1: every
+    # step); the steps between compute neither, so they cost what steps without the term cost
+    info_every: int = 1
     # mode seeking (Mao et al. 2019): weight of a G term, the inverse of image distance per latent
     # distance over pairs of one category (model.z_categories) or class; against G making one image
     # per category whatever its noise (0: off; 1 in the article)
@@ -304,6 +307,7 @@ def _check_loss(lo: LossConfig, m: ModelConfig) -> None:
              "must be in [0, 0.5): the largest shift as a fraction of the image size (0: off)")
     _require(0.0 <= lo.info_warp <= 2.0, "loss.info_warp", lo.info_warp,
              "must be in [0, 2] (0: off; 1: rotation up to 20 degrees; far past 2 a digit turns over)")
+    _require(lo.info_every >= 1, "loss.info_every", lo.info_every, "must be >= 1 (1: the InfoGAN term on every step)")
     _require(lo.info_warp == 0 or lo.info_weight > 0, "loss.info_warp", lo.info_warp,
              "warps what InfoGAN's Q judges: set loss.info_weight > 0 (and model.z_categories), or loss.info_warp = 0")
     _require(0.0 < lo.info_warp_share <= 1.0, "loss.info_warp_share", lo.info_warp_share,

@@ -259,7 +259,7 @@ class GANLoss:
         updates, as the TensorFlow DCGAN tutorial): when `fake` keeps its graph, G's loss reaches G.
         D's loss then reaches G too: the caller takes its gradient for D's weights only."""
         real_in, fake_in = self._d_input(real, step, generator), self._d_input(fake, step, generator)
-        codes = self._codes(z)
+        codes = self._codes(z, step)
         same_pass = codes is not None and self.cfg.info_warp == 0  # Q reads D's pass over the batch
         real_logits, fake_logits, code_logits = self._judge_both(d, real_in, fake_in, labels, same_pass)
         if codes is not None and not same_pass:  # loss.info_warp: Q judges warped copies
@@ -290,9 +290,11 @@ class GANLoss:
             stats["r1"] = self._last_r1  # on lazy steps: its value where it was last computed
         return loss, g_loss, stats
 
-    def _codes(self, z: Tensor | None) -> Tensor | None:
-        """G's categories from its latent, when the InfoGAN term is on (else None)."""
-        return categories_of(z, self.z_dim) if self.cfg.info_weight > 0 and z is not None else None
+    def _codes(self, z: Tensor | None, step: int) -> Tensor | None:
+        """G's categories from its latent, when the InfoGAN term is on at this step (else None)."""
+        if self.cfg.info_weight == 0 or z is None or step % self.cfg.info_every:
+            return None
+        return categories_of(z, self.z_dim)
 
     def _warped_code_logits(self, d: nn.Module, fake: Tensor, labels: Tensor | None, codes: Tensor,
                             generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
@@ -337,7 +339,7 @@ class GANLoss:
         """G's loss on G(z); `fake` is G(z) already computed with its graph (train.schedule = "shared")."""
         if fake is None:
             fake = g(z, labels)  # a gankit Generator takes labels=None when unconditional
-        codes = self._codes(z)
+        codes = self._codes(z, step)
         same_pass = codes is not None and self.cfg.info_warp == 0  # Q reads D's pass over the batch
         logits, code_logits = judge_and_code(d, self._d_input(fake, step, generator), labels, same_pass)
         if codes is not None and not same_pass:  # loss.info_warp: Q judges warped copies
