@@ -282,10 +282,9 @@ def test_random_affine_warps_each_image_its_own_way_and_keeps_the_background():
     assert bf16.dtype == torch.bfloat16
 
 
-@pytest.mark.parametrize("schedule_call", ["d_loss", "g_loss", "d_and_g_loss"])
-def test_info_warp_gives_q_warped_copies_and_d_its_verdict_on_the_images_as_made(schedule_call):
-    """With loss.info_warp, D's verdict comes from a pass over G's images as they are, and Q's code
-    logits from a second pass over warped copies of a share of them (loss.info_warp_share)."""
+def recording_q_setup(calls: list):
+    """A D with a code head that records each pass it makes (its input, and whether Q read it), and
+    a generated and a real batch of six 4x4 images from three categories."""
     from gankit.models.mlp import MLPDiscriminator
 
     class Recording(MLPDiscriminator):
@@ -293,12 +292,21 @@ def test_info_warp_gives_q_warped_copies_and_d_its_verdict_on_the_images_as_made
             calls.append((x.detach().clone(), with_code))
             return super().forward(x.flatten(1), labels, with_code)
 
-    calls: list = []
     d = Recording(16, hidden=(8,), feature_dim=0)
     d.add_code_head(3)
     codes = torch.tensor([0, 1, 2, 0, 1, 2])
     z = torch.cat([torch.randn(6, 2), torch.nn.functional.one_hot(codes, 3).float()], 1)
-    fake, real = torch.randn(6, 1, 4, 4), torch.randn(6, 1, 4, 4)
+    return d, codes, z, torch.randn(6, 1, 4, 4), torch.randn(6, 1, 4, 4)
+
+
+@pytest.mark.parametrize("schedule_call", ["d_loss", "g_loss", "d_and_g_loss"])
+def test_info_warp_gives_q_warped_copies_and_d_its_verdict_on_the_images_as_made(schedule_call):
+    """With loss.info_warp, D's verdict comes from a pass over G's images as they are, and Q's code
+    logits from a second pass over warped copies of a share of them (loss.info_warp_share)."""
+    from gankit.models.mlp import MLPDiscriminator
+
+    calls: list = []
+    d, codes, z, fake, real = recording_q_setup(calls)
     loss = losses.GANLoss(LossConfig(info_weight=1.0, info_warp=1.0, info_warp_share=0.5), z_dim=2)
     gen = torch.Generator().manual_seed(0)
     if schedule_call == "d_loss":
@@ -325,28 +333,17 @@ def test_info_warp_gives_q_warped_copies_and_d_its_verdict_on_the_images_as_made
 
 
 def test_info_every_leaves_the_term_and_q_out_of_the_steps_between():
-    from gankit.models.mlp import MLPDiscriminator
-
-    class Counting(MLPDiscriminator):
-        def forward(self, x, labels=None, with_code=False):
-            calls.append(with_code)
-            return super().forward(x.flatten(1), labels, with_code)
-
     calls: list = []
-    d = Counting(16, hidden=(8,), feature_dim=0)
-    d.add_code_head(3)
-    codes = torch.tensor([0, 1, 2, 0, 1, 2])
-    z = torch.cat([torch.randn(6, 2), torch.nn.functional.one_hot(codes, 3).float()], 1)
-    fake, real = torch.randn(6, 1, 4, 4), torch.randn(6, 1, 4, 4)
+    d, _, z, fake, real = recording_q_setup(calls)
     every_other = losses.GANLoss(LossConfig(info_weight=1.0, info_warp=1.0, info_every=2), z_dim=2)
     plain = losses.GANLoss(LossConfig(), z_dim=2)
     _, stats = every_other.d_loss(d, real, fake, 3, torch.Generator().manual_seed(0), z=z)
-    assert "info" not in stats and calls == [False]  # step 3: one pass, no Q, no warped copies
+    assert "info" not in stats and [q for _, q in calls] == [False]  # step 3: one pass, no Q, no copies
     assert every_other.g_loss(None, d, z, 3, fake=fake).item() == pytest.approx(
         plain.g_loss(None, d, z, 3, fake=fake).item())
     calls.clear()
     _, stats = every_other.d_loss(d, real, fake, 4, torch.Generator().manual_seed(0), z=z)
-    assert "info" in stats and calls == [False, True]  # step 4: D's pass, then Q's over the copies
+    assert "info" in stats and [q for _, q in calls] == [False, True]  # step 4: D's pass, then Q's over copies
 
 
 def test_info_warp_share_keeps_whole_packs():

@@ -112,7 +112,7 @@ class LossConfig:
     info_warp: float = 0.0
     # the share of G's batch whose warped copies Q judges (the InfoGAN term then counts those only).
     # The warped pass through D costs less for fewer rows, not in proportion: on a 2-core CPU a step
-    # was 1.3-1.6x as long for all, 1.14x for a quarter (the small networks' fixed cost per operation)
+    # was 1.3-1.45x as long for all, 1.14x for a quarter (the small networks' fixed cost per operation)
     info_warp_share: float = 1.0
 
 
