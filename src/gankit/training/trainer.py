@@ -90,10 +90,9 @@ def make_normalizer(cfg: RunConfig, source: Source) -> Normalizer:
         return Normalizer.identity(1)
     if cfg.model.conditional:
         raise UserError(f"model.conditional = true needs labelled data; '{cfg.data.name}' has no labels")
-    if cfg.loss.translate > 0:
-        raise UserError(f"loss.translate shifts images; '{cfg.data.name}' holds vectors: set loss.translate = 0")
-    if cfg.loss.info_warp > 0:
-        raise UserError(f"loss.info_warp warps images; '{cfg.data.name}' holds vectors: set loss.info_warp = 0")
+    for key, verb in (("translate", "shifts"), ("info_warp", "warps")):  # the loss's image-only terms
+        if getattr(cfg.loss, key) > 0:
+            raise UserError(f"loss.{key} {verb} images; '{cfg.data.name}' holds vectors: set loss.{key} = 0")
     return Normalizer(*source.moments()) if cfg.data.normalize else Normalizer.identity(source.dim)
 
 
