@@ -21,7 +21,7 @@ from pathlib import Path
 def train(preset: str, procs: int, steps: int, device: str, sets: list[str], out: Path) -> dict:
     run = out / f"{preset}-x{procs}"
     gankit = ["-m", "gankit", "train", preset, "--steps", str(steps), "--out", str(run), "--overwrite",
-              "--quiet", "--no-plots", "--device", device, "--set", "train.snapshot_every=0",
+              "--quiet", "--no-plots", "--device", device, "--set", "train.snapshot_every=0", "--set", "train.max_minutes=0",
               *[a for s in sets for a in ("--set", s)]]
     cmd = [sys.executable, *gankit] if procs == 1 else \
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(procs), *gankit]

@@ -83,7 +83,7 @@ def peak_rss_mb() -> float:
 def gankit_config(net: str, batch: int, extra: list[str]):
     """The benchmark's gankit run: the preset's defaults, nothing saved, drawn or scored mid-run."""
     return config(net, batch, ["train.device=cpu", "train.snapshot_every=0", "train.checkpoint_every=1000000",
-                               "train.drs_steps=0", "eval.every=0", *extra])
+                               "train.drs_steps=0", "eval.every=0", "train.max_minutes=0", *extra])
 
 
 def run_gankit(net: str, batch: int, steps: int, warmup: int, extra: list[str]) -> dict:

@@ -68,7 +68,8 @@ def main() -> None:
     from gankit.training.cpu import torch_cpu_settings
 
     data = [f"data.root={MNIST}", "data.split=test"] if MNIST.is_dir() else []
-    quiet = ["train.snapshot_every=0", "train.checkpoint_every=1000000", "train.drs_steps=0", "eval.every=0"]
+    quiet = ["train.snapshot_every=0", "train.checkpoint_every=1000000", "train.drs_steps=0", "eval.every=0",
+             "train.max_minutes=0"]
     cfg = config_mod.with_overrides(load_preset(args.preset), [*data, *quiet, *args.set])
     with tempfile.TemporaryDirectory() as run:
         trainer = Trainer(cfg, run).fit(args.warmup, progress=False)

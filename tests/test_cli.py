@@ -234,3 +234,53 @@ def test_resume_takes_settings_that_leave_training_unchanged(trained, tmp_path, 
                         "--set", "data.root=elsewhere", "--quiet", "--no-plots"], capsys)
     assert code == 0, err
     assert "step-000025.pt" in os.listdir(copy / "checkpoints")
+
+
+def _rows(run_dir):
+    import json
+
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_a_time_budget_stops_training_saves_the_step_and_resumes_with_more_time(tmp_path, capsys):
+    import torch
+
+    run_dir = tmp_path / "r"
+    # a budget of 1.2 ms, spent by the first log step (train.log_every = 5), long before train.steps;
+    # checked as a log step begins, that step is the last
+    code, out, err = run(["train", "quadratic", "--out", str(run_dir), "--quiet", "--no-plots", *SETS,
+                          "--steps", "2000", "--max-minutes", "0.00002", "--set", "eval.every=1000",
+                          "--set", "eval.n=100", "--set", "eval.metrics=[\"mmd\"]"], capsys)
+    assert code == 0, err
+    assert "or 2e-05 minutes, whichever comes first" in err and "train.max_minutes = 2e-05 reached" in err
+    stopped = torch.load(run_dir / "checkpoints" / "latest.pt", weights_only=False)
+    assert stopped["step"] == 5 and "Done: 5 steps" in out
+    rows = _rows(run_dir)
+    event = next(r for r in rows if r.get("event") == "time_budget")
+    assert event["step"] == 5 and event["steps"] == 2000 and event["seconds"] >= 0.001
+    # the last step is logged, drawn and scored as a run's end is, though no multiple of eval.every
+    assert [r["step"] for r in rows if "d_loss" in r][-1] == 5
+    assert [r["step"] for r in rows if r.get("eval")] == [5]
+    assert (run_dir / "snapshots" / "step-000005.npz").is_file()
+    # the budget is the run's, across resumes: spent, a resume is refused until it gets more time
+    code, _, err = run(["resume", str(run_dir), "--quiet", "--no-plots"], capsys)
+    assert code == 2 and "whole time budget" in err and "--max-minutes M" in err
+    assert torch.load(run_dir / "checkpoints" / "latest.pt", weights_only=False)["step"] == stopped["step"]
+    code, _, err = run(["resume", str(run_dir), "--steps", "30", "--max-minutes", "0", "--quiet", "--no-plots"],
+                       capsys)
+    assert code == 0, err
+    resumed = torch.load(run_dir / "checkpoints" / "latest.pt", weights_only=False)
+    # the stop and the resume change nothing in the steps: the same weights as one run of 30 steps
+    code, _, err = run(["train", "quadratic", "--out", str(tmp_path / "straight"), "--quiet", "--no-plots", *SETS,
+                        "--steps", "30"], capsys)
+    assert code == 0, err
+    straight = torch.load(tmp_path / "straight" / "checkpoints" / "latest.pt", weights_only=False)
+    assert resumed["step"] == straight["step"] == 30
+    for key in straight["g"]:
+        assert torch.equal(straight["g"][key], resumed["g"][key]), key
+
+
+def test_a_negative_time_budget_is_refused(tmp_path, capsys):
+    code, _, err = run(["train", "quadratic", "--out", str(tmp_path / "r"), "--max-minutes", "-1"], capsys)
+    assert code == 2 and "train.max_minutes = -1.0 is not valid: must be >= 0" in err
+    assert not (tmp_path / "r").exists()

@@ -113,3 +113,15 @@ def test_a_held_run_refuses_every_process_at_once(tmp_path):
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_two_processes_stop_together_on_a_time_budget(tmp_path):
+    """Process 0's clock decides at a log step; every process stops at that step and the run saves it."""
+    run = tmp_path / "run"
+    done = _torchrun("train", "quadratic", "--out", str(run), "--steps", "100000", "--max-minutes", "0.00002",
+                     "--quiet", "--no-plots", *_sets())
+    assert done.returncode == 0, done.stderr
+    state = torch.load(run / "checkpoints" / "latest.pt", weights_only=False)
+    assert state["step"] == 5  # the first log step (train.log_every = 5 in TINY)
+    events = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if "event" in line]
+    assert [(e["event"], e["step"]) for e in events] == [("time_budget", 5)]

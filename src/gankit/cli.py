@@ -51,8 +51,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     from gankit.training import Trainer, resolve_device
 
     cfg = resolve_config(args.target, args.set)
-    train_changes = {k: v for k, v in (("steps", args.steps), ("seed", args.seed), ("device", args.device))
-                     if v is not None}
+    train_changes = {k: v for k, v in (("steps", args.steps), ("seed", args.seed), ("device", args.device),
+                                       ("max_minutes", args.max_minutes)) if v is not None}
     if train_changes:
         cfg = config_mod.replace(cfg, "train", **train_changes)
     # Check every name and file before anything is written.
@@ -71,8 +71,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     trainer = Trainer(cfg, out, source=source)  # builds the networks (and refuses bad combinations) before any write
     with ExitStack() as held:
         _on_main(world, lambda: (held.enter_context(hold_run(out)), prepare_out_dir(out, args.overwrite)))
-        _say(world, f"gankit: training '{cfg.preset or args.target}' for {cfg.train.steps} steps on {trainer.device}"
-                    f"{_processes(world)}; run directory: {out}")
+        _say(world, f"gankit: training '{cfg.preset or args.target}' for {cfg.train.steps} steps"
+                    f"{_time_budget(cfg.train.max_minutes)} on {trainer.device}{_processes(world)}; run directory: {out}")
         _finish(trainer, args)
 
 
@@ -106,6 +106,10 @@ def _say(world, text: str) -> None:
         print(text, file=sys.stderr)
 
 
+def _time_budget(minutes: float) -> str:
+    return f" or {minutes:g} minutes, whichever comes first," if minutes else ""
+
+
 def _processes(world) -> str:
     return f" x {world.size} processes" if world.active else ""
 
@@ -121,13 +125,19 @@ def cmd_resume(args: argparse.Namespace) -> None:
     with ExitStack() as held:
         # process 0 holds the run; a refusal reaches every process (none waits for the others)
         _on_main(world, lambda: held.enter_context(hold_run(run_dir)))
-        trainer = Trainer.resume(args.run, args.set)
+        settings = [*args.set, *([f"train.max_minutes={args.max_minutes}"] if args.max_minutes is not None else [])]
+        trainer = Trainer.resume(args.run, settings)
         total = args.steps or trainer.cfg.train.steps
         if total < trainer.step:
             raise UserError(f"--steps {total} is below the {trainer.step} steps already done; give a larger total")
         if total > trainer.cfg.train.steps:
             trainer.cfg = config_mod.replace(trainer.cfg, "train", steps=total)
-        _say(world, f"gankit: resuming {run_dir} at step {trainer.step} of {total}{_processes(world)}")
+        minutes = trainer.cfg.train.max_minutes
+        if trainer.step < total and minutes and trainer.elapsed >= minutes * 60:
+            raise UserError(f"{run_dir} has trained {trainer.elapsed / 60:.2f} minutes, its whole time budget "
+                            f"(train.max_minutes = {minutes:g}); give it more with --max-minutes M, or none with --max-minutes 0")
+        _say(world, f"gankit: resuming {run_dir} at step {trainer.step} of {total}{_time_budget(minutes)}"
+                    f"{_processes(world)}")
         _finish(trainer, args, total)
 
 
@@ -298,6 +308,8 @@ def _add_training_verbs(verbs) -> None:
     _add_set(train)
     train.add_argument("--out", help="run directory (default: runs/PRESET-DATE-TIME)")
     train.add_argument("--steps", type=int, help="total steps (one step: n_d D updates then n_g G updates)")
+    train.add_argument("--max-minutes", type=float, metavar="M",
+                       help="stop after M minutes of training, saving that step as the last (train.max_minutes)")
     train.add_argument("--seed", type=int)
     train.add_argument("--device", choices=["auto", "cpu", "cuda"])
     train.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
@@ -307,6 +319,8 @@ def _add_training_verbs(verbs) -> None:
     resume = verbs.add_parser("resume", help="continue a run exactly where it stopped")
     resume.add_argument("run", help="run directory (its latest checkpoint), or one of its checkpoints/step-*.pt")
     resume.add_argument("--steps", type=int, help="new total number of steps (default: the run's own)")
+    resume.add_argument("--max-minutes", type=float, metavar="M",
+                        help="a new time budget in minutes of training in all, resumes included (0: none)")
     resume.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="change a setting that leaves training the same, e.g. data.root=PATH "
                              "(see docs/guide.md#resume)")

@@ -131,6 +131,10 @@ class OptimConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     steps: int = 2000  # one step = n_d D updates then n_g G updates
+    # a time budget: training stops at the first log step (log_every) that begins after this many
+    # minutes of training in all, resumes included, and saves that step as its last (0: none).
+    # Schedules that count steps (learning rates, annealed terms) still count towards train.steps
+    max_minutes: float = 0.0
     batch_size: int = 256
     n_d: int = 1
     n_g: int = 1
@@ -270,6 +274,7 @@ def check_ranges(cfg: RunConfig) -> None:
     _require(m.d_conv_width >= 0, "model.d_conv_width", m.d_conv_width, "must be >= 0 (0: model.conv_width)")
     _require(m.init_std > 0, "model.init_std", m.init_std, "must be > 0")
     _require(t.steps >= 1, "train.steps", t.steps, "must be >= 1")
+    _require(t.max_minutes >= 0, "train.max_minutes", t.max_minutes, "must be >= 0 (0: no time budget)")
     _require(t.batch_size >= 1, "train.batch_size", t.batch_size, "must be >= 1")
     _require(t.batch_size % m.pack == 0, "train.batch_size", t.batch_size,
              f"must be a multiple of model.pack = {m.pack}")
@@ -459,7 +464,8 @@ def with_overrides(cfg: RunConfig, items: list[str]) -> RunConfig:
 # Settings `gankit resume --set` may change: where things are and what is written, never what is trained.
 RESUME_SETTINGS = ("data.root", "data.download", "train.log_every", "train.snapshot_every",
                    "train.checkpoint_every", "train.keep_checkpoints", "viz.n_points", "viz.grid_size",
-                   "viz.plot_at_end", "eval.every", "eval.n", "eval.metrics", "train.tensorboard")
+                   "viz.plot_at_end", "eval.every", "eval.n", "eval.metrics", "train.tensorboard",
+                   "train.max_minutes")
 
 
 def check_resume_settings(items: list[str]) -> None:

@@ -1,7 +1,7 @@
 """What keeps a run safe: the divergence guard (a NaN or infinity rolls the run back to its newest
-finite checkpoint with lower learning rates, or stops it with a diagnosis), stop signals (Ctrl-C and
-SIGTERM finish the step, save and exit), and the check that every process of a multi-process run
-holds the same weights."""
+finite checkpoint with lower learning rates, or stops it with a diagnosis), the health warnings of a
+log step, stop signals (Ctrl-C and SIGTERM finish the step, save and exit), the time budget
+(train.max_minutes), and the check that every process of a multi-process run holds the same weights."""
 from __future__ import annotations
 
 import signal
@@ -23,6 +23,7 @@ class Guards:
         self.run = run
         self.stop_signal: int | None = None
         self.stop_agreed = False  # several processes: every one of them stops after this step
+        self.time_up = False  # train.max_minutes is spent: the step just begun is the last
 
     # ------------------------------------------------------------------ divergence
     def nonfinite_state(self) -> list[str]:
@@ -100,6 +101,28 @@ class Guards:
         if distributed.any_process(self.stop_signal is not None, run.device):
             self.stop_signal = self.stop_signal or signal.SIGTERM
             self.stop_agreed = True
+
+    def warn_of_health(self, row: dict[str, Any]) -> None:
+        """A log step's warnings: collapse and the like (health.py), and a CPU run starved of CPU time."""
+        run = self.run
+        for kind, message in run.health.check(row):
+            run.log.event("warning", kind=kind, message=message)
+        # one CPU process: several wait for each other at every gradient exchange, by design
+        busy = run.cpu_share.check() if run.device.type == "cpu" and not run.world.active else None
+        if busy:
+            run.log.event("warning", kind="busy_machine", message=busy)
+
+    def check_time_budget(self) -> bool:
+        """Whether the run has trained train.max_minutes in all (resumes included), kept in time_up.
+        Every process asks at the same steps (the start and each log step's), and process 0's clock
+        answers for all."""
+        run = self.run
+        budget = run.cfg.train.max_minutes * 60
+        spent = budget > 0 and run.elapsed >= budget
+        if budget > 0 and run.world.active:
+            spent = distributed.from_main(spent)
+        self.time_up = spent
+        return spent
 
     # ------------------------------------------------------------------ interruption
     def stopping(self) -> bool:

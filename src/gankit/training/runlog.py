@@ -87,6 +87,15 @@ class RunLog:
         if self.run.world.is_main:
             tqdm.write(f"gankit: {event} at step {self.run.step}: {fields.get('message', '')}", file=sys.stderr)
 
+    def time_budget_reached(self, total: int) -> None:
+        """train.max_minutes ended training before train.steps: in the run's record and on stderr."""
+        run = self.run
+        minutes = run.cfg.train.max_minutes
+        self.event("time_budget", seconds=round(run.elapsed, 3), max_minutes=minutes, steps=total,
+                   message=f"train.max_minutes = {minutes:g} reached after {run.elapsed:.1f} s of training; "
+                           f"stopped at step {run.step} of {total} (gankit resume RUN --max-minutes M "
+                           "gives it more time)")
+
     def say(self, text: str) -> None:
         """A line on stderr that does not break the progress bar."""
         tqdm.write(text, file=sys.stderr)

@@ -376,10 +376,13 @@ class Trainer:
         self.guards.warn_before_training()
         if self.step < total:
             self.critic = None  # G is about to change: a critic of the old G would be wrong
+        self.guards.check_time_budget()  # a resumed run may have none left
         with self.guards.stop_signals():
-            while self.step < total and not self.guards.stopping():
+            while self.step < total and not self.guards.stopping() and not self.guards.time_up:
                 self._run_one_step(total)
             self.log.close_bar()
+            if self.step < total and not self.guards.stopping() and self.guards.time_up:
+                self.log.time_budget_reached(total)
             self.guards.check_processes_in_step()
             self.store.save_final()
             wanted = self.cfg.train.drs_steps and self.critic is None and self.world.is_main
@@ -389,8 +392,10 @@ class Trainer:
     def _run_one_step(self, total: int) -> None:
         if self.cfg.train.lr_schedule != "constant" or self._lr_scale != 1.0:
             self.set_learning_rates(self.step)
-        snap = self.world.is_main and self.snapshots.due(self.step + 1, total)
         logging = (self.step + 1) % self.cfg.train.log_every == 0 or self.step + 1 == total
+        # the time budget is checked as a log step begins, so the last step is logged like any run's last
+        last = self.step + 1 == total or (logging and self.guards.check_time_budget())
+        snap = self.world.is_main and self.snapshots.due(self.step + 1, self.step + 1 if last else total)
         self.cpu_share.begin()
         stats, views = self.train_step(snapshot=snap, log=logging)
         self.cpu_share.end()
@@ -399,9 +404,9 @@ class Trainer:
         if logging and not self._log_step(stats):
             return  # rolled back
         every = self.cfg.eval.every
-        evaluating = every > 0 and (self.step % every == 0 or self.step == total)
-        saving = self.step % self.cfg.train.checkpoint_every == 0 and self.step < total
-        if saving or evaluating or self.step == total:  # fit() saves the final step: check it too
+        evaluating = every > 0 and (self.step % every == 0 or last)
+        saving = self.step % self.cfg.train.checkpoint_every == 0 and not last
+        if saving or evaluating or last:  # fit() saves the final step: check it too
             bad = self.guards.nonfinite_state()  # finite losses can come with weights a last update broke
             if bad:
                 self.guards.on_nonfinite(bad)
@@ -424,12 +429,7 @@ class Trainer:
         if bad:
             self.guards.on_nonfinite(bad)
             return False
-        for kind, message in self.health.check(row):
-            self.log.event("warning", kind=kind, message=message)
-        # one CPU process: several wait for each other at every gradient exchange, by design
-        busy = self.cpu_share.check() if self.device.type == "cpu" and not self.world.active else None
-        if busy:
-            self.log.event("warning", kind="busy_machine", message=busy)
+        self.guards.warn_of_health(row)
         return True
 
     def set_learning_rates(self, step: int) -> None:
