@@ -135,7 +135,8 @@ def cmd_resume(args: argparse.Namespace) -> None:
         minutes = trainer.cfg.train.max_minutes
         if trainer.step < total and minutes and trainer.elapsed >= minutes * 60:
             raise UserError(f"{run_dir} has trained {trainer.elapsed / 60:.2f} minutes, its whole time budget "
-                            f"(train.max_minutes = {minutes:g}); give it more with --max-minutes M, or none with --max-minutes 0")
+                            f"(train.max_minutes = {minutes:g}); give it more with --max-minutes M, "
+                            "or none with --max-minutes 0")
         _say(world, f"gankit: resuming {run_dir} at step {trainer.step} of {total}{_time_budget(minutes)}"
                     f"{_processes(world)}")
         _finish(trainer, args, total)
