@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from gankit.cli import main
+from gankit.viz.plots import read_metrics
 from tests.conftest import TINY, digest
 
 SETS = [arg for item in TINY for arg in ("--set", item)]
@@ -236,12 +237,6 @@ def test_resume_takes_settings_that_leave_training_unchanged(trained, tmp_path, 
     assert "step-000025.pt" in os.listdir(copy / "checkpoints")
 
 
-def _rows(run_dir):
-    import json
-
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-
-
 def test_a_time_budget_stops_training_saves_the_step_and_resumes_with_more_time(tmp_path, capsys):
     import torch
 
@@ -255,7 +250,7 @@ def test_a_time_budget_stops_training_saves_the_step_and_resumes_with_more_time(
     assert "or 2e-05 minutes, whichever comes first" in err and "train.max_minutes = 2e-05 reached" in err
     stopped = torch.load(run_dir / "checkpoints" / "latest.pt", weights_only=False)
     assert stopped["step"] == 5 and "Done: 5 steps" in out
-    rows = _rows(run_dir)
+    rows = read_metrics(run_dir)
     event = next(r for r in rows if r.get("event") == "time_budget")
     assert event["step"] == 5 and event["steps"] == 2000 and event["seconds"] >= 0.001
     # the last step is logged, drawn and scored as a run's end is, though no multiple of eval.every

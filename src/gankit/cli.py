@@ -133,7 +133,7 @@ def cmd_resume(args: argparse.Namespace) -> None:
         if total > trainer.cfg.train.steps:
             trainer.cfg = config_mod.replace(trainer.cfg, "train", steps=total)
         minutes = trainer.cfg.train.max_minutes
-        if trainer.step < total and minutes and trainer.elapsed >= minutes * 60:
+        if trainer.step < total and trainer.guards.check_time_budget():
             raise UserError(f"{run_dir} has trained {trainer.elapsed / 60:.2f} minutes, its whole time budget "
                             f"(train.max_minutes = {minutes:g}); give it more with --max-minutes M, "
                             "or none with --max-minutes 0")
