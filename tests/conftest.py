@@ -11,7 +11,7 @@ import torch
 
 from gankit import config
 
-torch.set_num_threads(1)  # tests may run beside a CLI subprocess; 1 thread each avoids thrashing
+torch.set_num_threads(1)  # tests run in one worker per core (pytest-xdist), some beside a CLI subprocess: 1 thread each avoids thrashing
 
 TINY = [
     "train.steps=20", "train.batch_size=32", "train.log_every=5", "train.snapshot_every=10",
