@@ -58,7 +58,7 @@ def test_the_batch_must_split_evenly_over_the_processes():
 
 def _torchrun(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"}  # two processes on two cores
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "gankit.cli", *args]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "gankit.cli", *args]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
 
 
