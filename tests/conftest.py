@@ -11,7 +11,9 @@ import torch
 
 from gankit import config
 
-torch.set_num_threads(1)  # tests run in one worker per core (pytest-xdist), some beside a CLI subprocess: 1 thread each avoids thrashing
+# tests run in one worker per core (pytest-xdist), some beside a CLI subprocess: one thread each
+# keeps them from thrashing the cores
+torch.set_num_threads(1)
 
 TINY = [
     "train.steps=20", "train.batch_size=32", "train.log_every=5", "train.snapshot_every=10",
