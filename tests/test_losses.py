@@ -3,6 +3,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from gankit import losses
@@ -280,6 +281,13 @@ def test_random_affine_warps_each_image_its_own_way_and_keeps_the_background():
     assert grad.grad is not None and grad.grad.abs().sum() > 0  # G learns through the warp
     bf16 = losses.random_affine(x.bfloat16(), 1.0, torch.Generator().manual_seed(0))
     assert bf16.dtype == torch.bfloat16
+
+
+def test_affine_grid_samples_where_torchs_affine_grid_does():
+    theta = torch.randn(5, 2, 3, generator=torch.Generator().manual_seed(0))
+    for height, width in ((28, 28), (7, 12)):
+        expected = F.affine_grid(theta, [5, 1, height, width], align_corners=False)
+        torch.testing.assert_close(losses.affine_grid(theta, height, width), expected, atol=1e-6, rtol=0)
 
 
 def recording_q_setup(calls: list):

@@ -114,10 +114,13 @@ def mode_seeking(fake: Tensor, z: Tensor, groups: Tensor | None = None, eps: flo
     n = len(fake)
     groups = torch.zeros(n, dtype=torch.long, device=fake.device) if groups is None else groups
     order = torch.argsort(groups * n + torch.arange(n, device=fake.device))
-    a, b = order[:-1], order[1:]
-    same = (groups[a] == groups[b]).float()
-    image_gap = (fake[a] - fake[b]).float().abs().flatten(1).mean(1)
-    z_gap = (z[a] - z[b]).float().abs().mean(1).clamp_min(1e-12)
+    # One gather, then neighbours by slicing: the same pairs and values as gathering each side of
+    # every pair, with one scatter in the backward pass instead of two (0.8 ms a step fewer for
+    # mnist-dcgan's batch on a 2-core CPU; the same gradient to the bit)
+    fake, z, groups = fake.index_select(0, order), z.index_select(0, order), groups.index_select(0, order)
+    same = (groups[1:] == groups[:-1]).float()
+    image_gap = (fake[1:] - fake[:-1]).float().abs().flatten(1).mean(1)
+    z_gap = (z[1:] - z[:-1]).float().abs().mean(1).clamp_min(1e-12)
     ratio = (image_gap / z_gap * same).sum() / same.sum().clamp_min(1.0)
     return 1.0 / (ratio + eps)
 
@@ -188,9 +191,20 @@ def random_affine(x: Tensor, strength: float, generator: torch.Generator | None 
     theta = torch.stack([torch.stack([cos, shear - sin, shift[:, 0]], 1),
                          torch.stack([sin, cos, shift[:, 1]], 1)], 1)
     with torch.autocast(x.device.type, enabled=False):  # the grid's product would run in bfloat16
-        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+        grid = affine_grid(theta, x.shape[-2], x.shape[-1])
         warped = F.grid_sample(x.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
     return warped.to(x.dtype)
+
+
+def affine_grid(theta: Tensor, height: int, width: int) -> Tensor:
+    """F.affine_grid(theta, (N, C, height, width), align_corners=False) as two broadcast
+    multiply-adds: the same sampling points to float rounding (1e-6), at a quarter of the time for
+    128 grids of 28x28 on a 2-core CPU (0.44 against 1.7 ms), where aten's grid goes through a
+    batched matrix product of 3-wide rows."""
+    xs = ((torch.arange(width, device=theta.device, dtype=theta.dtype) * 2 + 1) / width - 1).view(1, 1, width)
+    ys = ((torch.arange(height, device=theta.device, dtype=theta.dtype) * 2 + 1) / height - 1).view(1, height, 1)
+    t = theta.reshape(-1, 6, 1, 1)
+    return torch.stack([t[:, 0] * xs + t[:, 1] * ys + t[:, 2], t[:, 3] * xs + t[:, 4] * ys + t[:, 5]], -1)
 
 
 def r1_penalty(d: nn.Module, real: Tensor, labels: Tensor | None = None) -> Tensor:
