@@ -190,7 +190,7 @@ def random_affine(x: Tensor, strength: float, generator: torch.Generator | None 
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
     theta = torch.stack([torch.stack([cos, shear - sin, shift[:, 0]], 1),
                          torch.stack([sin, cos, shift[:, 1]], 1)], 1)
-    with torch.autocast(x.device.type, enabled=False):  # the grid's product would run in bfloat16
+    with torch.autocast(x.device.type, enabled=False):  # the grid and the sampling in float32, whatever x is
         grid = affine_grid(theta, x.shape[-2], x.shape[-1])
         warped = F.grid_sample(x.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
     return warped.to(x.dtype)
@@ -203,6 +203,8 @@ def affine_grid(theta: Tensor, height: int, width: int) -> Tensor:
     batched matrix product of 3-wide rows."""
     xs = ((torch.arange(width, device=theta.device, dtype=theta.dtype) * 2 + 1) / width - 1).view(1, 1, width)
     ys = ((torch.arange(height, device=theta.device, dtype=theta.dtype) * 2 + 1) / height - 1).view(1, height, 1)
+    if theta.shape[-2:] != (2, 3):
+        raise ValueError(f"affine_grid takes (N, 2, 3) maps, not {tuple(theta.shape)}")
     t = theta.reshape(-1, 6, 1, 1)
     return torch.stack([t[:, 0] * xs + t[:, 1] * ys + t[:, 2], t[:, 3] * xs + t[:, 4] * ys + t[:, 5]], -1)
 
