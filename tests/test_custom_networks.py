@@ -89,7 +89,8 @@ def test_image_tensors_train_a_conv_pair(tmp_path):
     # the preset's InfoGAN categories, G's batch norms by category and their mode-seeking cure are
     # gankit's own networks': off with the user's
     m, lo = gan.config.model, gan.config.loss
-    assert (m.z_categories, m.code_batch_norm, lo.info_weight, lo.info_warp, lo.mode_seeking) == (0, False, 0.0, 0.0, 0.0)
+    off = (m.z_categories, m.code_batch_norm, lo.info_weight, lo.info_warp, lo.mode_seeking)
+    assert off == (0, False, 0.0, 0.0, 0.0)
     made = gan.fit(images).sample(5, seed=0)
     assert made.shape == (5, 28, 28, 1) and made.dtype == np.uint8
     assert (tmp_path / "img" / "data.npz").is_file()
