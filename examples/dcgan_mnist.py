@@ -6,9 +6,10 @@ up to a 28x28 image, squashed by tanh into [-1, 1] (MNIST is scaled to match). D
 through strided convolutions with LeakyReLU to one logit, and a head on its features guesses the
 category (InfoGAN), which G is trained to make tellable (on every other step from randomly warped
 copies, so that a category differs in which digit it is, not in slant or size); a light
-mode-seeking term keeps G's noise alive within each category. Each step one D update, then one G update from the same G forward; the
-progress bar shows the epoch, both losses, D(x) and D(G(z)). Adam with beta1 0.5, G at 1e-3 and D
-at 2e-4, batch 128: the `mnist-dcgan` preset (docs/results.md).
+mode-seeking term keeps G's noise alive within each category. Each step one D update, then one G
+update from the same G forward; the progress bar shows the epoch, both losses, D(x) and D(G(z)).
+Adam with beta1 0.5, G at 1e-3 and D at 2e-4, batch 128: the `mnist-dcgan` preset
+(docs/results.md).
 
 The MNIST files (IDX, as published) are read from --data-root; `--download` fetches them when online.
 At the end: a grid of 64 digits (PNG) and the bundled MNIST classifier's verdict on 2,000 samples
