@@ -1,6 +1,8 @@
-"""The speed benchmarks' helper scripts run as docs/benchmarks.md gives them (on a tiny preset here)."""
+"""The benchmarks' helper scripts run as docs/benchmarks.md gives them (on tiny presets or a few steps here)."""
 from __future__ import annotations
 
+import importlib.util
+import json
 import os
 import re
 import statistics
@@ -76,3 +78,52 @@ def test_step_speed_in_turns_serves_the_tf_keras_peer_too():
     row = next(line for line in done.stdout.splitlines() if line.startswith("| mlp")).strip("|").split("|")
     tf_cell = row[[name.strip() for name in header].index("TF-Keras")]
     assert float(tf_cell.replace(",", "")) == pytest.approx(statistics.median(speeds["tf"]), abs=0.5)
+
+
+def run_lr_branches(*variants: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(BENCHMARKS / "lr_branches.py"), "--branch", "3", "--end", "6",
+                           "--samples", "200", "--data", str(MNIST), *variants],
+                          env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
+
+
+def test_lr_branches_continues_one_saved_state_once_per_variant():
+    if not MNIST.is_dir():
+        pytest.skip("the benchmark's MNIST (../shared/data/mnist) is not beside this checkout")
+    done = run_lr_branches("const", "wd0", "const")
+    assert done.returncode == 0, done.stderr[-2000:]
+    start, first, falling, again = [json.loads(line) for line in done.stdout.splitlines()]
+    assert start["step"] == 3 and [row["variant"] for row in (first, falling, again)] == ["const", "wd0", "const"]
+    assert all(row["step"] == 6 for row in (first, falling, again))
+    assert again["fid"] == first["fid"] and again["classifier_score"] == first["classifier_score"]  # the same state
+    assert falling["fid"] != first["fid"]  # the rates changed the last steps
+
+
+def test_lr_branches_names_an_unknown_variant_before_it_trains():
+    done = run_lr_branches("slow2")
+    assert done.returncode == 2 and done.stderr.startswith("lr_branches.py: unknown variant 'slow2'")
+    assert done.stderr.count("\n") == 1 and not done.stdout
+
+
+def load_lr_branches():
+    spec = importlib.util.spec_from_file_location("lr_branches", BENCHMARKS / "lr_branches.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_lr_branches_variants_scale_the_rates_they_name():
+    factors = load_lr_branches().rate_factors
+    assert factors("const", 10, 20)(15) == (1.0, 1.0)
+    assert factors("up1.5", 10, 20)(15) == (1.5, 1.5)
+    assert factors("g2", 10, 20)(15) == (2.0, 1.0) and factors("d2", 10, 20)(15) == (1.0, 2.0)
+    falling = factors("wd0.2", 10, 20)
+    assert falling(10) == (1.0, 1.0) and falling(19) == pytest.approx((0.2, 0.2))  # the end's last step
+    assert falling(14) == pytest.approx((1.0 - 0.8 * 4 / 9,) * 2)
+
+
+@pytest.mark.parametrize("name", ["slow2", "wd", "x1", "const2", "d1.2.3", "up."])
+def test_lr_branches_refuses_a_malformed_variant(name, capsys):
+    with pytest.raises(SystemExit) as stop:
+        load_lr_branches().rate_factors(name, 10, 20)
+    assert stop.value.code == 2
+    assert capsys.readouterr().err.count("\n") == 1
