@@ -30,7 +30,6 @@ from gankit.metrics import evaluate as metrics_eval
 from gankit.presets import load_preset
 from gankit.training import Trainer
 from gankit.training.cpu import torch_cpu_settings
-from gankit.training.trainer import learning_rate_factor
 
 
 def rate_factors(variant: str, branch: int, end: int):
@@ -55,23 +54,18 @@ def fail(message: str) -> None:
 
 
 def score(trainer: Trainer, samples: int) -> dict:
-    g = trainer.sampler_g
-    target = metrics_eval.EvalTarget(trainer.source, lambda n, seed: trainer.evaluation.samples_of(g, n, seed))
-    result = metrics_eval.evaluate(target, ["classifier", "fid"], samples, 0)
+    result = metrics_eval.evaluate(trainer.eval_target(), ["classifier", "fid"], samples, 0)
     return {k: result[k] for k in ("classifier_score", "confident", "fid", "classes_covered")}
 
 
 def train_to(trainer: Trainer, step: int, factors) -> None:
-    """Training steps up to `step`, each at the preset's rates (its own schedule over train.steps
-    included) times the variant's factors."""
-    cfg = trainer.cfg
+    """Training steps up to `step`, each at the rates the trainer would set (the preset's own
+    schedule included) times the variant's factors."""
     while trainer.step < step:
-        g_factor, d_factor = factors(trainer.step)
-        schedule = learning_rate_factor(cfg.train, trainer.step, cfg.train.steps)
-        for opt, rate in ((trainer.opt_g, cfg.optim_g.lr * schedule * g_factor),
-                          (trainer.opt_d, cfg.optim_d.lr * schedule * d_factor)):
+        trainer.set_learning_rates(trainer.step)
+        for opt, factor in zip((trainer.opt_g, trainer.opt_d), factors(trainer.step)):
             for group in opt.param_groups:
-                group["lr"] = rate
+                group["lr"] *= factor
         trainer.train_step(log=False)
         trainer.step += 1
 
