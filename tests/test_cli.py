@@ -127,6 +127,8 @@ BAD = [
     ["sample", "RUN", "-n", "10", "--out", "x.txt"],
     ["sample", "RUN", "-n", "0", "--out", "x.npz"],
     ["sample", "/no/such/run", "-n", "10", "--out", "x.npz"],
+    ["sample", "RUN", "-n", "10", "--out", "x.npz", "--truncation", "0"],
+    ["sample", "RUN", "-n", "10", "--out", "x.npz", "--truncation", "nan"],
     ["plot", "/no/such/run"],
     ["list", "things"],
     ["config", "nope"],

@@ -256,3 +256,37 @@ def test_probability_view_scores_the_live_generator_not_its_ema(tmp_path):
     live, ema = view(trainer.evaluation.live_samples(200, 0)), view(target.sample(200, 0))
     assert {k: v for k, v in scores.items() if k != "n"} == pytest.approx(live)
     assert ema["value_d"] != pytest.approx(live["value_d"])  # early in training JSD saturates at log 2 for both
+
+
+def test_truncation_scales_the_noise_and_labels_the_scores(ring_run, tmp_path, capsys):
+    """--truncation PSI: G's continuous noise times PSI, its category kept; eval says so in its scores,
+    and scores exactly what `gankit sample --truncation PSI` gives."""
+    from gankit.api import load
+
+    sampler = load(ring_run).sampler
+    z_dim = sampler.config.model.z_dim
+    full, half = sampler.noise(300, 4), sampler.noise(300, 4, truncation=0.5)
+    torch.testing.assert_close(half[:, :z_dim], 0.5 * full[:, :z_dim], rtol=0, atol=0)
+    assert torch.equal(half[:, z_dim:], full[:, z_dim:])  # the one-hot categories are not scaled
+    assert torch.equal(sampler.noise(300, 4, truncation=1.0), full)  # 1: the draws as before, to the bit
+    np.testing.assert_array_equal(load(ring_run).sample(300, seed=4, truncation=0.5), sampler.generate(half, None))
+
+    assert main(["sample", str(ring_run), "-n", "300", "--seed", "4", "--truncation", "0.5",
+                 "--out", str(tmp_path / "s.npy")]) == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "s.npy"), sampler.generate(half, None))
+    np.testing.assert_array_equal(Trainer.resume(ring_run).eval_target(0.5).sample(300, 4), np.load(tmp_path / "s.npy"))
+    capsys.readouterr()
+    scores = {}
+    for psi in ("1", "0.5"):
+        assert main(["eval", str(ring_run), "--json", "-n", "300", "--seed", "4", "--metrics", "mmd",
+                     "--truncation", psi]) == 0
+        scores[psi] = json.loads(capsys.readouterr()[0])
+    assert "truncation" not in scores["1"] and scores["0.5"]["truncation"] == 0.5
+    assert scores["0.5"]["mmd2"] != pytest.approx(scores["1"]["mmd2"])
+
+
+@pytest.mark.parametrize("psi", ["0", "-0.5", "nan", "inf"])
+def test_eval_refuses_a_truncation_that_is_no_scale(ring_run, capsys, psi):
+    assert main(["eval", str(ring_run), "--truncation", psi]) == 2
+    err = capsys.readouterr()[1]
+    assert "--truncation" in err and "> 0" in err and err.count("\n") == 1

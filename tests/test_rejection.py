@@ -163,6 +163,18 @@ def test_sample_and_eval_use_the_critic_unless_raw(drs_run, tmp_path, capsys):
     assert scores[True]["drs"] is False and "drs_acceptance" not in scores[True]
 
 
+def test_truncation_needs_raw_where_the_critic_filters(drs_run, tmp_path, capsys):
+    """The critic judges G's own noise; truncated draws are refused unless --raw asks for G's samples."""
+    out = tmp_path / "t.npy"
+    for verb in (["sample", str(drs_run), "-n", "50", "--out", str(out)], ["eval", str(drs_run), "-n", "50"]):
+        assert main([*verb, "--truncation", "0.7"]) == 2
+        err = capsys.readouterr().err
+        assert "--raw" in err and err.count("\n") == 1
+    assert not out.exists()
+    assert main(["sample", str(drs_run), "-n", "50", "--out", str(out), "--truncation", "0.7", "--raw"]) == 0
+    assert main(["eval", str(drs_run), "-n", "50", "--metrics", "modes", "--truncation", "0.7", "--raw"]) == 0
+
+
 def test_resuming_for_more_steps_refits_the_critic(drs_run, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(drs_run, run)  # the module's run stays as the other tests expect, whatever their order

@@ -22,7 +22,7 @@ from gankit.errors import UserError
 from gankit.rundir import MADE_BY_FIT, hold_run, prepare_out_dir
 from gankit.data.images import ImageSource, to_nchw_uint8
 from gankit.models import MODELS, plain
-from gankit.models.noise import sample_noise
+from gankit.models.noise import check_truncation, sample_noise
 from gankit.training import checkpoint as ckpt
 from gankit.training.state import Normalizer, measure_batch_norm, output_to_data
 from gankit.training.rejection import Critic, generator_draw, rejection_sample
@@ -71,21 +71,26 @@ class GAN:
         self._sampler = Sampler.from_state(trainer.state_dict())
         return self
 
-    def sample(self, n: int, seed: int | None = None, label: int | None = None, raw: bool = False) -> np.ndarray:
+    def sample(self, n: int, seed: int | None = None, label: int | None = None, raw: bool = False,
+               truncation: float = 1.0) -> np.ndarray:
         """n samples: vectors as float32 (n, dim) in the data's units; images as uint8 (n, H, W, C).
         For a conditional run, `label` picks the class (default: classes in turn). Runs trained with
-        train.drs_steps keep only the samples their rejection critic accepts, unless raw."""
-        return self.sampler.sample(n, seed, label, raw)[0]
+        train.drs_steps keep only the samples their rejection critic accepts, unless raw.
+        truncation < 1: G's continuous noise scaled by it, for samples nearer the middle of what G
+        draws (clearer, less varied); 1 is the noise G was trained on."""
+        return self.sampler.sample(n, seed, label, raw, truncation)[0]
 
-    def evaluate(self, metrics: list[str] | None = None, n: int | None = None, seed: int = 0) -> dict[str, Any]:
+    def evaluate(self, metrics: list[str] | None = None, n: int | None = None, seed: int = 0,
+                 truncation: float = 1.0) -> dict[str, Any]:
         """Score the fitted run as `gankit eval` does: the named metrics (`gankit list metrics`;
-        default: those that fit the data) on n samples of the sampling generator."""
+        default: those that fit the data) on n samples of the sampling generator (its noise
+        scaled by `truncation`, as `sample`'s)."""
         from gankit.metrics.evaluate import evaluate
         from gankit.training import Trainer
 
         self._register_networks()
         trainer = Trainer.resume(self._fitted_run())
-        return evaluate(trainer.eval_target(), metrics, n, seed)
+        return evaluate(trainer.eval_target(check_truncation(truncation)), metrics, n, seed)
 
     def plot(self) -> list[Path]:
         """(Re)draw the run's pictures, as `gankit plot`; returns the files written."""
@@ -255,9 +260,9 @@ class Sampler:
     def is_image(self) -> bool:
         return len(self.shape) == 3
 
-    def noise(self, n: int, seed: int | None) -> torch.Tensor:
+    def noise(self, n: int, seed: int | None, truncation: float = 1.0) -> torch.Tensor:
         rng = torch.Generator().manual_seed(seed) if seed is not None else None
-        return sample_noise(n, self.config.model, rng)
+        return sample_noise(n, self.config.model, rng, truncation=check_truncation(truncation))
 
     def labels(self, n: int, label: int | None, seed: int | None) -> torch.Tensor | None:
         """None for an unconditional G; else all `label`, or classes in turn (0, 1, ..., 0, 1, ...)."""
@@ -279,12 +284,16 @@ class Sampler:
         return output_to_data(out, Normalizer(self.mean, self.std), image_output)
 
     def sample(self, n: int, seed: int | None = None, label: int | None = None,
-               raw: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+               raw: bool = False, truncation: float = 1.0) -> tuple[np.ndarray, np.ndarray | None]:
         """n samples (and their labels when conditional). When the run fitted a rejection critic
-        (train.drs_steps), only the samples it keeps, unless raw."""
+        (train.drs_steps), only the samples it keeps, unless raw. truncation < 1 scales G's
+        continuous noise (models/noise.py): samples nearer the middle of what G draws, less varied."""
         if n < 1:
             raise UserError(f"number of samples must be >= 1, got {n}")
         labels = self.labels(n, label, seed)
+        if check_truncation(truncation) != 1.0 and self.critic is not None and not raw:
+            raise UserError("--truncation scales G's own noise, and this run's samples go through its "
+                            "rejection critic; add --raw to truncate G's samples")
         if self.critic is not None and not raw:
             rng = torch.Generator()
             if seed is None:
@@ -294,15 +303,15 @@ class Sampler:
             draw = generator_draw(self.generator, self.config, self.num_classes, torch.device("cpu"))
             out = self.to_data(rejection_sample(self.critic, draw, n, rng, labels))
         else:
-            out = self.generate(self.noise(n, seed), labels)
+            out = self.generate(self.noise(n, seed, truncation), labels)
         return out, (labels.numpy() if labels is not None else None)
 
     def interpolate(self, rows: int, steps: int = 10, seed: int | None = None,
-                    label: int | None = None) -> np.ndarray:
+                    label: int | None = None, truncation: float = 1.0) -> np.ndarray:
         """`rows` straight paths in latent space between random pairs of z, `steps` images each. With a
         categorical code (model.z_categories) a path keeps its start's category: a blend of two one-hot
         codes is no category G was trained on (and with model.code_batch_norm would jump midway)."""
-        ends = self.noise(2 * rows, seed).reshape(rows, 2, -1)
+        ends = self.noise(2 * rows, seed, truncation).reshape(rows, 2, -1)
         z_dim = self.config.model.z_dim
         ends[:, 1, z_dim:] = ends[:, 0, z_dim:]  # nothing to copy without categories
         t = torch.linspace(0, 1, steps)[None, :, None]

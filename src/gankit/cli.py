@@ -176,18 +176,22 @@ def _plot_names(folder: Path) -> str:
 def cmd_sample(args: argparse.Namespace) -> None:
     from gankit.api import GAN
     from gankit.io import check_target, write_images, write_samples
+    from gankit.models.noise import check_truncation
 
+    check_truncation(args.truncation)
     out = Path(args.out)
     sampler = GAN.load(args.run, live=args.live).sampler
     check_target(out, sampler.is_image)
     if args.interpolate:
         if not sampler.is_image or out.suffix.lower() != ".png":
             raise UserError("--interpolate draws a .png grid of images: give an image run and --out x.png")
-        rows = sampler.interpolate(args.interpolate, steps=10, seed=args.seed, label=args.label)
+        rows = sampler.interpolate(args.interpolate, steps=10, seed=args.seed, label=args.label,
+                                   truncation=args.truncation)
         write_images(rows, None, out, per_row=10)
         print(f"gankit: wrote {args.interpolate} latent interpolations to {out}", file=sys.stderr)
         return
-    samples, labels = sampler.sample(args.n, seed=args.seed, label=args.label, raw=args.raw)
+    samples, labels = sampler.sample(args.n, seed=args.seed, label=args.label, raw=args.raw,
+                                     truncation=args.truncation)
     if sampler.is_image:
         per_row = 10 if sampler.num_classes == 10 and args.label is None else 8
         write_images(samples, labels, out, per_row)
@@ -232,10 +236,12 @@ def cmd_eval(args: argparse.Namespace) -> None:
     import json
 
     from gankit.metrics.evaluate import check_metrics, default_metrics, evaluate
+    from gankit.models.noise import check_truncation
     from gankit.training import Trainer
 
     if not Path(args.run).exists():
         raise UserError(f"'{args.run}' does not exist; give a run directory or one of its checkpoints/*.pt files")
+    check_truncation(args.truncation)
     bad = [s for s in args.set if not s.strip().startswith("data.")]
     if bad:
         raise UserError(f"--set '{bad[0]}': gankit eval only takes data.* settings (where the real data is)")
@@ -246,14 +252,15 @@ def cmd_eval(args: argparse.Namespace) -> None:
         trainer.critic = None
     if args.live:
         trainer.ema = None  # the sampler is then G itself
-    target = trainer.eval_target()
+    target = trainer.eval_target(args.truncation)
     names = [m.strip() for m in (args.metrics or "").split(",") if m.strip()] or default_metrics(target)
     check_metrics(names, target)
     print(f"gankit: evaluating {args.run} at step {trainer.step}: {', '.join(names)}", file=sys.stderr)
     drs = {"drs": trainer.rejection_critic is not None}
     if trainer.rejection_critic is not None:
         drs["drs_acceptance"] = trainer.rejection_critic.acceptance
-    scores = {"step": trainer.step, **drs, **evaluate(target, names, args.n, args.seed, progress=True)}
+    truncated = {"truncation": args.truncation} if args.truncation != 1.0 else {}  # scores say how they were drawn
+    scores = {"step": trainer.step, **drs, **truncated, **evaluate(target, names, args.n, args.seed, progress=True)}
     if args.json:
         print(json.dumps(scores))
     else:
@@ -290,6 +297,8 @@ def cmd_config(args: argparse.Namespace) -> None:
 
 LIVE_HELP = ("G as the last training step left it: not its EMA copy (train.ema_decay), "
              "nor through the rejection critic")
+TRUNCATION_HELP = ("scale G's continuous noise by PSI (default 1: the noise G was trained on); "
+                   "below 1, samples nearer the middle of what G draws: clearer, less varied")
 
 
 def build_parser() -> Parser:
@@ -341,6 +350,7 @@ def _add_sampling_verbs(verbs) -> None:
     sample.add_argument("--raw", action="store_true",
                         help="every sample of G, even when the run fitted a rejection critic (train.drs_steps)")
     sample.add_argument("--live", action="store_true", help=LIVE_HELP)
+    sample.add_argument("--truncation", type=float, default=1.0, metavar="PSI", help=TRUNCATION_HELP)
     sample.add_argument("--interpolate", type=int, metavar="ROWS",
                         help="image runs: ROWS latent interpolations of 10 steps each, as one .png grid")
     sample.set_defaults(func=cmd_sample)
@@ -371,6 +381,7 @@ def _add_looking_verbs(verbs) -> None:
     evaluate.add_argument("--raw", action="store_true",
                           help="score every sample of G, even when the run fitted a rejection critic")
     evaluate.add_argument("--live", action="store_true", help=LIVE_HELP)
+    evaluate.add_argument("--truncation", type=float, default=1.0, metavar="PSI", help=TRUNCATION_HELP)
     _add_set(evaluate)
     evaluate.set_defaults(func=cmd_eval)
 

@@ -8,12 +8,19 @@ samples; a categorical code lets each category land on one mode with no bridge b
 latent with discrete structure, as in InfoGAN's codes). Alone, G may ignore the code;
 loss.info_weight adds InfoGAN's mutual-information term, which makes each category recognisable in
 the samples.
+
+Truncation (sampling only, never training): the continuous part drawn as in training, then scaled
+by psi < 1, so G is asked for images nearer the middle of what it learned to draw. Scaling keeps
+the draws of psi = 1 to the bit, and for a seed the same points move in along their rays.
 """
 from __future__ import annotations
+
+import math
 
 import torch
 
 from gankit.config import ModelConfig
+from gankit.errors import UserError
 
 
 def latent_width(m: ModelConfig) -> int:
@@ -22,12 +29,12 @@ def latent_width(m: ModelConfig) -> int:
 
 
 def sample_noise(n: int, m: ModelConfig, generator: torch.Generator | None,
-                 device: torch.device | str = "cpu") -> torch.Tensor:
+                 device: torch.device | str = "cpu", truncation: float = 1.0) -> torch.Tensor:
     if m.noise == "uniform":
         z = torch.rand(n, m.z_dim, generator=generator, device=device) * 2.0 - 1.0
     else:
         z = torch.randn(n, m.z_dim, generator=generator, device=device)
-    z = z * m.z_std
+    z = z * (m.z_std * truncation)
     if not m.z_categories:
         return z
     category = torch.randint(m.z_categories, (n,), generator=generator, device=device)
@@ -43,3 +50,11 @@ def groups_of(z: torch.Tensor, z_dim: int, labels: torch.Tensor | None) -> torch
     """What each generated sample belongs to: its latent's category when z carries a one-hot code
     after its z_dim continuous coordinates, else its class label (None for neither)."""
     return categories_of(z, z_dim) if z.shape[1] > z_dim else labels
+
+
+def check_truncation(psi: float) -> float:
+    """psi for sampling's truncation, refused unless finite and > 0 (1: the noise G was trained on)."""
+    if not math.isfinite(psi) or psi <= 0:
+        raise UserError(f"--truncation {psi} is not a scale of G's noise; give a number > 0 "
+                        "(1: the noise G was trained on; 0.8: samples nearer the middle, less varied)")
+    return float(psi)

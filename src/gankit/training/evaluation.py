@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from gankit.errors import UserError
 from gankit.metrics import evaluate as metrics_eval
 from gankit.models.base import eval_mode
 from gankit.models.noise import sample_noise
@@ -23,13 +24,18 @@ if TYPE_CHECKING:
 class Evaluation:
     def __init__(self, run: "Trainer"):
         self.run = run
+        self.truncation = 1.0  # set by target(): the sampler's noise scaled (models/noise.py)
 
-    def target(self) -> metrics_eval.EvalTarget:
-        """What the metrics need: the data, samples of the sampling generator and, for vector data
-        judged one point at a time, sigmoid D. The probability view compares D with D* for the
-        generator D was trained against, so it gets the live G's samples when the sampler differs
-        (an EMA copy of G, or the rejection critic on top)."""
+    def target(self, truncation: float = 1.0) -> metrics_eval.EvalTarget:
+        """What the metrics need: the data, samples of the sampling generator (its continuous noise
+        scaled by `truncation`) and, for vector data judged one point at a time, sigmoid D. The
+        probability view compares D with D* for the generator D was trained against, so it gets the
+        live G's samples when the sampler differs (an EMA copy of G, or the rejection critic on top)."""
         run = self.run
+        if truncation != 1.0 and run.rejection_critic is not None:
+            raise UserError("--truncation scales G's own noise, and this run's samples go through its "
+                            "rejection critic; add --raw to truncate G's samples")
+        self.truncation = truncation
         # D against D* needs D to judge one point at a time, as a probability (a cross-entropy loss)
         vector_d = not run.is_image and run.cfg.model.pack == 1 and run.loss.pair.probabilistic
         sampler_differs = run.ema is not None or run.rejection_critic is not None
@@ -44,16 +50,16 @@ class Evaluation:
             rng = torch.Generator().manual_seed(seed)
             labels = torch.arange(n) % run.num_classes if run.num_classes else None
             return self.to_data(rejection_sample(run.rejection_critic, run.draw_fake, n, rng, labels))
-        return self.samples_of(run.sampler_g, n, seed)
+        return self.samples_of(run.sampler_g, n, seed, self.truncation)
 
     def live_samples(self, n: int, seed: int) -> np.ndarray:
         return self.samples_of(self.run.g, n, seed)
 
     @torch.no_grad()
-    def samples_of(self, generator: nn.Module, n: int, seed: int) -> np.ndarray:
+    def samples_of(self, generator: nn.Module, n: int, seed: int, truncation: float = 1.0) -> np.ndarray:
         """n samples of `generator` in the data's units, in eval mode, 1,000 at a time."""
         run, rng = self.run, torch.Generator().manual_seed(seed)
-        z = sample_noise(n, run.cfg.model, rng).to(run.device)
+        z = sample_noise(n, run.cfg.model, rng, truncation=truncation).to(run.device)
         labels = (torch.arange(n) % run.num_classes).to(run.device) if run.num_classes else None
         with eval_mode(generator) as g:
             parts = [self.to_data(g(z[i:i + 1000], labels[i:i + 1000] if labels is not None else None))

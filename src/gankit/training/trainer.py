@@ -450,8 +450,8 @@ class Trainer:
         """The critic samples go through: the fitted one, unless it keeps too few (then G alone)."""
         return self.critic if self.critic is not None and self.critic.usable else None
 
-    def eval_target(self) -> metrics_eval.EvalTarget:
-        return self.evaluation.target()
+    def eval_target(self, truncation: float = 1.0) -> metrics_eval.EvalTarget:
+        return self.evaluation.target(truncation)
 
     def evaluate(self) -> dict[str, Any]:
         return self.evaluation.evaluate()
