@@ -263,18 +263,28 @@ def test_truncation_scales_the_noise_and_labels_the_scores(ring_run, tmp_path, c
     and scores exactly what `gankit sample --truncation PSI` gives."""
     from gankit.api import load
 
-    sampler = load(ring_run).sampler
-    z_dim = sampler.config.model.z_dim
+    gan = load(ring_run)
+    sampler, model = gan.sampler, gan.sampler.config.model
     full, half = sampler.noise(300, 4), sampler.noise(300, 4, truncation=0.5)
-    torch.testing.assert_close(half[:, :z_dim], 0.5 * full[:, :z_dim], rtol=0, atol=0)
-    assert torch.equal(half[:, z_dim:], full[:, z_dim:])  # the one-hot categories are not scaled
-    assert torch.equal(sampler.noise(300, 4, truncation=1.0), full)  # 1: the draws as before, to the bit
-    np.testing.assert_array_equal(load(ring_run).sample(300, seed=4, truncation=0.5), sampler.generate(half, None))
+    drawn = torch.randn(300, model.z_dim, generator=torch.Generator().manual_seed(4)) * model.z_std
+    assert torch.equal(full[:, :model.z_dim], drawn)  # 1: the noise G was trained on, to the bit
+    assert torch.equal(half[:, :model.z_dim], drawn * 0.5)
+    assert torch.equal(half[:, model.z_dim:], full[:, model.z_dim:])  # the one-hot categories are not scaled
+    np.testing.assert_array_equal(gan.sample(300, seed=4, truncation=0.5), sampler.generate(half, None))
+    paths = sampler.interpolate(2, steps=3, seed=4, truncation=0.5).reshape(2, 3, -1)
+    starts = sampler.noise(4, 4, truncation=0.5).reshape(2, 2, -1)[:, 0]
+    np.testing.assert_array_equal(paths[:, 0], sampler.generate(starts, None))
 
     assert main(["sample", str(ring_run), "-n", "300", "--seed", "4", "--truncation", "0.5",
                  "--out", str(tmp_path / "s.npy")]) == 0
     np.testing.assert_array_equal(np.load(tmp_path / "s.npy"), sampler.generate(half, None))
-    np.testing.assert_array_equal(Trainer.resume(ring_run).eval_target(0.5).sample(300, 4), np.load(tmp_path / "s.npy"))
+    trainer = Trainer.resume(ring_run)
+    target = trainer.eval_target(0.5)
+    untruncated = trainer.eval_target()  # a later target does not change the first
+    np.testing.assert_array_equal(target.sample(300, 4), np.load(tmp_path / "s.npy"))
+    # the probability view judges D against the G it faced: untruncated, whatever the sampler draws
+    np.testing.assert_array_equal(target.game_sample(300, 4), untruncated.game_sample(300, 4))
+    assert not np.array_equal(target.game_sample(300, 4), target.sample(300, 4))
     capsys.readouterr()
     scores = {}
     for psi in ("1", "0.5"):
@@ -283,10 +293,11 @@ def test_truncation_scales_the_noise_and_labels_the_scores(ring_run, tmp_path, c
         scores[psi] = json.loads(capsys.readouterr()[0])
     assert "truncation" not in scores["1"] and scores["0.5"]["truncation"] == 0.5
     assert scores["0.5"]["mmd2"] != pytest.approx(scores["1"]["mmd2"])
+    assert gan.evaluate(["mmd"], 300, 4, truncation=0.5)["mmd2"] == scores["0.5"]["mmd2"]
 
 
-@pytest.mark.parametrize("psi", ["0", "-0.5", "nan", "inf"])
+@pytest.mark.parametrize("psi", ["0", "-0.5", "nan", "inf", "1e39"])
 def test_eval_refuses_a_truncation_that_is_no_scale(ring_run, capsys, psi):
     assert main(["eval", str(ring_run), "--truncation", psi]) == 2
     err = capsys.readouterr()[1]
-    assert "--truncation" in err and "> 0" in err and err.count("\n") == 1
+    assert "--truncation" in err and "above 0 and at most 100" in err and err.count("\n") == 1

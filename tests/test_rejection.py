@@ -171,8 +171,12 @@ def test_truncation_needs_raw_where_the_critic_filters(drs_run, tmp_path, capsys
         err = capsys.readouterr().err
         assert "--raw" in err and err.count("\n") == 1
     assert not out.exists()
-    assert main(["sample", str(drs_run), "-n", "50", "--out", str(out), "--truncation", "0.7", "--raw"]) == 0
-    assert main(["eval", str(drs_run), "-n", "50", "--metrics", "modes", "--truncation", "0.7", "--raw"]) == 0
+    for flag in ("--raw", "--live"):
+        assert main(["sample", str(drs_run), "-n", "50", "--out", str(out), "--truncation", "0.7", flag]) == 0
+        assert main(["eval", str(drs_run), "-n", "50", "--metrics", "modes", "--truncation", "0.7", flag]) == 0
+    assert load(drs_run).evaluate(["modes"], 50, truncation=0.7, raw=True)["n"] == 50
+    with pytest.raises(UserError, match="raw=True"):
+        load(drs_run).sample(50, truncation=0.7)
 
 
 def test_resuming_for_more_steps_refits_the_critic(drs_run, tmp_path):

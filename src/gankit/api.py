@@ -81,16 +81,21 @@ class GAN:
         return self.sampler.sample(n, seed, label, raw, truncation)[0]
 
     def evaluate(self, metrics: list[str] | None = None, n: int | None = None, seed: int = 0,
-                 truncation: float = 1.0) -> dict[str, Any]:
+                 truncation: float = 1.0, raw: bool = False, live: bool = False) -> dict[str, Any]:
         """Score the fitted run as `gankit eval` does: the named metrics (`gankit list metrics`;
         default: those that fit the data) on n samples of the sampling generator (its noise
-        scaled by `truncation`, as `sample`'s)."""
+        scaled by `truncation`, as `sample`'s). raw: G's own samples, not through a rejection
+        critic; live: G as the last step left it, not its EMA copy (as `gankit eval --raw / --live`)."""
         from gankit.metrics.evaluate import evaluate
         from gankit.training import Trainer
 
         self._register_networks()
         trainer = Trainer.resume(self._fitted_run())
-        return evaluate(trainer.eval_target(check_truncation(truncation)), metrics, n, seed)
+        if raw or live:
+            trainer.critic = None
+        if live:
+            trainer.ema = None  # the sampler is then G itself
+        return evaluate(trainer.eval_target(truncation), metrics, n, seed)
 
     def plot(self) -> list[Path]:
         """(Re)draw the run's pictures, as `gankit plot`; returns the files written."""
@@ -262,7 +267,7 @@ class Sampler:
 
     def noise(self, n: int, seed: int | None, truncation: float = 1.0) -> torch.Tensor:
         rng = torch.Generator().manual_seed(seed) if seed is not None else None
-        return sample_noise(n, self.config.model, rng, truncation=check_truncation(truncation))
+        return sample_noise(n, self.config.model, rng, truncation=truncation)
 
     def labels(self, n: int, label: int | None, seed: int | None) -> torch.Tensor | None:
         """None for an unconditional G; else all `label`, or classes in turn (0, 1, ..., 0, 1, ...)."""
@@ -291,9 +296,7 @@ class Sampler:
         if n < 1:
             raise UserError(f"number of samples must be >= 1, got {n}")
         labels = self.labels(n, label, seed)
-        if check_truncation(truncation) != 1.0 and self.critic is not None and not raw:
-            raise UserError("--truncation scales G's own noise, and this run's samples go through its "
-                            "rejection critic; add --raw to truncate G's samples")
+        check_truncation(truncation, through_critic=self.critic is not None and not raw)
         if self.critic is not None and not raw:
             rng = torch.Generator()
             if seed is None:
@@ -311,6 +314,7 @@ class Sampler:
         """`rows` straight paths in latent space between random pairs of z, `steps` images each. With a
         categorical code (model.z_categories) a path keeps its start's category: a blend of two one-hot
         codes is no category G was trained on (and with model.code_batch_norm would jump midway)."""
+        check_truncation(truncation)  # interpolations are G's alone, never through the critic
         ends = self.noise(2 * rows, seed, truncation).reshape(rows, 2, -1)
         z_dim = self.config.model.z_dim
         ends[:, 1, z_dim:] = ends[:, 0, z_dim:]  # nothing to copy without categories

@@ -3,6 +3,7 @@ of the run (samples of the sampling generator, sigmoid D for the probability vie
 the evaluation row in metrics.jsonl, and the probability-view snapshot on 2-D data of known density."""
 from __future__ import annotations
 
+import functools
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -10,10 +11,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from gankit.errors import UserError
 from gankit.metrics import evaluate as metrics_eval
 from gankit.models.base import eval_mode
-from gankit.models.noise import sample_noise
+from gankit.models.noise import check_truncation, sample_noise
 from gankit.training.rejection import rejection_sample
 from gankit.training.state import output_to_data
 
@@ -24,33 +24,32 @@ if TYPE_CHECKING:
 class Evaluation:
     def __init__(self, run: "Trainer"):
         self.run = run
-        self.truncation = 1.0  # set by target(): the sampler's noise scaled (models/noise.py)
 
     def target(self, truncation: float = 1.0) -> metrics_eval.EvalTarget:
         """What the metrics need: the data, samples of the sampling generator (its continuous noise
         scaled by `truncation`) and, for vector data judged one point at a time, sigmoid D. The
         probability view compares D with D* for the generator D was trained against, so it gets the
-        live G's samples when the sampler differs (an EMA copy of G, or the rejection critic on top)."""
+        live G's own samples when the sampler differs (an EMA copy of G, the rejection critic on
+        top, or truncated noise)."""
         run = self.run
-        if truncation != 1.0 and run.rejection_critic is not None:
-            raise UserError("--truncation scales G's own noise, and this run's samples go through its "
-                            "rejection critic; add --raw to truncate G's samples")
-        self.truncation = truncation
+        check_truncation(truncation, through_critic=run.rejection_critic is not None)
         # D against D* needs D to judge one point at a time, as a probability (a cross-entropy loss)
         vector_d = not run.is_image and run.cfg.model.pack == 1 and run.loss.pair.probabilistic
-        sampler_differs = run.ema is not None or run.rejection_critic is not None
-        return metrics_eval.EvalTarget(run.source, self.samples, self.d_prob if vector_d else None,
+        sampler_differs = run.ema is not None or run.rejection_critic is not None or truncation != 1.0
+        sample = functools.partial(self.samples, truncation=truncation)  # fixed now, whatever later calls ask
+        return metrics_eval.EvalTarget(run.source, sample, self.d_prob if vector_d else None,
                                        self.live_samples if sampler_differs else None)
 
     @torch.no_grad()
-    def samples(self, n: int, seed: int) -> np.ndarray:
-        """n samples in the data's units (uint8 NHWC images), through the rejection critic if fitted."""
+    def samples(self, n: int, seed: int, truncation: float = 1.0) -> np.ndarray:
+        """n samples in the data's units (uint8 NHWC images), through the rejection critic if fitted
+        (else the sampling G's, its noise scaled by `truncation`)."""
         run = self.run
         if run.rejection_critic is not None:
             rng = torch.Generator().manual_seed(seed)
             labels = torch.arange(n) % run.num_classes if run.num_classes else None
             return self.to_data(rejection_sample(run.rejection_critic, run.draw_fake, n, rng, labels))
-        return self.samples_of(run.sampler_g, n, seed, self.truncation)
+        return self.samples_of(run.sampler_g, n, seed, truncation)
 
     def live_samples(self, n: int, seed: int) -> np.ndarray:
         return self.samples_of(self.run.g, n, seed)
