@@ -171,10 +171,17 @@ def test_truncation_needs_raw_where_the_critic_filters(drs_run, tmp_path, capsys
         err = capsys.readouterr().err
         assert "--raw" in err and err.count("\n") == 1
     assert not out.exists()
-    for flag in ("--raw", "--live"):
-        assert main(["sample", str(drs_run), "-n", "50", "--out", str(out), "--truncation", "0.7", flag]) == 0
-        assert main(["eval", str(drs_run), "-n", "50", "--metrics", "modes", "--truncation", "0.7", flag]) == 0
-    assert load(drs_run).evaluate(["modes"], 50, truncation=0.7, raw=True)["n"] == 50
+    for flag in ("raw", "live"):
+        assert main(["sample", str(drs_run), "-n", "50", "--out", str(out), "--truncation", "0.7", f"--{flag}"]) == 0
+        capsys.readouterr()
+        assert main(["eval", str(drs_run), "-n", "50", "--metrics", "mmd", "--truncation", "0.7", f"--{flag}",
+                     "--json"]) == 0
+        cli = json.loads(capsys.readouterr().out)
+        api = load(drs_run).evaluate(["mmd"], 50, truncation=0.7, **{flag: True})
+        assert cli["drs"] is False and cli["truncation"] == api["truncation"] == 0.7
+        assert api["mmd2"] == cli["mmd2"]
+    raw, live = (load(drs_run).evaluate(["mmd"], 50, **{flag: True})["mmd2"] for flag in ("raw", "live"))
+    assert raw != live  # raw: the EMA copy; live: G as the last step left it
     with pytest.raises(UserError, match="raw=True"):
         load(drs_run).sample(50, truncation=0.7)
 

@@ -95,7 +95,8 @@ class GAN:
             trainer.critic = None
         if live:
             trainer.ema = None  # the sampler is then G itself
-        return evaluate(trainer.eval_target(truncation), metrics, n, seed)
+        truncated = {"truncation": truncation} if truncation != 1.0 else {}  # scores say how they were drawn
+        return {**truncated, **evaluate(trainer.eval_target(truncation), metrics, n, seed)}
 
     def plot(self) -> list[Path]:
         """(Re)draw the run's pictures, as `gankit plot`; returns the files written."""

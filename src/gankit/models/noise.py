@@ -52,14 +52,14 @@ def groups_of(z: torch.Tensor, z_dim: int, labels: torch.Tensor | None) -> torch
     return categories_of(z, z_dim) if z.shape[1] > z_dim else labels
 
 
-MAX_TRUNCATION = 100.0  # far past any use; larger scales overflow float32 noise into inf
+MAX_TRUNCATION = 100.0  # far past any use: G never saw noise beyond a few times model.z_std
 
 
 def check_truncation(psi: float, through_critic: bool = False) -> None:
     """Refuse a truncation psi that is no scale of G's noise (1: the noise G was trained on), and
     any psi != 1 for samples that go through a rejection critic, which judged G's own draws."""
     if not (math.isfinite(psi) and 0 < psi <= MAX_TRUNCATION):
-        raise UserError(f"--truncation {psi} is not a scale of G's noise; give a number above 0 and at most "
+        raise UserError(f"--truncation {psi:g} is not a scale of G's noise; give a number above 0 and at most "
                         f"{MAX_TRUNCATION:g} (1: the noise G was trained on; 0.8: samples nearer the middle, less varied)")
     if psi != 1.0 and through_critic:
         raise UserError("--truncation scales G's own noise, and this run's samples go through its rejection "

@@ -46,6 +46,7 @@ class Evaluation:
         (else the sampling G's, its noise scaled by `truncation`)."""
         run = self.run
         if run.rejection_critic is not None:
+            check_truncation(truncation, through_critic=True)  # a critic fitted since the target was made
             rng = torch.Generator().manual_seed(seed)
             labels = torch.arange(n) % run.num_classes if run.num_classes else None
             return self.to_data(rejection_sample(run.rejection_critic, run.draw_fake, n, rng, labels))
