@@ -184,6 +184,8 @@ def test_truncation_needs_raw_where_the_critic_filters(drs_run, tmp_path, capsys
     assert raw != live  # raw: the EMA copy; live: G as the last step left it
     with pytest.raises(UserError, match="raw=True"):
         load(drs_run).sample(50, truncation=0.7)
+    with pytest.raises(UserError, match="at least 10"):
+        load(drs_run).evaluate(["mmd"], 3)  # as gankit eval -n 3
 
 
 def test_resuming_for_more_steps_refits_the_critic(drs_run, tmp_path):

@@ -89,6 +89,8 @@ class GAN:
         from gankit.metrics.evaluate import evaluate
         from gankit.training import Trainer
 
+        if n is not None and n < 10:
+            raise UserError(f"n={n} is too few samples to score; give at least 10")
         self._register_networks()
         trainer = Trainer.resume(self._fitted_run())
         if raw or live:
