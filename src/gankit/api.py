@@ -85,20 +85,16 @@ class GAN:
         """Score the fitted run as `gankit eval` does: the named metrics (`gankit list metrics`;
         default: those that fit the data) on n samples of the sampling generator (its noise
         scaled by `truncation`, as `sample`'s). raw: G's own samples, not through a rejection
-        critic; live: G as the last step left it, not its EMA copy (as `gankit eval --raw / --live`)."""
+        critic; live: G as the last step left it, not its EMA copy (as `gankit eval --raw / --live`).
+        The scores come with what `gankit eval --json` prints beside them: step, drs, truncation."""
         from gankit.metrics.evaluate import evaluate
         from gankit.training import Trainer
+        from gankit.training.evaluation import how_drawn, sampling_target
 
-        if n is not None and n < 10:
-            raise UserError(f"n={n} is too few samples to score; give at least 10")
         self._register_networks()
         trainer = Trainer.resume(self._fitted_run())
-        if raw or live:
-            trainer.critic = None
-        if live:
-            trainer.ema = None  # the sampler is then G itself
-        truncated = {"truncation": truncation} if truncation != 1.0 else {}  # scores say how they were drawn
-        return {**truncated, **evaluate(trainer.eval_target(truncation), metrics, n, seed)}
+        target = sampling_target(trainer, truncation, raw, live)
+        return {**how_drawn(trainer, truncation), **evaluate(target, metrics, n, seed)}
 
     def plot(self) -> list[Path]:
         """(Re)draw the run's pictures, as `gankit plot`; returns the files written."""

@@ -235,9 +235,10 @@ def cmd_report(args: argparse.Namespace) -> None:
 def cmd_eval(args: argparse.Namespace) -> None:
     import json
 
-    from gankit.metrics.evaluate import check_metrics, default_metrics, evaluate
+    from gankit.metrics.evaluate import check_metrics, check_sample_count, default_metrics, evaluate
     from gankit.models.noise import check_truncation
     from gankit.training import Trainer
+    from gankit.training.evaluation import how_drawn, sampling_target
 
     if not Path(args.run).exists():
         raise UserError(f"'{args.run}' does not exist; give a run directory or one of its checkpoints/*.pt files")
@@ -245,22 +246,13 @@ def cmd_eval(args: argparse.Namespace) -> None:
     bad = [s for s in args.set if not s.strip().startswith("data.")]
     if bad:
         raise UserError(f"--set '{bad[0]}': gankit eval only takes data.* settings (where the real data is)")
-    if args.n is not None and args.n < 10:
-        raise UserError(f"-n {args.n} is too few samples to score; give at least 10")
+    check_sample_count(args.n)  # before the run loads: one line, nothing printed yet
     trainer = Trainer.resume(args.run, args.set)
-    if args.raw or args.live:
-        trainer.critic = None
-    if args.live:
-        trainer.ema = None  # the sampler is then G itself
-    target = trainer.eval_target(args.truncation)
+    target = sampling_target(trainer, args.truncation, args.raw, args.live)
     names = [m.strip() for m in (args.metrics or "").split(",") if m.strip()] or default_metrics(target)
     check_metrics(names, target)
     print(f"gankit: evaluating {args.run} at step {trainer.step}: {', '.join(names)}", file=sys.stderr)
-    drs = {"drs": trainer.rejection_critic is not None}
-    if trainer.rejection_critic is not None:
-        drs["drs_acceptance"] = trainer.rejection_critic.acceptance
-    truncated = {"truncation": args.truncation} if args.truncation != 1.0 else {}  # scores say how they were drawn
-    scores = {"step": trainer.step, **drs, **truncated, **evaluate(target, names, args.n, args.seed, progress=True)}
+    scores = {**how_drawn(trainer, args.truncation), **evaluate(target, names, args.n, args.seed, progress=True)}
     if args.json:
         print(json.dumps(scores))
     else:

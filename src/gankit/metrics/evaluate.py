@@ -229,6 +229,12 @@ def check_metrics(names: list[str], target: EvalTarget) -> None:
                             f"these do: {', '.join(n for n in METRICS.names() if METRICS.get(n).applies(target))}")
 
 
+def check_sample_count(n: int | None) -> None:
+    """Refuse fewer than 10 generated samples (None: the default count)."""
+    if n is not None and n < 10:
+        raise UserError(f"-n {n} is too few samples to score; give at least 10")
+
+
 def default_n(target: EvalTarget) -> int:
     """2,500 samples for vectors (the published mixture protocol), 10,000 for images (FID's usual)."""
     return 10_000 if target.is_image else 2_500
@@ -251,6 +257,7 @@ def evaluate(target: EvalTarget, names: list[str] | None = None, n: int | None =
     """Compute the named metrics (default: those that fit the data) on n generated samples."""
     names = list(names) if names else default_metrics(target)
     check_metrics(names, target)
+    check_sample_count(n)
     n = n or default_n(target)
     batch = Batch(target, target.sample(n, seed), real_samples(target, n, seed), seed)
     out: dict[str, float | int | None] = {"n": n}

@@ -21,6 +21,28 @@ if TYPE_CHECKING:
     from gankit.training.trainer import Trainer
 
 
+def sampling_target(run: "Trainer", truncation: float = 1.0, raw: bool = False,
+                    live: bool = False) -> metrics_eval.EvalTarget:
+    """What `gankit eval` and `GAN.evaluate` score. raw: G's own samples, not through a rejection
+    critic; live: G as the last step left it, not its EMA copy (both drop them from `run`)."""
+    if raw or live:
+        run.critic = None
+    if live:
+        run.ema = None  # the sampler is then G itself
+    return run.eval_target(truncation)
+
+
+def how_drawn(run: "Trainer", truncation: float = 1.0) -> dict[str, Any]:
+    """What a row of scores says of its samples: the step, whether a critic chose them (and the
+    share it keeps), and the truncation when it is not 1."""
+    row: dict[str, Any] = {"step": run.step, "drs": run.rejection_critic is not None}
+    if run.rejection_critic is not None:
+        row["drs_acceptance"] = run.rejection_critic.acceptance
+    if truncation != 1.0:
+        row["truncation"] = truncation
+    return row
+
+
 class Evaluation:
     def __init__(self, run: "Trainer"):
         self.run = run
