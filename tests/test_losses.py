@@ -352,6 +352,10 @@ def test_info_every_leaves_the_term_and_q_out_of_the_steps_between():
     calls.clear()
     _, stats = every_other.d_loss(d, real, fake, 4, torch.Generator().manual_seed(0), z=z)
     assert "info" in stats and [q for _, q in calls] == [False, True]  # step 4: D's pass, then Q's over copies
+    computed = stats["info"]
+    calls.clear()
+    _, stats = every_other.d_loss(d, real, fake, 5, torch.Generator().manual_seed(0), z=z)
+    assert [q for _, q in calls] == [False] and torch.equal(stats["info"], computed)  # step 5: the last value, for the log
 
 
 def test_info_warp_share_keeps_whole_packs():

@@ -233,6 +233,7 @@ class GANLoss:
             raise ValueError("loss.info_weight > 0 needs GANLoss(cfg, z_dim=model.z_dim) to find G's categories")
         self.pair: LossPair = LOSSES.get(cfg.name)
         self._last_r1: Tensor | None = None
+        self._last_info: Tensor | None = None
 
     def noise_std(self, step: int) -> float:
         """Instance noise, annealed linearly to 0 over `instance_noise_anneal` steps."""
@@ -289,7 +290,11 @@ class GANLoss:
             cross_entropy = info_loss(code_logits, codes)
             info = self.cfg.info_weight * cross_entropy
             loss, g_loss = loss + info, (g_loss + info if with_g else None)
-            stats["info"] = cross_entropy.detach()
+            self._last_info = cross_entropy.detach()
+        if self._last_info is not None:
+            # with loss.info_every > 1: its value where it was last computed, so a log step between
+            # (every one of them when both intervals are even, as in mnist-dcgan) still shows it
+            stats["info"] = self._last_info
         seeking = self.mode_seeking_weight(step) if with_g else 0.0
         if seeking > 0:
             g_loss = g_loss + seeking * self._mode_seeking(fake, z, labels)
