@@ -1,5 +1,6 @@
 """Each loss on fixed logits against numbers computed by hand (math module, not torch)."""
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -432,3 +433,45 @@ def test_top_k_in_g_loss_counts_only_the_best_samples_and_anneals_from_the_whole
     # simultaneous updates: G's loss from the same pass as D's takes the same share
     _, g_loss, _ = losses.GANLoss(LossConfig(top_k=0.5)).d_and_g_loss(d, torch.zeros(4, 1), fake.detach(), 0)
     assert g_loss.item() == pytest.approx(loss.item(), rel=1e-6)
+
+
+def test_clustering_loss_is_minus_the_mutual_information_of_the_two_copies_categories():
+    k, sure = 4, 50.0
+    same = torch.eye(k).repeat(8, 1) * sure  # 32 images, each category sure, used evenly
+    assert losses.clustering_loss(same, same).item() == pytest.approx(-math.log(k), rel=1e-4)
+    shuffled = same[torch.randperm(32, generator=torch.Generator().manual_seed(0))]
+    independent = torch.eye(k).repeat_interleave(8, 0) * sure  # each copy's category says nothing of the other's
+    assert losses.clustering_loss(independent, same).item() == pytest.approx(0.0, abs=1e-4)
+    assert losses.clustering_loss(shuffled, same).item() > -math.log(k) + 0.1
+    one_category = torch.zeros(32, k)
+    one_category[:, 0] = sure  # sure and consistent, but everything in one category: no information
+    assert losses.clustering_loss(one_category, one_category).item() == pytest.approx(0.0, abs=1e-4)
+    unsure = torch.zeros(32, k)  # Q cannot tell: uniform guesses
+    assert losses.clustering_loss(unsure, unsure).item() == pytest.approx(0.0, abs=1e-5)
+
+
+@pytest.mark.parametrize("joint_batch", [False, True])
+def test_info_real_sorts_the_real_batch_and_a_warped_copy_in_d_loss_only(joint_batch):
+    """loss.info_real: on a step of the InfoGAN term, Q's code logits on the real batch come from D's
+    pass over it, one more pass reads Q on a warped copy of it, and the term is in D's loss alone,
+    logged as the mutual information (<= ln K)."""
+    calls: list = []
+    d, codes, z, fake, real = recording_q_setup(calls)
+    d.joint_batch = joint_batch
+    cfg = LossConfig(info_weight=1.0, info_warp=1.0, info_every=2, info_real=0.5)
+    sorting, plain = losses.GANLoss(cfg, z_dim=2), losses.GANLoss(replace(cfg, info_real=0.0), z_dim=2)
+    got, stats = sorting.d_loss(d, real, fake, 0, torch.Generator().manual_seed(0), z=z)
+    passes = [(x.shape[0], q) for x, q in calls]
+    want = [(12, True), (6, True), (6, True)] if joint_batch else [(6, True), (6, False), (6, True), (6, True)]
+    assert passes == want  # D's pass(es), Q over G's warped copies, Q over the real batch's warped copy
+    real_warped = calls[-1][0]
+    assert not torch.equal(real_warped, real) and real_warped.shape == real.shape
+    assert -1e-6 <= stats["info_real"].item() <= math.log(3) + 1e-6
+    without, _ = plain.d_loss(d, real, fake, 0, torch.Generator().manual_seed(0), z=z)
+    assert got.item() == pytest.approx(without.item() - 0.5 * stats["info_real"].item(), rel=1e-5)
+    calls.clear()
+    sorting.d_loss(d, real, fake, 1, torch.Generator().manual_seed(0), z=z)  # not a step of the term
+    assert len(calls) == (1 if joint_batch else 2)
+    assert torch.equal(sorting.d_loss(d, real, fake, 1, z=z)[1]["info_real"], stats["info_real"])  # for the log
+    assert sorting.g_loss(None, d, z, 0, torch.Generator().manual_seed(0), fake=fake).item() == pytest.approx(
+        plain.g_loss(None, d, z, 0, torch.Generator().manual_seed(0), fake=fake).item())

@@ -114,6 +114,12 @@ class LossConfig:
     # The warped pass through D costs less for fewer rows, not in proportion: on a 2-core CPU a step
     # was 1.3-1.45x as long for all, 1.14x for a quarter (the small networks' fixed cost per operation)
     info_warp_share: float = 1.0
+    # Q also sorts real images into the categories, the same for each image and a warped copy of it
+    # (loss.info_warp's warps): invariant information clustering (Ji et al. 2019), this weight times
+    # minus the mutual information between the two copies' categories, in D's loss on the steps of
+    # the InfoGAN term (0: off). Q's categories then mean which digit, on the data as on G's images,
+    # and G's categories, which Q must tell apart, follow. Needs loss.info_warp > 0
+    info_real: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -315,6 +321,9 @@ def _check_loss(lo: LossConfig, m: ModelConfig) -> None:
     _require(lo.info_every >= 1, "loss.info_every", lo.info_every, "must be >= 1 (1: the InfoGAN term on every step)")
     _require(lo.info_warp == 0 or lo.info_weight > 0, "loss.info_warp", lo.info_warp,
              "warps what InfoGAN's Q judges: set loss.info_weight > 0 (and model.z_categories), or loss.info_warp = 0")
+    _require(lo.info_real >= 0, "loss.info_real", lo.info_real, "must be >= 0 (0: off)")
+    _require(lo.info_real == 0 or lo.info_warp > 0, "loss.info_real", lo.info_real,
+             "pairs each real image with a warped copy: set loss.info_warp > 0 (and loss.info_weight), or loss.info_real = 0")
     _require(0.0 < lo.info_warp_share <= 1.0, "loss.info_warp_share", lo.info_warp_share,
              "must be in (0, 1]: the share of G's batch Q judges warped (1: all)")
     _require(lo.r1_every >= 1, "loss.r1_every", lo.r1_every, "must be >= 1 (1: R1 on every step)")

@@ -105,6 +105,17 @@ def info_loss(code_logits: Tensor, codes: Tensor) -> Tensor:
     return F.cross_entropy(code_logits.float(), codes)
 
 
+def clustering_loss(logits: Tensor, warped_logits: Tensor, eps: float = 1e-8) -> Tensor:
+    """Invariant information clustering (Ji et al. 2019): minus the mutual information between the
+    categories Q gives a batch and a warped copy of it, in nats, from their joint distribution over
+    the batch (made symmetric). It is -ln K at best (each image's category sure, the same in both
+    copies, all K used evenly) and 0 when the copies' categories are independent: the term rewards
+    a sorting that is sure, consistent under warps and balanced, with no labels."""
+    joint = F.softmax(logits.float(), 1).T @ F.softmax(warped_logits.float(), 1) / len(logits)
+    joint = ((joint + joint.T) / 2).clamp_min(eps)
+    return -(joint * (joint.log() - joint.sum(1, keepdim=True).log() - joint.sum(0, keepdim=True).log())).sum()
+
+
 def mode_seeking(fake: Tensor, z: Tensor, groups: Tensor | None = None, eps: float = 1e-5) -> Tensor:
     """Mode seeking (Mao et al. 2019, MSGAN): the inverse of how far G's images lie apart per unit
     of latent distance, over pairs of samples of one group (category or class; all one group when
@@ -233,7 +244,7 @@ class GANLoss:
             raise ValueError("loss.info_weight > 0 needs GANLoss(cfg, z_dim=model.z_dim) to find G's categories")
         self.pair: LossPair = LOSSES.get(cfg.name)
         self._last_r1: Tensor | None = None
-        self._last_info: Tensor | None = None
+        self._last_info: dict[str, Tensor] = {}  # the InfoGAN terms' stats where last computed
 
     def noise_std(self, step: int) -> float:
         """Instance noise, annealed linearly to 0 over `instance_noise_anneal` steps."""
@@ -279,22 +290,28 @@ class GANLoss:
         real_in, fake_in = self._d_input(real, step, generator), self._d_input(fake, step, generator)
         codes = self._codes(z, step)
         same_pass = codes is not None and self.cfg.info_warp == 0  # Q reads D's pass over the batch
-        real_logits, fake_logits, code_logits = self._judge_both(d, real_in, fake_in, labels, same_pass)
+        sorting_real = codes is not None and self.cfg.info_real > 0
+        real_logits, fake_logits, code_logits, real_code_logits = self._judge_both(
+            d, real_in, fake_in, labels, same_pass, sorting_real)
         if codes is not None and not same_pass:  # loss.info_warp: Q judges warped copies
             code_logits, codes = self._warped_code_logits(d, fake, labels, codes, generator)
         loss = self.pair.d(real_logits, fake_logits, 1.0 - self.cfg.label_smoothing)
         g_loss = self.pair.g(top_k(fake_logits, self.top_k_share(step))) if with_g else None
         stats = self._judgement_stats(real_logits.detach(), fake_logits.detach())
+        if sorting_real:  # loss.info_real: Q sorts the real batch and a warped copy alike
+            warped = random_affine(real, self.cfg.info_warp, generator)
+            clustering = clustering_loss(real_code_logits, judge_and_code(d, warped, labels, True)[1])
+            loss = loss + self.cfg.info_real * clustering
+            self._last_info["info_real"] = -clustering.detach()  # the mutual information, ln K at best
         if code_logits is not None:
             # Q learns with D's loss, G with its own: both lower the same cross-entropy
             cross_entropy = info_loss(code_logits, codes)
             info = self.cfg.info_weight * cross_entropy
             loss, g_loss = loss + info, (g_loss + info if with_g else None)
-            self._last_info = cross_entropy.detach()
-        if self._last_info is not None:
-            # with loss.info_every > 1: its value where it was last computed, so a log step between
-            # (every one of them when both intervals are even, as in mnist-dcgan) still shows it
-            stats["info"] = self._last_info
+            self._last_info["info"] = cross_entropy.detach()
+        # with loss.info_every > 1: their values where last computed, so a log step between (every
+        # one of them when both intervals are even, as in mnist-dcgan) still shows them
+        stats.update(self._last_info)
         seeking = self.mode_seeking_weight(step) if with_g else 0.0
         if seeking > 0:
             g_loss = g_loss + seeking * self._mode_seeking(fake, z, labels)
@@ -340,20 +357,22 @@ class GANLoss:
         return {"critic_real": real_logits.float().mean(), "critic_fake": fake_logits.float().mean()}
 
     @staticmethod
-    def _judge_both(d: nn.Module, real: Tensor, fake: Tensor, labels: Tensor | None,
-                    with_code: bool = False) -> tuple[Tensor, Tensor, Tensor | None]:
+    def _judge_both(d: nn.Module, real: Tensor, fake: Tensor, labels: Tensor | None, fake_code: bool = False,
+                    real_code: bool = False) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
         """D's logits on both batches, as float32 (under bfloat16 autocast the losses stay float32),
-        and with_code, Q's code logits on the generated batch (else None)."""
+        and Q's code logits on the generated batch (fake_code) and on the real one (real_code),
+        from the same passes (else None)."""
         if not getattr(d, "joint_batch", True):  # batch norm in D: keep the statistics apart
-            real_logits = judge(d, real, labels).float()  # real first: D's running statistics as before
-            fake_logits, code_logits = judge_and_code(d, fake, labels, with_code)
-            return real_logits, fake_logits.float(), code_logits
+            real_logits, real_codes = judge_and_code(d, real, labels, real_code)  # real first: D's running statistics as before
+            fake_logits, fake_codes = judge_and_code(d, fake, labels, fake_code)
+            return real_logits.float(), fake_logits.float(), fake_codes, real_codes
         # One forward pass over both halves: half the kernel launches of two passes.
         both = None if labels is None else torch.cat([labels, labels])
-        logits, code_logits = judge_and_code(d, torch.cat([real, fake]), both, with_code)
+        logits, codes = judge_and_code(d, torch.cat([real, fake]), both, fake_code or real_code)
         n_real = len(real) // getattr(d, "pack", 1)
         logits = logits.float()
-        return logits[:n_real], logits[n_real:], None if code_logits is None else code_logits[len(real):]
+        fake_codes = codes[len(real):] if fake_code else None  # one row a sample, packed or not
+        return logits[:n_real], logits[n_real:], fake_codes, codes[:len(real)] if real_code else None
 
     def g_loss(self, g: nn.Module, d: nn.Module, z: Tensor, step: int,
                generator: torch.Generator | None = None, labels: Tensor | None = None,
