@@ -55,7 +55,7 @@ NETS = {
     "mlp": ("seed-mnist-mlp", []),
     "dcgan": ("mnist-dcgan", ["model.conv_width=64", "model.d_conv_width=0", "model.d_dropout=0.3",
                               "model.d_batch_norm=false", "train.ema_decay=0", "model.z_categories=0",
-                              "model.code_batch_norm=false", "loss.info_weight=0", "loss.info_warp=0",
+                              "model.code_batch_norm=false", "loss.info_weight=0", "loss.info_warp=0", "loss.info_real=0",
                               "loss.mode_seeking=0", "optim_g.lr=0.0002"]),
 }
 

@@ -89,8 +89,8 @@ def test_image_tensors_train_a_conv_pair(tmp_path):
     # the preset's InfoGAN categories, G's batch norms by category and their mode-seeking cure are
     # gankit's own networks': off with the user's
     m, lo = gan.config.model, gan.config.loss
-    off = (m.z_categories, m.code_batch_norm, lo.info_weight, lo.info_warp, lo.mode_seeking)
-    assert off == (0, False, 0.0, 0.0, 0.0)
+    off = (m.z_categories, m.code_batch_norm, lo.info_weight, lo.info_warp, lo.info_real, lo.mode_seeking)
+    assert off == (0, False, 0.0, 0.0, 0.0, 0.0)
     made = gan.fit(images).sample(5, seed=0)
     assert made.shape == (5, 28, 28, 1) and made.dtype == np.uint8
     assert (tmp_path / "img" / "data.npz").is_file()
@@ -104,12 +104,12 @@ def test_image_tensors_train_a_conv_pair(tmp_path):
 
     warped = load_preset("mnist-dcgan")  # a preset with Q's warps
     off = config.with_overrides(warped, _preset_code_off(warped, {}))  # they go with Q, whatever else is set
-    assert (off.loss.info_weight, off.loss.info_warp) == (0.0, 0.0)
-    q_off = {"loss.info_weight": "0"}  # the user turns Q off: its warps go too
+    assert (off.loss.info_weight, off.loss.info_warp, off.loss.info_real) == (0.0, 0.0, 0.0)
+    q_off = {"loss.info_weight": "0"}  # the user turns Q off: its warps and its sorting of real images go too
     off = config.with_overrides(warped, [*_preset_code_off(warped, q_off), "loss.info_weight=0"])
-    assert off.loss.info_warp == 0.0
+    assert (off.loss.info_warp, off.loss.info_real) == (0.0, 0.0)
     q_kept = {"loss.info_weight": 2}  # the user keeps Q: its warps stay (their D then needs a code head)
-    assert "loss.info_warp=0" not in _preset_code_off(warped, q_kept)
+    assert not {"loss.info_warp=0", "loss.info_real=0"} & set(_preset_code_off(warped, q_kept))
 
 
 def test_two_gans_with_their_own_modules_each_train_their_own(tmp_path):

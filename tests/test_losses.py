@@ -448,15 +448,47 @@ def test_clustering_loss_is_minus_the_mutual_information_of_the_two_copies_categ
     assert losses.clustering_loss(one_category, one_category).item() == pytest.approx(0.0, abs=1e-4)
     unsure = torch.zeros(32, k)  # Q cannot tell: uniform guesses
     assert losses.clustering_loss(unsure, unsure).item() == pytest.approx(0.0, abs=1e-5)
+    # the joint is made symmetric: a warped copy always one category on (i -> i + 1) pairs each
+    # category with two, which leaves ln 2 of information (ln 4 without the symmetry)
+    shifted = torch.eye(k).roll(1, 1).repeat(8, 1) * sure
+    assert losses.clustering_loss(same, shifted).item() == pytest.approx(-math.log(2), rel=1e-4)
+    far = (torch.eye(k).repeat(8, 1) * 2 - 1).mul(1e4).requires_grad_()  # sure to the last bit: exact zeros
+    value = losses.clustering_loss(far, far.roll(1, 0))
+    value.backward()
+    assert math.isfinite(value.item()) and torch.isfinite(far.grad).all()
 
 
-@pytest.mark.parametrize("joint_batch", [False, True])
-def test_info_real_sorts_the_real_batch_and_a_warped_copy_in_d_loss_only(joint_batch):
+def real_sorting_setup(calls: list, pack: int = 1):
+    """recording_q_setup's D (packed when pack > 1), and the real batch's expected term, computed
+    apart: Q on the batch, and on the warped copy drawn after G's copies (both from seed 0)."""
+    from gankit.models.mlp import MLPDiscriminator
+
+    class Recording(MLPDiscriminator):
+        def forward(self, x, labels=None, with_code=False):
+            calls.append((x.detach().clone(), with_code))
+            return super().forward(x.flatten(1), labels, with_code)
+
+    d = Recording(16, hidden=(8,), feature_dim=0, pack=pack)
+    d.add_code_head(3)
+    codes = torch.tensor([0, 1, 2, 0, 1, 2])
+    z = torch.cat([torch.randn(6, 2), torch.nn.functional.one_hot(codes, 3).float()], 1)
+    fake, real = torch.randn(6, 1, 4, 4), torch.randn(6, 1, 4, 4)
+    gen = torch.Generator().manual_seed(0)
+    losses.random_affine(fake, 1.0, gen)  # G's copies come first
+    warped = losses.random_affine(real, 1.0, gen)
+    with torch.no_grad():
+        expected = losses.clustering_loss(d(real, with_code=True)[1], d(warped, with_code=True)[1])
+    calls.clear()
+    return d, z, fake, real, warped, expected
+
+
+@pytest.mark.parametrize("joint_batch,pack", [(False, 1), (True, 1), (True, 2)])
+def test_info_real_sorts_the_real_batch_and_a_warped_copy_in_d_loss_only(joint_batch, pack):
     """loss.info_real: on a step of the InfoGAN term, Q's code logits on the real batch come from D's
     pass over it, one more pass reads Q on a warped copy of it, and the term is in D's loss alone,
-    logged as the mutual information (<= ln K)."""
+    logged as the mutual information (<= ln K); packed or not."""
     calls: list = []
-    d, codes, z, fake, real = recording_q_setup(calls)
+    d, z, fake, real, warped, expected = real_sorting_setup(calls, pack)
     d.joint_batch = joint_batch
     cfg = LossConfig(info_weight=1.0, info_warp=1.0, info_every=2, info_real=0.5)
     sorting, plain = losses.GANLoss(cfg, z_dim=2), losses.GANLoss(replace(cfg, info_real=0.0), z_dim=2)
@@ -464,14 +496,20 @@ def test_info_real_sorts_the_real_batch_and_a_warped_copy_in_d_loss_only(joint_b
     passes = [(x.shape[0], q) for x, q in calls]
     want = [(12, True), (6, True), (6, True)] if joint_batch else [(6, True), (6, False), (6, True), (6, True)]
     assert passes == want  # D's pass(es), Q over G's warped copies, Q over the real batch's warped copy
-    real_warped = calls[-1][0]
-    assert not torch.equal(real_warped, real) and real_warped.shape == real.shape
-    assert -1e-6 <= stats["info_real"].item() <= math.log(3) + 1e-6
+    assert torch.equal(calls[-1][0], warped)
+    assert stats["info_real"].item() == pytest.approx(-expected.item(), rel=1e-5, abs=1e-7)
     without, _ = plain.d_loss(d, real, fake, 0, torch.Generator().manual_seed(0), z=z)
-    assert got.item() == pytest.approx(without.item() - 0.5 * stats["info_real"].item(), rel=1e-5)
+    assert got.item() == pytest.approx(without.item() + 0.5 * expected.item(), rel=1e-5)
     calls.clear()
     sorting.d_loss(d, real, fake, 1, torch.Generator().manual_seed(0), z=z)  # not a step of the term
     assert len(calls) == (1 if joint_batch else 2)
     assert torch.equal(sorting.d_loss(d, real, fake, 1, z=z)[1]["info_real"], stats["info_real"])  # for the log
-    assert sorting.g_loss(None, d, z, 0, torch.Generator().manual_seed(0), fake=fake).item() == pytest.approx(
-        plain.g_loss(None, d, z, 0, torch.Generator().manual_seed(0), fake=fake).item())
+    sorting.forget_last_stats()  # a rollback or a resume: nothing kept from steps the run no longer has
+    assert "info_real" not in sorting.d_loss(d, real, fake, 1, z=z)[1]
+    for step in (0, 1):
+        gen_a, gen_b = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)
+        assert sorting.g_loss(None, d, z, step, gen_a, fake=fake).item() == pytest.approx(
+            plain.g_loss(None, d, z, step, gen_b, fake=fake).item())
+        _, g_sorting, _ = sorting.d_and_g_loss(d, real, fake, step, torch.Generator().manual_seed(0), z=z)
+        _, g_plain, _ = plain.d_and_g_loss(d, real, fake, step, torch.Generator().manual_seed(0), z=z)
+        assert g_sorting.item() == pytest.approx(g_plain.item())  # G's loss never has the term

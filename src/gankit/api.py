@@ -162,14 +162,15 @@ def _preset_code_off(cfg: RunConfig, settings: dict[str, Any]) -> list[str]:
     """A preset's InfoGAN categories (model.z_categories with loss.info_weight) need gankit's own D, whose
     code head tells the category: with the user's networks they are off, so G takes z_dim-wide noise.
     G's batch norms by category (model.code_batch_norm) are gankit's G's: off too, and with them the
-    mode-seeking term that keeps them from collapsing (loss.mode_seeking), and Q's warps (loss.info_warp),
-    which go with Q whenever the InfoGAN term ends up off.
+    mode-seeking term that keeps them from collapsing (loss.mode_seeking), and Q's warps and its sorting of
+    real images (loss.info_warp, loss.info_real), which go with Q whenever the InfoGAN term ends up off.
     Settings the user gives win (an error then says what the plain D lacks)."""
     off = [] if "model.code_batch_norm" in settings else ["model.code_batch_norm=false"]  # gankit's G only
     user_set = {"model.code_batch_norm", "loss.mode_seeking", "loss.mode_seeking_anneal"} & set(settings)
     if cfg.model.code_batch_norm and cfg.loss.mode_seeking > 0 and not user_set:
         off.append("loss.mode_seeking=0")  # the preset's cure for a collapse its batch norms by category risk
-    warp = [] if cfg.loss.info_warp == 0 or "loss.info_warp" in settings else ["loss.info_warp=0"]  # Q's warps
+    warp = [f"loss.{key}=0" for key in ("info_warp", "info_real")  # Q's warps, and its sorting of real images
+            if getattr(cfg.loss, key) != 0 and f"loss.{key}" not in settings]
     if cfg.loss.info_weight == 0 or {"loss.info_weight", "model.z_categories"} & set(settings):
         return off + (warp if _is_zero(settings.get("loss.info_weight", cfg.loss.info_weight)) else [])
     return ["loss.info_weight=0", "model.z_categories=0", *warp, *off]

@@ -320,10 +320,11 @@ def _check_loss(lo: LossConfig, m: ModelConfig) -> None:
              "must be in [0, 2] (0: off; 1: rotation up to 20 degrees; far past 2 a digit turns over)")
     _require(lo.info_every >= 1, "loss.info_every", lo.info_every, "must be >= 1 (1: the InfoGAN term on every step)")
     _require(lo.info_warp == 0 or lo.info_weight > 0, "loss.info_warp", lo.info_warp,
-             "warps what InfoGAN's Q judges: set loss.info_weight > 0 (and model.z_categories), or loss.info_warp = 0")
+             "warps what InfoGAN's Q judges: set loss.info_weight > 0 (and model.z_categories), or loss.info_warp = 0"
+             + (" and loss.info_real = 0" if lo.info_real > 0 else ""))
     _require(lo.info_real >= 0, "loss.info_real", lo.info_real, "must be >= 0 (0: off)")
     _require(lo.info_real == 0 or lo.info_warp > 0, "loss.info_real", lo.info_real,
-             "pairs each real image with a warped copy: set loss.info_warp > 0 (and loss.info_weight), or loss.info_real = 0")
+             "pairs each real image with a warped copy: set loss.info_warp > 0 (and loss.info_weight > 0), or loss.info_real = 0")
     _require(0.0 < lo.info_warp_share <= 1.0, "loss.info_warp_share", lo.info_warp_share,
              "must be in (0, 1]: the share of G's batch Q judges warped (1: all)")
     _require(lo.r1_every >= 1, "loss.r1_every", lo.r1_every, "must be >= 1 (1: R1 on every step)")

@@ -246,6 +246,11 @@ class GANLoss:
         self._last_r1: Tensor | None = None
         self._last_info: dict[str, Tensor] = {}  # the InfoGAN terms' stats where last computed
 
+    def forget_last_stats(self) -> None:
+        """Drop the values kept for the log from the terms' last steps (R1's, the InfoGAN terms'):
+        after a rollback or a resume they belong to steps the run no longer has."""
+        self._last_r1, self._last_info = None, {}
+
     def noise_std(self, step: int) -> float:
         """Instance noise, annealed linearly to 0 over `instance_noise_anneal` steps."""
         return falling_to_zero(self.cfg.instance_noise, step, self.cfg.instance_noise_anneal)

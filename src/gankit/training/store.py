@@ -142,6 +142,7 @@ class RunStore:
         run.precision.load_scaler_states(state.get("scalers"), {"g": run.opt_g, "d": run.opt_d})
         run.norm = Normalizer(state["norm"]["mean"], state["norm"]["std"])
         run.step, run.elapsed = int(state["step"]), float(state["elapsed"])
+        run.loss.forget_last_stats()
         guard = state.get("guard") or {}  # runs saved before it was kept: no rollbacks, the saved length
         run._rollbacks, run._lr_scale = int(guard.get("rollbacks", 0)), float(guard.get("lr_scale", 1.0))
         run.schedule_steps = int(guard.get("schedule_steps", run.schedule_steps))
