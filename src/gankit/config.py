@@ -324,7 +324,8 @@ def _check_loss(lo: LossConfig, m: ModelConfig) -> None:
              + (" and loss.info_real = 0" if lo.info_real > 0 else ""))
     _require(lo.info_real >= 0, "loss.info_real", lo.info_real, "must be >= 0 (0: off)")
     _require(lo.info_real == 0 or lo.info_warp > 0, "loss.info_real", lo.info_real,
-             "pairs each real image with a warped copy: set loss.info_warp > 0 (and loss.info_weight > 0), or loss.info_real = 0")
+             "pairs each real image with a warped copy: set loss.info_warp > 0 (and loss.info_weight > 0), "
+             "or loss.info_real = 0")
     _require(0.0 < lo.info_warp_share <= 1.0, "loss.info_warp_share", lo.info_warp_share,
              "must be in (0, 1]: the share of G's batch Q judges warped (1: all)")
     _require(lo.r1_every >= 1, "loss.r1_every", lo.r1_every, "must be >= 1 (1: R1 on every step)")

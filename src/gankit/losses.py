@@ -368,7 +368,8 @@ class GANLoss:
         and Q's code logits on the generated batch (fake_code) and on the real one (real_code),
         from the same passes (else None)."""
         if not getattr(d, "joint_batch", True):  # batch norm in D: keep the statistics apart
-            real_logits, real_codes = judge_and_code(d, real, labels, real_code)  # real first: D's running statistics as before
+            # real first: D's running statistics as before
+            real_logits, real_codes = judge_and_code(d, real, labels, real_code)
             fake_logits, fake_codes = judge_and_code(d, fake, labels, fake_code)
             return real_logits.float(), fake_logits.float(), fake_codes, real_codes
         # One forward pass over both halves: half the kernel launches of two passes.
