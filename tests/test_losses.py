@@ -291,9 +291,9 @@ def test_affine_grid_samples_where_torchs_affine_grid_does():
         torch.testing.assert_close(losses.affine_grid(theta, height, width), expected, atol=2e-6, rtol=0)
 
 
-def recording_q_setup(calls: list):
-    """A D with a code head that records each pass it makes (its input, and whether Q read it), and
-    a generated and a real batch of six 4x4 images from three categories."""
+def recording_q_setup(calls: list, pack: int = 1):
+    """A D with a code head that records each pass it makes (its input, and whether Q read it;
+    PacGAN-packed when pack > 1), and a generated and a real batch of six 4x4 images from three categories."""
     from gankit.models.mlp import MLPDiscriminator
 
     class Recording(MLPDiscriminator):
@@ -301,7 +301,7 @@ def recording_q_setup(calls: list):
             calls.append((x.detach().clone(), with_code))
             return super().forward(x.flatten(1), labels, with_code)
 
-    d = Recording(16, hidden=(8,), feature_dim=0)
+    d = Recording(16, hidden=(8,), feature_dim=0, pack=pack)
     d.add_code_head(3)
     codes = torch.tensor([0, 1, 2, 0, 1, 2])
     z = torch.cat([torch.randn(6, 2), torch.nn.functional.one_hot(codes, 3).float()], 1)
@@ -461,18 +461,7 @@ def test_clustering_loss_is_minus_the_mutual_information_of_the_two_copies_categ
 def real_sorting_setup(calls: list, pack: int = 1):
     """recording_q_setup's D (packed when pack > 1), and the real batch's expected term, computed
     apart: Q on the batch, and on the warped copy drawn after G's copies (both from seed 0)."""
-    from gankit.models.mlp import MLPDiscriminator
-
-    class Recording(MLPDiscriminator):
-        def forward(self, x, labels=None, with_code=False):
-            calls.append((x.detach().clone(), with_code))
-            return super().forward(x.flatten(1), labels, with_code)
-
-    d = Recording(16, hidden=(8,), feature_dim=0, pack=pack)
-    d.add_code_head(3)
-    codes = torch.tensor([0, 1, 2, 0, 1, 2])
-    z = torch.cat([torch.randn(6, 2), torch.nn.functional.one_hot(codes, 3).float()], 1)
-    fake, real = torch.randn(6, 1, 4, 4), torch.randn(6, 1, 4, 4)
+    d, _, z, fake, real = recording_q_setup(calls, pack)
     gen = torch.Generator().manual_seed(0)
     losses.random_affine(fake, 1.0, gen)  # G's copies come first
     warped = losses.random_affine(real, 1.0, gen)

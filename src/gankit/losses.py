@@ -243,13 +243,14 @@ class GANLoss:
         if cfg.info_weight > 0 and z_dim < 1:
             raise ValueError("loss.info_weight > 0 needs GANLoss(cfg, z_dim=model.z_dim) to find G's categories")
         self.pair: LossPair = LOSSES.get(cfg.name)
-        self._last_r1: Tensor | None = None
-        self._last_info: dict[str, Tensor] = {}  # the InfoGAN terms' stats where last computed
+        # the stats of terms computed on some steps only (lazy R1, the InfoGAN terms with
+        # loss.info_every > 1), where last computed: every log step shows them
+        self._last_stats: dict[str, Tensor] = {}
 
     def forget_last_stats(self) -> None:
         """Drop the values kept for the log from the terms' last steps (R1's, the InfoGAN terms'):
         after a rollback or a resume they belong to steps the run no longer has."""
-        self._last_r1, self._last_info = None, {}
+        self._last_stats = {}
 
     def noise_std(self, step: int) -> float:
         """Instance noise, annealed linearly to 0 over `instance_noise_anneal` steps."""
@@ -307,16 +308,13 @@ class GANLoss:
             warped = random_affine(real, self.cfg.info_warp, generator)
             clustering = clustering_loss(real_code_logits, judge_and_code(d, warped, labels, True)[1])
             loss = loss + self.cfg.info_real * clustering
-            self._last_info["info_real"] = -clustering.detach()  # the mutual information, ln K at best
+            self._last_stats["info_real"] = -clustering.detach()  # the mutual information, ln K at best
         if code_logits is not None:
             # Q learns with D's loss, G with its own: both lower the same cross-entropy
             cross_entropy = info_loss(code_logits, codes)
             info = self.cfg.info_weight * cross_entropy
             loss, g_loss = loss + info, (g_loss + info if with_g else None)
-            self._last_info["info"] = cross_entropy.detach()
-        # with loss.info_every > 1: their values where last computed, so a log step between (every
-        # one of them when both intervals are even, as in mnist-dcgan) still shows them
-        stats.update(self._last_info)
+            self._last_stats["info"] = cross_entropy.detach()
         seeking = self.mode_seeking_weight(step) if with_g else 0.0
         if seeking > 0:
             g_loss = g_loss + seeking * self._mode_seeking(fake, z, labels)
@@ -329,9 +327,10 @@ class GANLoss:
             # weight, the same penalty on average for a fraction of its cost.
             r1 = r1_penalty(d, real_in, labels)
             loss = loss + 0.5 * self.cfg.r1_gamma * self.cfg.r1_every * r1
-            self._last_r1 = r1.detach()
-        if self.cfg.r1_gamma > 0 and self._last_r1 is not None:
-            stats["r1"] = self._last_r1  # on lazy steps: its value where it was last computed
+            self._last_stats["r1"] = r1.detach()
+        # a log step between the terms' steps (every one of them when both intervals are even, as
+        # in mnist-dcgan's InfoGAN term) shows their values where last computed
+        stats.update(self._last_stats)
         return loss, g_loss, stats
 
     def _codes(self, z: Tensor | None, step: int) -> Tensor | None:
