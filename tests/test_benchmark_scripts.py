@@ -127,3 +127,79 @@ def test_lr_branches_refuses_a_malformed_variant(name, capsys):
         load_lr_branches().rate_factors(name, 10, 20)
     assert stop.value.code == 2
     assert capsys.readouterr().err.count("\n") == 1
+
+
+def run_seed_screen(out: Path, *recipes: list[str], seeds: tuple[str, ...] = ("0",)) -> subprocess.CompletedProcess:
+    recipe_args = [arg for recipe in recipes for arg in ("--recipe", *recipe)]
+    return subprocess.run([sys.executable, str(BENCHMARKS / "seed_screen.py"), "--steps", "3", "--seeds", *seeds,
+                           "-n", "200", "--metrics", "classifier", "--out", str(out), "--set", f"data.root={MNIST}",
+                           "--set", "data.split=test", *recipe_args], env={**os.environ, "OMP_NUM_THREADS": "1"},
+                          capture_output=True, text=True, timeout=600)
+
+
+def load_seed_screen():
+    spec = importlib.util.spec_from_file_location("seed_screen", BENCHMARKS / "seed_screen.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_seed_screen_trains_and_scores_each_recipe_with_its_own_overrides(tmp_path):
+    if not MNIST.is_dir():
+        pytest.skip("the benchmark's MNIST (../shared/data/mnist) is not beside this checkout")
+    done = run_seed_screen(tmp_path, ["preset"], ["slower_g", "optim_g.lr=0.0001"])
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.splitlines()
+    preset, slower = [json.loads(line) for line in lines[:2]]
+    assert (preset["recipe"], slower["recipe"], preset["seed"]) == ("preset", "slower_g", 0)
+    assert preset["step"] == slower["step"] == 3
+    assert slower["classifier_score"] != preset["classifier_score"]  # the override reached its run
+    assert f"| preset | {preset['classifier_score']:.2f} |" in done.stdout
+    kept = json.loads((tmp_path / "slower_g-s0" / "screen-result.json").read_text())
+    assert kept.pop("settings")["set"][-1] == "optim_g.lr=0.0001" and kept == slower
+
+
+def test_seed_screen_tabulates_means_and_differences_paired_by_seed():
+    screen = load_seed_screen()
+    args = screen.parse_args(["--steps", "10", "--seeds", "1", "2", "3",
+                              "--recipe", "a", "--recipe", "b", "loss.info_real=3"])
+    scores = {("a", 1): 7.0, ("a", 2): 6.0, ("a", 3): 8.0, ("b", 1): 7.5, ("b", 2): 5.0, ("b", 3): 9.0}
+    rows = screen.table(args, {key: {"classifier_score": value} for key, value in scores.items()}).splitlines()
+    assert rows[3] == "| a | 7.00 | 6.00 | 8.00 | 7.00 |  |"
+    assert rows[4] == "| b | 7.50 | 5.00 | 9.00 | 7.17 | +0.17, 2 / 1 |"
+
+
+def test_seed_screen_reuses_a_run_it_scored_with_the_same_settings_only(tmp_path, monkeypatch):
+    screen = load_seed_screen()
+    args = screen.parse_args(["--steps", "10", "--seeds", "4", "--recipe", "a", "--out", str(tmp_path)])
+    (tmp_path / "a-s4").mkdir()
+    scored = {"recipe": "a", "seed": 4, "classifier_score": 7.0, "settings": screen.settings(args, [])}
+    (tmp_path / "a-s4" / "screen-result.json").write_text(json.dumps(scored))
+    monkeypatch.setattr(screen.subprocess, "run", lambda *a, **k: pytest.fail("trained a run already scored"))
+    assert screen.run_one(args, "a", [], 4)["classifier_score"] == 7.0
+    longer = screen.parse_args(["--steps", "20", "--seeds", "4", "--recipe", "a", "--out", str(tmp_path)])
+    with pytest.raises(screen.ScreenInputError, match="scored with other settings"):
+        screen.run_one(longer, "a", [], 4)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--seeds", "6", "6", "--recipe", "a"], "a seed twice"),
+    (["--seeds", "6", "--recipe", "a", "--recipe", "A", "loss.info_real=3"], "names must differ"),
+    (["--seeds", "6", "--recipe", "a", "--recipe", "b", "--set", "loss.info_real=3"], "give the same config"),
+    (["--seeds", "6", "--recipe", "a", "train.steps=5"], "set by the screen itself"),
+    (["--seeds", "6", "--recipe", "a", "-n", "5"], "too few samples"),
+    (["--seeds", "6", "--recipe", "a", "--metrics", "fid,clasifier"], "clasifier"),
+])
+def test_seed_screen_refuses_bad_input_before_it_trains(argv, message, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        load_seed_screen().parse_args(["--steps", "10", *argv])
+    error = capsys.readouterr().err
+    assert stopped.value.code == 2 and error.startswith("seed_screen.py: ") and message in error
+    assert len(error.strip().splitlines()) == 1
+
+
+def test_seed_screen_names_a_bad_override_before_anything_trains(tmp_path):
+    done = run_seed_screen(tmp_path / "screen", ["preset"], ["typo", "loss.info_reel=3"])
+    assert done.returncode == 2 and done.stderr.startswith("seed_screen.py: recipe 'typo': ")
+    assert "info_reel" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "screen").exists()

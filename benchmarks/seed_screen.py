@@ -1,0 +1,193 @@
+"""Recipes screened over many seeds at a fixed step count. Each recipe (the preset with its own
+--set overrides) trains exactly --steps steps on every seed: at equal steps the host's speed, which
+drifts within a session, is out of the comparison (a recipe that costs more a step is compared at
+equal steps, not equal time). The runs go --jobs at a time with one thread each, a seed's recipes
+next to each other, and each run is scored as `gankit eval RUN --metrics M -n N --json` scores it,
+on its last checkpoint. Prints one JSON line per run, then a table: each recipe's score on every seed, its
+mean, and its paired difference to the first recipe (the mean, and on how many seeds it was above
+and below). A run already scored under --out is not trained again, so an interrupted screen goes on
+where it stopped.
+
+Why many seeds: at `mnist-dcgan`'s 5-minute step count the runs of one recipe spread over about a
+point of classifier score between seeds, and the paired differences between two recipes of equal
+worth had a standard deviation of 0.49 over ten seeds (docs/results.md): a gain of 0.3 needs about
+eleven seeds to stand two standard errors clear of nothing, one of 0.4 about six.
+
+    python benchmarks/seed_screen.py --steps 2500 --seeds 6 7 8 9 10 11 12 13 \
+        --set data.root=../shared/data/mnist --set data.split=test \
+        --recipe preset --recipe w3 loss.info_real=3
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from gankit.cli import resolve_config
+from gankit.errors import UserError
+from gankit.io import atomic_write_text
+from gankit.metrics.evaluate import METRICS, check_sample_count
+
+# set by the screen itself: a recipe's own value would be overridden without a word
+SCREEN_KEYS = ("train.steps", "train.seed", "train.max_minutes", "train.threads")
+
+
+def fail(message: str) -> None:
+    print(f"seed_screen.py: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", default="mnist-dcgan")
+    parser.add_argument("--steps", type=int, required=True, help="training steps of every run")
+    parser.add_argument("--seeds", type=int, nargs="+", required=True)
+    parser.add_argument("--recipe", nargs="+", action="append", required=True, metavar=("NAME", "KEY=VALUE"),
+                        help="a recipe: its name, then its overrides of the preset (repeatable; the first is "
+                             "the reference the others are paired with)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="an override for every recipe, e.g. data.root=../shared/data/mnist")
+    parser.add_argument("--metrics", default="fid,classifier")
+    parser.add_argument("--key", default="classifier_score", help="the metric tabulated and paired")
+    parser.add_argument("-n", "--samples", type=int, default=5000)
+    parser.add_argument("--jobs", type=int, default=2, help="runs at once, one thread each (default 2)")
+    parser.add_argument("--out", type=Path, default=Path("runs/seed-screen"))
+    args = parser.parse_args(argv)
+    check(args)
+    return args
+
+
+def check(args: argparse.Namespace) -> None:
+    """Every recipe's config, the metrics and the sample count are checked before anything trains,
+    so a typo costs no run."""
+    if args.steps < 1 or args.jobs < 1:
+        fail("--steps and --jobs must be at least 1")
+    if len(set(args.seeds)) != len(args.seeds):
+        fail(f"--seeds has a seed twice ({' '.join(map(str, args.seeds))}); give each once")
+    names = [recipe[0] for recipe in args.recipe]
+    if len({name.lower() for name in names}) != len(names):
+        fail(f"recipe names must differ (in any letter case: they name run folders); got {', '.join(names)}")
+    try:
+        check_sample_count(args.samples)
+        for metric in args.metrics.split(","):
+            METRICS.get(metric)
+    except UserError as error:
+        fail(str(error))
+    configs = {}
+    for name, *overrides in args.recipe:
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+            fail(f"recipe name '{name}' must be letters, digits, '_', '.' or '-' (it names run folders), "
+                 f"given before its KEY=VALUE overrides")
+        screened = [item for item in args.set + overrides if item.split("=")[0].strip() in SCREEN_KEYS]
+        if screened:
+            fail(f"recipe '{name}': {screened[0]} is set by the screen itself (--steps; one thread a run); drop it")
+        try:
+            configs[name] = resolve_config(args.preset, args.set + overrides)
+        except UserError as error:
+            fail(f"recipe '{name}': {error}")
+        twin = next((other for other, cfg in configs.items() if other != name and cfg == configs[name]), None)
+        if twin is not None:
+            fail(f"recipes '{twin}' and '{name}' give the same config (an override for one recipe goes after "
+                 f"its name, not in --set)")
+
+
+def settings(args: argparse.Namespace, overrides: list[str]) -> dict:
+    """What a run's score depends on, kept with it so that a resumed screen reuses only its own runs."""
+    return {"preset": args.preset, "steps": args.steps, "set": args.set + overrides, "metrics": args.metrics,
+            "samples": args.samples}
+
+
+def run_one(args: argparse.Namespace, name: str, overrides: list[str], seed: int) -> dict:
+    """One recipe's score on one seed: read from an earlier screen's run, or trained and scored."""
+    run = args.out / f"{name}-s{seed}"
+    result_file = run / "screen-result.json"
+    wanted = settings(args, overrides)
+    if result_file.is_file():
+        result = json.loads(result_file.read_text())
+        if result.get("settings") != wanted:
+            raise ScreenInputError(f"{run} was scored with other settings ({result.get('settings')}); "
+                                   f"choose another --out")
+    else:
+        result = {"recipe": name, "seed": seed, **train_and_score(args, run, overrides, seed), "settings": wanted}
+        atomic_write_text(result_file, json.dumps(result))  # kept before --key is checked: a rerun reuses it
+    if args.key not in result:
+        raise ScreenInputError(f"--key {args.key} is not among the scores of --metrics {args.metrics}; "
+                               f"they are {', '.join(k for k in result if k != 'settings')}")
+    return result
+
+
+def train_and_score(args: argparse.Namespace, run: Path, overrides: list[str], seed: int) -> dict:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    sets = [item for override in ["train.threads=1", *args.set, *overrides] for item in ("--set", override)]
+    gankit = [sys.executable, "-m", "gankit"]
+    # --overwrite replaces a gankit run only (an unfinished one of this screen); gankit train refuses
+    # any other folder by that name, and one that another process is training
+    train = subprocess.run([*gankit, "train", args.preset, "--seed", str(seed), "--steps", str(args.steps),
+                            "--max-minutes", "0", "--no-plots", "--quiet", "--overwrite", "--out", str(run), *sets],
+                           env=env, capture_output=True, text=True)
+    if train.returncode != 0:
+        raise RuntimeError(f"training {run} failed: {train.stderr.strip()[-2000:]}")
+    scored = subprocess.run([*gankit, "eval", str(run), "--metrics", args.metrics, "-n", str(args.samples), "--json"],
+                            env=env, capture_output=True, text=True)
+    if scored.returncode != 0:
+        raise RuntimeError(f"scoring {run} failed: {scored.stderr.strip()[-2000:]}")
+    return json.loads(scored.stdout)
+
+
+class ScreenInputError(Exception):
+    """Input found wrong once a run was scored: exit status 2, like the checks before training."""
+
+
+def table(args: argparse.Namespace, results: dict[tuple[str, int], dict]) -> str:
+    names = [recipe[0] for recipe in args.recipe]
+    value = {key: result[args.key] for key, result in results.items()}
+    lines = [f"{args.key} at {args.steps:,} steps",
+             "| recipe | " + " | ".join(f"seed {s}" for s in args.seeds) + " | mean | paired with "
+             + names[0] + ": mean difference, seeds above / below |",
+             "| --- " * (len(args.seeds) + 3) + "|"]
+    for name in names:
+        cells = [f"{value[name, s]:.2f}" for s in args.seeds]
+        differences = [value[name, s] - value[names[0], s] for s in args.seeds]
+        paired = "" if name == names[0] else (f"{statistics.mean(differences):+.2f}, "
+                                              f"{sum(d > 0 for d in differences)} / {sum(d < 0 for d in differences)}")
+        mean = statistics.mean(value[name, s] for s in args.seeds)
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {mean:.2f} | {paired} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        fail(f"cannot make --out {args.out}: {error.strerror}; choose another folder")
+    jobs = [(recipe[0], recipe[1:], seed) for seed in args.seeds for recipe in args.recipe]
+    results: dict[tuple[str, int], dict] = {}
+    # Not a `with` block: leaving one waits for every queued run, so an error or Ctrl-C would go on
+    # training the whole screen; shutdown(cancel_futures=True) drops the queued ones instead (the
+    # runs under way finish, or stop at once on Ctrl-C, which reaches them too)
+    pool = ThreadPoolExecutor(max_workers=args.jobs)
+    try:
+        futures = [pool.submit(run_one, args, name, overrides, seed) for name, overrides, seed in jobs]
+        for (name, _, seed), future in zip(jobs, futures):
+            results[name, seed] = future.result()
+            print(json.dumps({k: v for k, v in results[name, seed].items() if k != "settings"}), flush=True)
+    except ScreenInputError as error:
+        fail(str(error))
+    except RuntimeError as error:
+        print(f"seed_screen.py: {error}", file=sys.stderr)
+        sys.exit(1)
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+    print(table(args, results))
+
+
+if __name__ == "__main__":
+    main()
