@@ -127,8 +127,9 @@ def train_and_score(args: argparse.Namespace, run: Path, overrides: list[str], s
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     sets = [item for override in ["train.threads=1", *args.set, *overrides] for item in ("--set", override)]
     gankit = [sys.executable, "-m", "gankit"]
-    # --overwrite replaces a gankit run only (an unfinished one of this screen); gankit train refuses
-    # any other folder by that name, and one that another process is training
+    # a folder here without a score is an unfinished run of a screen (--out is the screen's own):
+    # --overwrite replaces gankit runs only, and gankit train refuses any other folder by that name
+    # and a run another process is training
     train = subprocess.run([*gankit, "train", args.preset, "--seed", str(seed), "--steps", str(args.steps),
                             "--max-minutes", "0", "--no-plots", "--quiet", "--overwrite", "--out", str(run), *sets],
                            env=env, capture_output=True, text=True)
