@@ -3,10 +3,11 @@
 drifts within a session, is out of the comparison (a recipe that costs more a step is compared at
 equal steps, not equal time). The runs go --jobs at a time with one thread each, a seed's recipes
 next to each other, and each run is scored as `gankit eval RUN --metrics M -n N --json` scores it,
-on its last checkpoint. Prints one JSON line per run, then a table: each recipe's score on every seed, its
-mean, and its paired difference to the first recipe (the mean, and on how many seeds it was above
-and below). A run already scored under --out is not trained again, so an interrupted screen goes on
-where it stopped.
+on its last checkpoint, and with --score-at on its checkpoints at those steps too (the score
+against the step count, from the same runs). Prints one JSON line per run, then a table for each
+step scored: each recipe's score on every seed, its mean, and its paired difference to the first
+recipe (the mean, and on how many seeds it was above and below). A run already scored under --out
+is not trained again, so an interrupted screen goes on where it stopped.
 
 Why many seeds: at `mnist-dcgan`'s 5-minute step count the runs of one recipe spread over about a
 point of classifier score between seeds, and the paired differences between two recipes of equal
@@ -16,11 +17,14 @@ eleven seeds to stand two standard errors clear of nothing, one of 0.4 about six
     python benchmarks/seed_screen.py --steps 2500 --seeds 6 7 8 9 10 11 12 13 \
         --set data.root=../shared/data/mnist --set data.split=test \
         --recipe preset --recipe w3 loss.info_real=3
+    python benchmarks/seed_screen.py --steps 7000 --score-at 2500 3000 3500 4000 5000 6000 \
+        --seeds 12 13 14 15 --set data.root=../shared/data/mnist --set data.split=test --recipe preset
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import statistics
@@ -36,6 +40,8 @@ from gankit.metrics.evaluate import METRICS, check_sample_count
 
 # set by the screen itself: a recipe's own value would be overridden without a word
 SCREEN_KEYS = ("train.steps", "train.seed", "train.max_minutes", "train.threads")
+# set by the screen as well when it scores checkpoints along the way (--score-at)
+CHECKPOINT_KEYS = ("train.checkpoint_every", "train.keep_checkpoints")
 
 
 def fail(message: str) -> None:
@@ -49,6 +55,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--preset", default="mnist-dcgan")
     parser.add_argument("--steps", type=int, required=True, help="training steps of every run")
     parser.add_argument("--seeds", type=int, nargs="+", required=True)
+    parser.add_argument("--score-at", type=int, nargs="+", default=[], metavar="STEP",
+                        help="earlier steps at which every run is scored too, from its checkpoints")
     parser.add_argument("--recipe", nargs="+", action="append", required=True, metavar=("NAME", "KEY=VALUE"),
                         help="a recipe: its name, then its overrides of the preset (repeatable; the first is "
                              "the reference the others are paired with)")
@@ -71,6 +79,10 @@ def check(args: argparse.Namespace) -> None:
         fail("--steps and --jobs must be at least 1")
     if len(set(args.seeds)) != len(args.seeds):
         fail(f"--seeds has a seed twice ({' '.join(map(str, args.seeds))}); give each once")
+    if any(not 1 <= step < args.steps for step in args.score_at) or len(set(args.score_at)) != len(args.score_at):
+        fail(f"--score-at takes distinct steps from 1 to {args.steps - 1} (--steps is scored anyway); "
+             f"got {' '.join(map(str, args.score_at))}")
+    args.score_at = sorted(args.score_at)
     names = [recipe[0] for recipe in args.recipe]
     if len({name.lower() for name in names}) != len(names):
         fail(f"recipe names must differ (in any letter case: they name run folders); got {', '.join(names)}")
@@ -85,9 +97,11 @@ def check(args: argparse.Namespace) -> None:
         if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
             fail(f"recipe name '{name}' must be letters, digits, '_', '.' or '-' (it names run folders), "
                  f"given before its KEY=VALUE overrides")
-        screened = [item for item in args.set + overrides if item.split("=")[0].strip() in SCREEN_KEYS]
+        keys = SCREEN_KEYS + (CHECKPOINT_KEYS if args.score_at else ())
+        screened = [item for item in args.set + overrides if item.split("=")[0].strip() in keys]
         if screened:
-            fail(f"recipe '{name}': {screened[0]} is set by the screen itself (--steps; one thread a run); drop it")
+            fail(f"recipe '{name}': {screened[0]} is set by the screen itself (--steps, --score-at; one thread "
+                 f"a run); drop it")
         try:
             configs[name] = resolve_config(args.preset, args.set + overrides)
         except UserError as error:
@@ -101,7 +115,7 @@ def check(args: argparse.Namespace) -> None:
 def settings(args: argparse.Namespace, overrides: list[str]) -> dict:
     """What a run's score depends on, kept with it so that a resumed screen reuses only its own runs."""
     return {"preset": args.preset, "steps": args.steps, "set": args.set + overrides, "metrics": args.metrics,
-            "samples": args.samples}
+            "samples": args.samples, "score_at": args.score_at}
 
 
 def run_one(args: argparse.Namespace, name: str, overrides: list[str], seed: int) -> dict:
@@ -117,15 +131,25 @@ def run_one(args: argparse.Namespace, name: str, overrides: list[str], seed: int
     else:
         result = {"recipe": name, "seed": seed, **train_and_score(args, run, overrides, seed), "settings": wanted}
         atomic_write_text(result_file, json.dumps(result))  # kept before --key is checked: a rerun reuses it
-    if args.key not in result:
+    if any(args.key not in scores for scores in [result, *result.get("along", {}).values()]):
         raise ScreenInputError(f"--key {args.key} is not among the scores of --metrics {args.metrics}; "
                                f"they are {', '.join(k for k in result if k != 'settings')}")
     return result
 
 
+def checkpoint_settings(args: argparse.Namespace) -> list[str]:
+    """With --score-at, a checkpoint at every step scored, and all of them kept. Saving a checkpoint
+    leaves the run's trajectory as it was (docs/results.md), so the final score is the same with or without."""
+    if not args.score_at:
+        return []
+    every = math.gcd(args.steps, *args.score_at)
+    return [f"train.checkpoint_every={every}", f"train.keep_checkpoints={args.steps // every + 1}"]
+
+
 def train_and_score(args: argparse.Namespace, run: Path, overrides: list[str], seed: int) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    sets = [item for override in ["train.threads=1", *args.set, *overrides] for item in ("--set", override)]
+    sets = [item for override in ["train.threads=1", *checkpoint_settings(args), *args.set, *overrides]
+            for item in ("--set", override)]
     gankit = [sys.executable, "-m", "gankit"]
     # a folder here without a score is an unfinished run of a screen (--out is the screen's own):
     # --overwrite replaces gankit runs only, and gankit train refuses any other folder by that name
@@ -135,10 +159,15 @@ def train_and_score(args: argparse.Namespace, run: Path, overrides: list[str], s
                            env=env, capture_output=True, text=True)
     if train.returncode != 0:
         raise RuntimeError(f"training {run} failed: {train.stderr.strip()[-2000:]}")
-    scored = subprocess.run([*gankit, "eval", str(run), "--metrics", args.metrics, "-n", str(args.samples), "--json"],
-                            env=env, capture_output=True, text=True)
+    along = {str(step): score(args, run / "checkpoints" / f"step-{step:06d}.pt", env) for step in args.score_at}
+    return {**score(args, run, env), **({"along": along} if along else {})}
+
+
+def score(args: argparse.Namespace, run_or_checkpoint: Path, env: dict) -> dict:
+    scored = subprocess.run([sys.executable, "-m", "gankit", "eval", str(run_or_checkpoint), "--metrics", args.metrics,
+                             "-n", str(args.samples), "--json"], env=env, capture_output=True, text=True)
     if scored.returncode != 0:
-        raise RuntimeError(f"scoring {run} failed: {scored.stderr.strip()[-2000:]}")
+        raise RuntimeError(f"scoring {run_or_checkpoint} failed: {scored.stderr.strip()[-2000:]}")
     return json.loads(scored.stdout)
 
 
@@ -146,10 +175,13 @@ class ScreenInputError(Exception):
     """Input found wrong once a run was scored: exit status 2, like the checks before training."""
 
 
-def table(args: argparse.Namespace, results: dict[tuple[str, int], dict]) -> str:
+def table(args: argparse.Namespace, results: dict[tuple[str, int], dict], step: int | None = None) -> str:
+    """The scores at `step` (one of --score-at; default --steps), by recipe and seed."""
+    step = args.steps if step is None else step
     names = [recipe[0] for recipe in args.recipe]
-    value = {key: result[args.key] for key, result in results.items()}
-    lines = [f"{args.key} at {args.steps:,} steps",
+    value = {key: (result if step == args.steps else result["along"][str(step)])[args.key]
+             for key, result in results.items()}
+    lines = [f"{args.key} at {step:,} steps",
              "| recipe | " + " | ".join(f"seed {s}" for s in args.seeds) + " | mean | paired with "
              + names[0] + ": mean difference, seeds above / below |",
              "| --- " * (len(args.seeds) + 3) + "|"]
@@ -187,7 +219,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(1)
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
-    print(table(args, results))
+    print("\n\n".join(table(args, results, step) for step in [*args.score_at, args.steps]))
 
 
 if __name__ == "__main__":

@@ -129,9 +129,10 @@ def test_lr_branches_refuses_a_malformed_variant(name, capsys):
     assert capsys.readouterr().err.count("\n") == 1
 
 
-def run_seed_screen(out: Path, *recipes: list[str], seeds: tuple[str, ...] = ("0",)) -> subprocess.CompletedProcess:
+def run_seed_screen(out: Path, *recipes: list[str], seeds: tuple[str, ...] = ("0",),
+                    extra: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
     recipe_args = [arg for recipe in recipes for arg in ("--recipe", *recipe)]
-    return subprocess.run([sys.executable, str(BENCHMARKS / "seed_screen.py"), "--steps", "3", "--seeds", *seeds,
+    return subprocess.run([sys.executable, str(BENCHMARKS / "seed_screen.py"), "--steps", "3", "--seeds", *seeds, *extra,
                            "-n", "200", "--metrics", "classifier", "--out", str(out), "--set", f"data.root={MNIST}",
                            "--set", "data.split=test", *recipe_args], env={**os.environ, "OMP_NUM_THREADS": "1"},
                           capture_output=True, text=True, timeout=600)
@@ -147,12 +148,15 @@ def load_seed_screen():
 def test_seed_screen_trains_and_scores_each_recipe_with_its_own_overrides(tmp_path):
     if not MNIST.is_dir():
         pytest.skip("the benchmark's MNIST (../shared/data/mnist) is not beside this checkout")
-    done = run_seed_screen(tmp_path, ["preset"], ["slower_g", "optim_g.lr=0.0001"])
+    done = run_seed_screen(tmp_path, ["preset"], ["slower_g", "optim_g.lr=0.0001"], extra=("--score-at", "2"))
     assert done.returncode == 0, done.stderr[-2000:]
     lines = done.stdout.splitlines()
     preset, slower = [json.loads(line) for line in lines[:2]]
     assert (preset["recipe"], slower["recipe"], preset["seed"]) == ("preset", "slower_g", 0)
     assert preset["step"] == slower["step"] == 3
+    assert preset["along"]["2"]["step"] == slower["along"]["2"]["step"] == 2  # scored from step 2's checkpoint
+    assert f"classifier_score at 2 steps\n| recipe | seed 0 |" in done.stdout
+    assert f"| preset | {preset['along']['2']['classifier_score']:.2f} |" in done.stdout
     assert slower["classifier_score"] != preset["classifier_score"]  # the override reached its run
     assert f"| preset | {preset['classifier_score']:.2f} |" in done.stdout
     kept = json.loads((tmp_path / "slower_g-s0" / "screen-result.json").read_text())
@@ -167,6 +171,14 @@ def test_seed_screen_tabulates_means_and_differences_paired_by_seed():
     rows = screen.table(args, {key: {"classifier_score": value} for key, value in scores.items()}).splitlines()
     assert rows[3] == "| a | 7.00 | 6.00 | 8.00 | 7.00 |  |"
     assert rows[4] == "| b | 7.50 | 5.00 | 9.00 | 7.17 | +0.17, 2 / 1 |"
+
+
+def test_seed_screen_keeps_a_checkpoint_at_every_step_it_scores():
+    screen = load_seed_screen()
+    args = screen.parse_args(["--steps", "3500", "--score-at", "3000", "2500", "--seeds", "1", "--recipe", "a"])
+    assert args.score_at == [2500, 3000]
+    assert screen.checkpoint_settings(args) == ["train.checkpoint_every=500", "train.keep_checkpoints=8"]
+    assert screen.checkpoint_settings(screen.parse_args(["--steps", "10", "--seeds", "1", "--recipe", "a"])) == []
 
 
 def test_seed_screen_reuses_a_run_it_scored_with_the_same_settings_only(tmp_path, monkeypatch):
@@ -189,6 +201,9 @@ def test_seed_screen_reuses_a_run_it_scored_with_the_same_settings_only(tmp_path
     (["--seeds", "6", "--recipe", "a", "train.steps=5"], "set by the screen itself"),
     (["--seeds", "6", "--recipe", "a", "-n", "5"], "too few samples"),
     (["--seeds", "6", "--recipe", "a", "--metrics", "fid,clasifier"], "clasifier"),
+    (["--seeds", "6", "--recipe", "a", "--score-at", "10"], "from 1 to 9"),
+    (["--seeds", "6", "--recipe", "a", "--score-at", "5", "5"], "distinct steps"),
+    (["--seeds", "6", "--recipe", "a", "train.checkpoint_every=2", "--score-at", "5"], "set by the screen itself"),
 ])
 def test_seed_screen_refuses_bad_input_before_it_trains(argv, message, capsys):
     with pytest.raises(SystemExit) as stopped:
