@@ -42,6 +42,7 @@ from gankit.metrics.evaluate import METRICS, check_sample_count
 SCREEN_KEYS = ("train.steps", "train.seed", "train.max_minutes", "train.threads")
 # set by the screen as well when it scores checkpoints along the way (--score-at)
 CHECKPOINT_KEYS = ("train.checkpoint_every", "train.keep_checkpoints")
+MAX_CHECKPOINTS = 100  # a run's checkpoints kept for --score-at (each a full training state)
 
 
 def fail(message: str) -> None:
@@ -80,9 +81,12 @@ def check(args: argparse.Namespace) -> None:
     if len(set(args.seeds)) != len(args.seeds):
         fail(f"--seeds has a seed twice ({' '.join(map(str, args.seeds))}); give each once")
     if any(not 1 <= step < args.steps for step in args.score_at) or len(set(args.score_at)) != len(args.score_at):
-        fail(f"--score-at takes distinct steps from 1 to {args.steps - 1} (--steps is scored anyway); "
+        fail(f"--score-at takes distinct steps below --steps ({args.steps}, which is scored anyway); "
              f"got {' '.join(map(str, args.score_at))}")
     args.score_at = sorted(args.score_at)
+    if args.score_at and args.steps // checkpoint_interval(args) > MAX_CHECKPOINTS:
+        fail(f"--score-at {' '.join(map(str, args.score_at))} with --steps {args.steps} needs a checkpoint every "
+             f"{checkpoint_interval(args)} steps, over {MAX_CHECKPOINTS} a run; choose steps with a larger common divisor")
     names = [recipe[0] for recipe in args.recipe]
     if len({name.lower() for name in names}) != len(names):
         fail(f"recipe names must differ (in any letter case: they name run folders); got {', '.join(names)}")
@@ -100,8 +104,8 @@ def check(args: argparse.Namespace) -> None:
         keys = SCREEN_KEYS + (CHECKPOINT_KEYS if args.score_at else ())
         screened = [item for item in args.set + overrides if item.split("=")[0].strip() in keys]
         if screened:
-            fail(f"recipe '{name}': {screened[0]} is set by the screen itself (--steps, --score-at; one thread "
-                 f"a run); drop it")
+            by = "--score-at" if screened[0].split("=")[0].strip() in CHECKPOINT_KEYS else "--steps, --seeds; one thread a run"
+            fail(f"recipe '{name}': {screened[0]} is set by the screen itself ({by}); drop it")
         try:
             configs[name] = resolve_config(args.preset, args.set + overrides)
         except UserError as error:
@@ -125,24 +129,32 @@ def run_one(args: argparse.Namespace, name: str, overrides: list[str], seed: int
     wanted = settings(args, overrides)
     if result_file.is_file():
         result = json.loads(result_file.read_text())
-        if result.get("settings") != wanted:
-            raise ScreenInputError(f"{run} was scored with other settings ({result.get('settings')}); "
-                                   f"choose another --out")
+        kept = {"score_at": [], **result.get("settings", {})}  # screens before --score-at scored none along the way
+        differing = sorted(key for key in wanted.keys() | kept.keys() if kept.get(key) != wanted.get(key))
+        if differing:
+            changes = "; ".join(f"{key} {kept.get(key)} there, {wanted.get(key)} now" for key in differing)
+            raise ScreenInputError(f"{run} was scored with other settings ({changes}); choose another --out")
     else:
         result = {"recipe": name, "seed": seed, **train_and_score(args, run, overrides, seed), "settings": wanted}
         atomic_write_text(result_file, json.dumps(result))  # kept before --key is checked: a rerun reuses it
     if any(args.key not in scores for scores in [result, *result.get("along", {}).values()]):
         raise ScreenInputError(f"--key {args.key} is not among the scores of --metrics {args.metrics}; "
-                               f"they are {', '.join(k for k in result if k != 'settings')}")
+                               f"they are {', '.join(k for k in result if k not in ('settings', 'along', 'recipe', 'seed'))}")
     return result
 
 
+def checkpoint_interval(args: argparse.Namespace) -> int:
+    """The checkpoint cadence that lands on every step scored."""
+    return math.gcd(args.steps, *args.score_at)
+
+
 def checkpoint_settings(args: argparse.Namespace) -> list[str]:
-    """With --score-at, a checkpoint at every step scored, and all of them kept. Saving a checkpoint
-    leaves the run's trajectory as it was (docs/results.md), so the final score is the same with or without."""
+    """With --score-at, a checkpoint at every step scored, and all of them kept (step 0's too: the
+    run saves one before its first step). Saving a checkpoint leaves the run's trajectory as it
+    was (docs/results.md), so the final score is the same with or without."""
     if not args.score_at:
         return []
-    every = math.gcd(args.steps, *args.score_at)
+    every = checkpoint_interval(args)
     return [f"train.checkpoint_every={every}", f"train.keep_checkpoints={args.steps // every + 1}"]
 
 

@@ -130,9 +130,9 @@ def test_lr_branches_refuses_a_malformed_variant(name, capsys):
 
 
 def run_seed_screen(out: Path, *recipes: list[str], seeds: tuple[str, ...] = ("0",),
-                    extra: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+                    extra: tuple[str, ...] = ("--steps", "3")) -> subprocess.CompletedProcess:
     recipe_args = [arg for recipe in recipes for arg in ("--recipe", *recipe)]
-    return subprocess.run([sys.executable, str(BENCHMARKS / "seed_screen.py"), "--steps", "3", "--seeds", *seeds, *extra,
+    return subprocess.run([sys.executable, str(BENCHMARKS / "seed_screen.py"), "--seeds", *seeds, *extra,
                            "-n", "200", "--metrics", "classifier", "--out", str(out), "--set", f"data.root={MNIST}",
                            "--set", "data.split=test", *recipe_args], env={**os.environ, "OMP_NUM_THREADS": "1"},
                           capture_output=True, text=True, timeout=600)
@@ -148,15 +148,16 @@ def load_seed_screen():
 def test_seed_screen_trains_and_scores_each_recipe_with_its_own_overrides(tmp_path):
     if not MNIST.is_dir():
         pytest.skip("the benchmark's MNIST (../shared/data/mnist) is not beside this checkout")
-    done = run_seed_screen(tmp_path, ["preset"], ["slower_g", "optim_g.lr=0.0001"], extra=("--score-at", "2"))
+    # step 1's checkpoint is the oldest of five (steps 0-4): the train.keep_checkpoints default, 3, would drop it
+    done = run_seed_screen(tmp_path, ["preset"], ["slower_g", "optim_g.lr=0.0001"], extra=("--steps", "4", "--score-at", "1"))
     assert done.returncode == 0, done.stderr[-2000:]
     lines = done.stdout.splitlines()
     preset, slower = [json.loads(line) for line in lines[:2]]
     assert (preset["recipe"], slower["recipe"], preset["seed"]) == ("preset", "slower_g", 0)
-    assert preset["step"] == slower["step"] == 3
-    assert preset["along"]["2"]["step"] == slower["along"]["2"]["step"] == 2  # scored from step 2's checkpoint
-    assert f"classifier_score at 2 steps\n| recipe | seed 0 |" in done.stdout
-    assert f"| preset | {preset['along']['2']['classifier_score']:.2f} |" in done.stdout
+    assert preset["step"] == slower["step"] == 4
+    assert preset["along"]["1"]["step"] == slower["along"]["1"]["step"] == 1  # scored from step 1's checkpoint
+    assert f"classifier_score at 1 steps\n| recipe | seed 0 |" in done.stdout
+    assert f"| preset | {preset['along']['1']['classifier_score']:.2f} |" in done.stdout
     assert slower["classifier_score"] != preset["classifier_score"]  # the override reached its run
     assert f"| preset | {preset['classifier_score']:.2f} |" in done.stdout
     kept = json.loads((tmp_path / "slower_g-s0" / "screen-result.json").read_text())
@@ -190,8 +191,21 @@ def test_seed_screen_reuses_a_run_it_scored_with_the_same_settings_only(tmp_path
     monkeypatch.setattr(screen.subprocess, "run", lambda *a, **k: pytest.fail("trained a run already scored"))
     assert screen.run_one(args, "a", [], 4)["classifier_score"] == 7.0
     longer = screen.parse_args(["--steps", "20", "--seeds", "4", "--recipe", "a", "--out", str(tmp_path)])
-    with pytest.raises(screen.ScreenInputError, match="scored with other settings"):
+    with pytest.raises(screen.ScreenInputError, match="other settings \\(steps 10 there, 20 now\\)"):
         screen.run_one(longer, "a", [], 4)
+    along = screen.parse_args(["--steps", "10", "--score-at", "5", "--seeds", "4", "--recipe", "a", "--out", str(tmp_path)])
+    with pytest.raises(screen.ScreenInputError, match="score_at \\[\\] there, \\[5\\] now"):
+        screen.run_one(along, "a", [], 4)
+
+
+def test_seed_screen_reuses_a_run_scored_before_it_could_score_along_the_way(tmp_path, monkeypatch):
+    screen = load_seed_screen()
+    args = screen.parse_args(["--steps", "10", "--seeds", "4", "--recipe", "a", "--out", str(tmp_path)])
+    (tmp_path / "a-s4").mkdir()
+    older = {key: value for key, value in screen.settings(args, []).items() if key != "score_at"}
+    (tmp_path / "a-s4" / "screen-result.json").write_text(json.dumps({"classifier_score": 7.0, "settings": older}))
+    monkeypatch.setattr(screen.subprocess, "run", lambda *a, **k: pytest.fail("trained a run already scored"))
+    assert screen.run_one(args, "a", [], 4)["classifier_score"] == 7.0
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -201,9 +215,11 @@ def test_seed_screen_reuses_a_run_it_scored_with_the_same_settings_only(tmp_path
     (["--seeds", "6", "--recipe", "a", "train.steps=5"], "set by the screen itself"),
     (["--seeds", "6", "--recipe", "a", "-n", "5"], "too few samples"),
     (["--seeds", "6", "--recipe", "a", "--metrics", "fid,clasifier"], "clasifier"),
-    (["--seeds", "6", "--recipe", "a", "--score-at", "10"], "from 1 to 9"),
-    (["--seeds", "6", "--recipe", "a", "--score-at", "5", "5"], "distinct steps"),
-    (["--seeds", "6", "--recipe", "a", "train.checkpoint_every=2", "--score-at", "5"], "set by the screen itself"),
+    (["--seeds", "6", "--recipe", "a", "--score-at", "10"], "got 10"),
+    (["--seeds", "6", "--recipe", "a", "--score-at", "5", "5"], "got 5 5"),
+    (["--seeds", "6", "--recipe", "a", "train.checkpoint_every=2", "--score-at", "5"], "itself (--score-at)"),
+    (["--seeds", "6", "--recipe", "a", "--set", "train.keep_checkpoints=9", "--score-at", "5"], "itself (--score-at)"),
+    (["--steps", "1001", "--seeds", "6", "--recipe", "a", "--score-at", "500"], "a checkpoint every 1 steps"),
 ])
 def test_seed_screen_refuses_bad_input_before_it_trains(argv, message, capsys):
     with pytest.raises(SystemExit) as stopped:
