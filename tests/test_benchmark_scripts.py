@@ -10,7 +10,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
@@ -234,3 +236,45 @@ def test_seed_screen_names_a_bad_override_before_anything_trains(tmp_path):
     assert done.returncode == 2 and done.stderr.startswith("seed_screen.py: recipe 'typo': ")
     assert "info_reel" in done.stderr and len(done.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "screen").exists()
+
+
+def load_category_digits():
+    spec = importlib.util.spec_from_file_location("category_digits", BENCHMARKS / "category_digits.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_category_digits_draws_each_category_alone(tmp_path, monkeypatch):
+    if not MNIST.is_dir():
+        pytest.skip("the benchmark's MNIST (../shared/data/mnist) is not beside this checkout")
+    from gankit.api import GAN, Sampler
+    GAN("mnist-dcgan", {"data.root": str(MNIST), "data.split": "test", "train.steps": 2, "train.max_minutes": 0},
+        out=tmp_path / "run").fit()
+    drawn = []
+    generate = Sampler.generate
+    monkeypatch.setattr(Sampler, "generate", lambda self, z, labels: drawn.append(z.clone()) or generate(self, z, labels))
+    rows = load_category_digits().category_digits(str(tmp_path / "run"), 7, 0)
+    assert [category for category, _, _ in rows] == list(range(10))
+    for category, z in enumerate(drawn):
+        assert z.shape == (7, 110) and torch.equal(z[:, 100:], torch.eye(10)[category].expand(7, 10))
+        assert z[:, :100].std() > 0.5  # fresh continuous noise beside the category
+    assert all(abs(shares.sum() - 1) < 1e-9 and 0 <= confident <= 1 for _, shares, confident in rows)
+
+
+def test_category_digits_names_digits_no_category_draws_and_digits_drawn_twice():
+    module = load_category_digits()
+    rows = [(c, np.eye(10)[c], 1.0) for c in range(10)]
+    rows[3] = (3, np.array([0.0, 0.0, 0.0, 0.2, 0.0, 0.0, 0.0, 0.0, 0.8, 0.0]), 0.5)  # 3 drawn as 8s mostly
+    table = module.describe(rows)
+    assert "| 3 | 8: 80%, 3: 20% | 50% |" in table
+    assert table.endswith("digits no category draws most: 3; drawn most by two or more: 8")
+
+
+def test_category_digits_refuses_a_run_without_categories(tmp_path):
+    from gankit.api import GAN
+    GAN("quadratic", {"train.steps": 2}, out=tmp_path / "run").fit()
+    done = subprocess.run([sys.executable, str(BENCHMARKS / "category_digits.py"), str(tmp_path / "run")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and "needs a run of 28x28 images with InfoGAN categories" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
