@@ -33,7 +33,8 @@ def category_digits(path: str, n: int, seed: int) -> list[tuple[int, np.ndarray,
         z = sampler.noise(n, seed=seed + category)
         z[:, model.z_dim:] = 0.0
         z[:, model.z_dim + category] = 1.0
-        _, probs = features_and_probs(sampler.generate(z, None))
+        labels = sampler.labels(n, None, seed)  # a class-conditional run's classes in turn; else None
+        _, probs = features_and_probs(sampler.generate(z, labels))
         shares = np.bincount(probs.argmax(1), minlength=10) / n
         rows.append((category, shares, float((probs.max(1) >= 0.9).mean())))
     return rows
