@@ -4,8 +4,8 @@ For a run with categories (model.z_categories, as in `mnist-dcgan`) and for each
 N samples are drawn with that category and fresh continuous noise, the same way `gankit eval`
 draws G's samples (its EMA copy, nothing filtered), and the classifier reads them. Printed per
 category: the three digits it draws most (shares of its samples) and the share read with
-confidence >= 0.9. A digit no category draws, or two categories drawing one digit, shows here;
-the class KL of `gankit eval` only shows that the overall mix of digits is uneven.
+confidence, as `gankit eval` counts it. A digit no category draws, or two categories drawing one
+digit, shows here; the class KL of `gankit eval` only shows that the overall mix of digits is uneven.
 
     python benchmarks/category_digits.py runs/mnist-dcgan [runs/other/checkpoints/step-005000.pt ...] -n 500
 """
@@ -20,6 +20,7 @@ import torch
 from gankit.api import load
 from gankit.errors import UserError
 from gankit.metrics.classifier import features_and_probs
+from gankit.metrics.features import CONFIDENT_AT
 
 
 def category_digits(path: str, n: int, seed: int) -> list[tuple[int, np.ndarray, float]]:
@@ -36,7 +37,7 @@ def category_digits(path: str, n: int, seed: int) -> list[tuple[int, np.ndarray,
         labels = sampler.labels(n, None, seed)  # a class-conditional run's classes in turn; else None
         _, probs = features_and_probs(sampler.generate(z, labels))
         shares = np.bincount(probs.argmax(1), minlength=10) / n
-        rows.append((category, shares, float((probs.max(1) >= 0.9).mean())))
+        rows.append((category, shares, float((probs.max(1) >= CONFIDENT_AT).mean())))
     return rows
 
 

@@ -42,6 +42,7 @@ from gankit.metrics.evaluate import METRICS, check_sample_count
 SCREEN_KEYS = ("train.steps", "train.seed", "train.max_minutes", "train.threads")
 # set by the screen as well when it scores checkpoints along the way (--score-at)
 CHECKPOINT_KEYS = ("train.checkpoint_every", "train.keep_checkpoints")
+GANKIT = [sys.executable, "-m", "gankit"]  # the CLI, as a user runs it
 MAX_CHECKPOINTS = 100  # a run's checkpoints kept for --score-at (each a full training state)
 
 
@@ -162,11 +163,10 @@ def train_and_score(args: argparse.Namespace, run: Path, overrides: list[str], s
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     sets = [item for override in ["train.threads=1", *checkpoint_settings(args), *args.set, *overrides]
             for item in ("--set", override)]
-    gankit = [sys.executable, "-m", "gankit"]
     # a folder here without a score is an unfinished run of a screen (--out is the screen's own):
     # --overwrite replaces gankit runs only, and gankit train refuses any other folder by that name
     # and a run another process is training
-    train = subprocess.run([*gankit, "train", args.preset, "--seed", str(seed), "--steps", str(args.steps),
+    train = subprocess.run([*GANKIT, "train", args.preset, "--seed", str(seed), "--steps", str(args.steps),
                             "--max-minutes", "0", "--no-plots", "--quiet", "--overwrite", "--out", str(run), *sets],
                            env=env, capture_output=True, text=True)
     if train.returncode != 0:
@@ -176,7 +176,7 @@ def train_and_score(args: argparse.Namespace, run: Path, overrides: list[str], s
 
 
 def score(args: argparse.Namespace, run_or_checkpoint: Path, env: dict) -> dict:
-    scored = subprocess.run([sys.executable, "-m", "gankit", "eval", str(run_or_checkpoint), "--metrics", args.metrics,
+    scored = subprocess.run([*GANKIT, "eval", str(run_or_checkpoint), "--metrics", args.metrics,
                              "-n", str(args.samples), "--json"], env=env, capture_output=True, text=True)
     if scored.returncode != 0:
         raise RuntimeError(f"scoring {run_or_checkpoint} failed: {scored.stderr.strip()[-2000:]}")

@@ -87,8 +87,11 @@ def density_coverage(real: np.ndarray, fake: np.ndarray, k: int = 5) -> dict[str
     return {"density": float(density), "coverage": float(coverage)}
 
 
+CONFIDENT_AT = 0.9  # a sample is read with confidence when its top class has at least this probability
+
+
 def classifier_scores(fake_probs: np.ndarray, real_probs: np.ndarray, splits: int = 10,
-                      confident_at: float = 0.9, covered_share: float = 0.1) -> dict[str, float]:
+                      confident_at: float = CONFIDENT_AT, covered_share: float = 0.1) -> dict[str, float]:
     """Scores on a classifier's class probabilities for generated (and real) images.
 
     classifier_score: exp E_x KL(p(y|x) || p(y)), mean over `splits` parts (the "inception score").
