@@ -7,20 +7,33 @@ category: the three digits it draws most (shares of its samples) and the share r
 confidence, as `gankit eval` counts it. A digit no category draws, or two categories drawing one
 digit, shows here; the class KL of `gankit eval` only shows that the overall mix of digits is uneven.
 
-    python benchmarks/category_digits.py runs/mnist-dcgan [runs/other/checkpoints/step-005000.pt ...] -n 500
+With --real, also how Q (the code head on D) sorts the labelled images the run trained on into the
+categories: per category the digits it holds (shares, by their labels) and the one-to-one accuracy,
+each category matched to one digit so that the most images agree (Hungarian matching, as clustering
+accuracy is scored). G's categories follow Q's sorting: a category that holds two digits of the data
+draws both, and its samples are often read with little confidence.
+
+    python benchmarks/category_digits.py runs/mnist-dcgan [runs/other/checkpoints/step-005000.pt ...] -n 500 [--real]
 """
 from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 
 import numpy as np
 import torch
+from scipy.optimize import linear_sum_assignment
 
 from gankit.api import load
+from gankit.config import loads
+from gankit.data import make_source
 from gankit.errors import UserError
 from gankit.metrics.classifier import features_and_probs
 from gankit.metrics.features import CONFIDENT_AT
+from gankit.models import MODELS
+from gankit.training.checkpoint import find_checkpoint, load_checkpoint
+from gankit.training.trainer import add_code_head, make_normalizer
 
 
 def category_digits(path: str, n: int, seed: int) -> list[tuple[int, np.ndarray, float]]:
@@ -41,6 +54,52 @@ def category_digits(path: str, n: int, seed: int) -> list[tuple[int, np.ndarray,
     return rows
 
 
+def real_sorting(path: str, root: str | None = None) -> np.ndarray:
+    """How Q sorts the run's own training images (from `root` instead of the run's data.root when
+    given; never downloaded): counts[category, digit] by the images' labels. D runs as in training,
+    with batch statistics over batches of the run's batch size (the last batch may be smaller)."""
+    state = load_checkpoint(find_checkpoint(path))
+    cfg = loads(state["config"], source=f"the config inside {path}")
+    if not cfg.model.z_categories or not cfg.loss.info_weight:
+        raise UserError(f"{path}: --real needs a run with InfoGAN's code head (loss.info_weight > 0)")
+    data = replace(cfg.data, download=False, root=root or cfg.data.root)
+    try:
+        source = make_source(data)
+    except UserError as error:
+        raise UserError(f"{str(error).split(' (set data.root)')[0]} (give --root the folder of the run's data)") from None
+    if getattr(source, "labels", None) is None:
+        raise UserError(f"{path}: --real needs labelled training images, such as MNIST's")
+    make_normalizer(cfg, source)  # the run's pixel scale (model.g_output)
+    _, d = MODELS.get(cfg.model.name)(cfg.model, tuple(int(v) for v in state["data_shape"]), int(state["num_classes"]))
+    add_code_head(d, cfg)
+    d.load_state_dict(state["d"])
+    d.train()
+    batch = cfg.train.batch_size
+    with torch.no_grad():
+        categories = torch.cat([d(source.scale(source.images[i:i + batch]), None, with_code=True)[1].argmax(1)
+                                for i in range(0, len(source), batch)])
+    counts = np.zeros((cfg.model.z_categories, source.num_classes), dtype=np.int64)
+    np.add.at(counts, (categories.numpy(), source.labels.numpy()), 1)
+    return counts
+
+
+def one_to_one_accuracy(counts: np.ndarray) -> float:
+    """The share of images whose category's matched digit is their own, with each category matched
+    to at most one digit and each digit to at most one category, so that the most images agree."""
+    rows, cols = linear_sum_assignment(-counts)
+    return float(counts[rows, cols].sum() / max(1, counts.sum()))
+
+
+def describe_real(counts: np.ndarray) -> str:
+    lines = ["| category | real digits Q puts there (share by label) | images |", "| --- | --- | --- |"]
+    for category, row in enumerate(counts):
+        shares = row / max(1, row.sum())
+        top = [digit for digit in np.argsort(-shares, kind="stable")[:3] if shares[digit] >= 0.005]
+        lines.append(f"| {category} | {', '.join(f'{digit}: {shares[digit]:.0%}' for digit in top)} | {row.sum()} |")
+    lines.append(f"Q's sorting of the real digits: one-to-one accuracy {one_to_one_accuracy(counts):.1%}")
+    return "\n".join(lines)
+
+
 def describe(rows: list[tuple[int, np.ndarray, float]]) -> str:
     lines = ["| category | digits drawn (share of its samples) | confident |", "| --- | --- | --- |"]
     for category, shares, confident in rows:
@@ -58,13 +117,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("runs", nargs="+", help="run directories or checkpoints/step-*.pt files")
     parser.add_argument("-n", type=int, default=500, help="samples per category (default 500)")
     parser.add_argument("--seed", type=int, default=0, help="noise seed of category 0 (category c: seed + c)")
+    parser.add_argument("--real", action="store_true", help="also how Q sorts the labelled images the run trained on")
+    parser.add_argument("--root", help="with --real: the folder of the run's data (default: the run's data.root)")
     args = parser.parse_args(argv)
     if args.n < 1:
         parser.exit(2, "category_digits.py: -n must be at least 1\n")
     torch.set_grad_enabled(False)
     for path in args.runs:
         try:
+            sorting = describe_real(real_sorting(path, args.root)) if args.real else None  # refusals first
             print(f"{path}\n{describe(category_digits(path, args.n, args.seed))}\n", flush=True)
+            if sorting:
+                print(f"{sorting}\n", flush=True)
         except UserError as error:
             print(f"category_digits.py: {error}", file=sys.stderr)
             sys.exit(2)

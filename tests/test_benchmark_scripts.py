@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import os
 import re
 import statistics
@@ -271,6 +272,43 @@ def test_category_digits_names_digits_no_category_draws_and_digits_drawn_twice()
     assert table.endswith("digits no category draws most: 3; drawn most by two or more: 8")
 
 
+def test_category_digits_sorts_every_training_image_by_q_against_its_label(tmp_path):
+    if not MNIST.is_dir():
+        pytest.skip("the benchmark's MNIST (../shared/data/mnist) is not beside this checkout")
+    from gankit.api import GAN
+    GAN("mnist-dcgan", {"data.root": str(MNIST), "data.split": "test", "train.steps": 2, "train.max_minutes": 0},
+        out=tmp_path / "run").fit()
+    counts = load_category_digits().real_sorting(str(tmp_path / "run"))
+    assert counts.shape == (10, 10) and counts.sum() == 10_000
+    from gankit.data.images import load_idx_dataset
+    labels = load_idx_dataset("mnist", str(MNIST), "test", download=False).labels.numpy()
+    assert np.array_equal(counts.sum(0), np.bincount(labels, minlength=10))  # every image once, by its label
+
+
+def test_category_digits_scores_q_one_to_one_whatever_the_categories_order():
+    module = load_category_digits()
+    counts = np.diag(np.arange(1, 11) * 10)[np.random.default_rng(0).permutation(10)]  # pure, shuffled
+    assert module.one_to_one_accuracy(counts) == 1.0
+    counts = np.zeros((10, 10), dtype=np.int64)
+    counts[np.arange(10), np.arange(10)] = 90
+    counts[0, :2], counts[1, :2] = (60, 30), (30, 0)  # category 0: 0s and 1s; category 1: 0s only
+    # one digit per category: 60 of category 0's images agree (as 0s) and none of category 1's, or 30 and 30
+    assert module.one_to_one_accuracy(counts) == pytest.approx((60 + 8 * 90) / counts.sum())
+    assert "one-to-one accuracy" in module.describe_real(counts).splitlines()[-1]
+
+
+def test_category_digits_refuses_real_sorting_without_q_before_printing_anything(tmp_path):
+    if not MNIST.is_dir():
+        pytest.skip("the benchmark's MNIST (../shared/data/mnist) is not beside this checkout")
+    from gankit.api import GAN
+    GAN("mnist-dcgan", {"data.root": str(MNIST), "data.split": "test", "train.steps": 2, "train.max_minutes": 0,
+                        "loss.info_weight": 0, "loss.info_warp": 0, "loss.info_real": 0}, out=tmp_path / "run").fit()
+    done = subprocess.run([sys.executable, str(BENCHMARKS / "category_digits.py"), str(tmp_path / "run"), "-n", "2",
+                           "--real"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and "--real needs a run with InfoGAN's code head" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and done.stdout == ""
+
+
 def test_category_digits_refuses_a_run_without_categories(tmp_path):
     from gankit.api import GAN
     GAN("quadratic", {"train.steps": 2}, out=tmp_path / "run").fit()
@@ -278,3 +316,25 @@ def test_category_digits_refuses_a_run_without_categories(tmp_path):
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 2 and "needs a run of 28x28 images with InfoGAN categories" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_clustering_alone_scores_q_sorting_the_real_digits_at_each_report():
+    if not MNIST.is_dir():
+        pytest.skip("the benchmark's MNIST (../shared/data/mnist) is not beside this checkout")
+    done = subprocess.run([sys.executable, str(BENCHMARKS / "clustering_alone.py"), "--root", str(MNIST),
+                           "--steps", "3", "--every", "2", "--seeds", "0", "1", "--batch", "500"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    reports = re.findall(r"^seed (\d) step (\d): mutual information (-?[\d.]+) nats, one-to-one accuracy ([\d.]+)%",
+                         done.stdout, re.M)
+    assert [(seed, step) for seed, step, _, _ in reports] == [("0", "2"), ("0", "3"), ("1", "2"), ("1", "3")]
+    assert all(-0.01 <= float(mi) <= math.log(10) + 0.01 and 10.0 <= float(acc) <= 100.0 for _, _, mi, acc in reports)
+
+
+@pytest.mark.parametrize("flags,message", [(["--steps", "0"], "must be at least 1"),
+                                           (["--warp", "3"], "--warp in (0, 2]"),
+                                           (["--root", "no-such-folder"], "(give --root the folder")])
+def test_clustering_alone_refuses_bad_input_in_one_line(flags, message):
+    done = subprocess.run([sys.executable, str(BENCHMARKS / "clustering_alone.py"), *flags],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and message in done.stderr and len(done.stderr.strip().splitlines()) == 1

@@ -55,6 +55,8 @@ def test_an_int_is_accepted_where_a_float_is_expected():
     ("loss.info_warp_share=0", r"loss.info_warp_share.*must be in \(0, 1\]"),
     ("loss.info_real=-1", r"loss.info_real.*must be >= 0"),
     ("loss.info_real=1", "loss.info_real.*set loss.info_warp > 0"),
+    ("loss.info_real_every=-1", "loss.info_real_every.*must be >= 0"),
+    ("loss.info_real_every=1", "loss.info_real_every.*set loss.info_real > 0"),
     ("model.g_hidden=[8, -1]", "every width must be >= 1"),
     ("train.ema_decay=1.5", r"\[0, 1\)"),
     ("optim_g.lr=-1", "must be > 0"),

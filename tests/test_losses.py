@@ -502,3 +502,29 @@ def test_info_real_sorts_the_real_batch_and_a_warped_copy_in_d_loss_only(joint_b
         _, g_sorting, _ = sorting.d_and_g_loss(d, real, fake, step, torch.Generator().manual_seed(0), z=z)
         _, g_plain, _ = plain.d_and_g_loss(d, real, fake, step, torch.Generator().manual_seed(0), z=z)
         assert g_sorting.item() == pytest.approx(g_plain.item())  # G's loss never has the term
+
+
+def test_info_real_every_sorts_real_images_on_steps_between_the_infogan_terms():
+    """loss.info_real_every = 1 beside loss.info_every = 2: on a step without the InfoGAN term, Q
+    still sorts the real batch (D's pass with Q, and a pass over the real batch's warped copy, the
+    first warps drawn that step), and G's copies get no pass of their own; 0 keeps the term's steps."""
+    calls: list = []
+    d, z, fake, real, _, _ = real_sorting_setup(calls)
+    d.joint_batch = False
+    cfg = LossConfig(info_weight=1.0, info_warp=1.0, info_every=2, info_real=0.5, info_real_every=1)
+    gen = torch.Generator().manual_seed(0)
+    _, stats = losses.GANLoss(cfg, z_dim=2).d_loss(d, real, fake, 1, gen, z=z)
+    assert [(x.shape[0], q) for x, q in calls] == [(6, True), (6, False), (6, True)]
+    warped = losses.random_affine(real, 1.0, torch.Generator().manual_seed(0))
+    assert torch.equal(calls[-1][0], warped)
+    with torch.no_grad():
+        expected = losses.clustering_loss(d(real, with_code=True)[1], d(warped, with_code=True)[1])
+    assert stats["info_real"].item() == pytest.approx(-expected.item(), rel=1e-5, abs=1e-7)
+    calls.clear()
+    on_terms_steps = losses.GANLoss(replace(cfg, info_real_every=0), z_dim=2)
+    assert "info_real" not in on_terms_steps.d_loss(d, real, fake, 1, torch.Generator().manual_seed(0), z=z)[1]
+    assert len(calls) == 2  # D on the real batch, D on G's: neither with Q
+    calls.clear()
+    every_other = losses.GANLoss(replace(cfg, info_every=1, info_real_every=2), z_dim=2)  # the term on every step
+    assert "info_real" not in every_other.d_loss(d, real, fake, 1, torch.Generator().manual_seed(0), z=z)[1]
+    assert [q for _, q in calls] == [False, False, True]  # D on the real batch and on G's, Q on G's warped copies

@@ -117,9 +117,12 @@ class LossConfig:
     # Q also sorts real images into the categories, the same for each image and a warped copy of it
     # (loss.info_warp's warps): invariant information clustering (Ji et al. 2019), this weight times
     # minus the mutual information between the two copies' categories, in D's loss on the steps of
-    # the InfoGAN term (0: off). Q's categories then mean which digit, on the data as on G's images,
-    # and G's categories, which Q must tell apart, follow. Needs loss.info_warp > 0
+    # the InfoGAN term or loss.info_real_every's (0: off). Q's categories then mean which digit, on
+    # the data as on G's images, and G's categories, which Q must tell apart, follow. Needs
+    # loss.info_warp > 0
     info_real: float = 0.0
+    # Q sorts real images on every this-many-th step (0: on the InfoGAN term's steps, loss.info_every)
+    info_real_every: int = 0
 
 
 @dataclass(frozen=True)
@@ -326,6 +329,10 @@ def _check_loss(lo: LossConfig, m: ModelConfig) -> None:
     _require(lo.info_real == 0 or lo.info_warp > 0, "loss.info_real", lo.info_real,
              "pairs each real image with a warped copy: set loss.info_warp > 0 (and loss.info_weight > 0), "
              "or loss.info_real = 0")
+    _require(lo.info_real_every >= 0, "loss.info_real_every", lo.info_real_every,
+             "must be >= 0 (1: Q sorts real images on every step; 0: on the InfoGAN term's steps, loss.info_every)")
+    _require(lo.info_real_every == 0 or lo.info_real > 0, "loss.info_real_every", lo.info_real_every,
+             "sets the steps of Q's sorting of real images: set loss.info_real > 0, or loss.info_real_every = 0")
     _require(0.0 < lo.info_warp_share <= 1.0, "loss.info_warp_share", lo.info_warp_share,
              "must be in (0, 1]: the share of G's batch Q judges warped (1: all)")
     _require(lo.r1_every >= 1, "loss.r1_every", lo.r1_every, "must be >= 1 (1: R1 on every step)")

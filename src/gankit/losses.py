@@ -296,7 +296,7 @@ class GANLoss:
         real_in, fake_in = self._d_input(real, step, generator), self._d_input(fake, step, generator)
         codes = self._codes(z, step)
         same_pass = codes is not None and self.cfg.info_warp == 0  # Q reads D's pass over the batch
-        sorting_real = codes is not None and self.cfg.info_real > 0
+        sorting_real = self._sorts_real(z, step)
         real_logits, fake_logits, code_logits, real_code_logits = self._judge_both(
             d, real_in, fake_in, labels, same_pass, sorting_real)
         if codes is not None and not same_pass:  # loss.info_warp: Q judges warped copies
@@ -332,6 +332,13 @@ class GANLoss:
         # in mnist-dcgan's InfoGAN term) shows their values where last computed
         stats.update(self._last_stats)
         return loss, g_loss, stats
+
+    def _sorts_real(self, z: Tensor | None, step: int) -> bool:
+        """Whether Q sorts the real batch at this step (loss.info_real): on every
+        loss.info_real_every-th step, or with 0 there on the InfoGAN term's steps (loss.info_every)."""
+        if self.cfg.info_real == 0 or self.cfg.info_weight == 0 or z is None:
+            return False
+        return step % (self.cfg.info_real_every or self.cfg.info_every) == 0
 
     def _codes(self, z: Tensor | None, step: int) -> Tensor | None:
         """G's categories from its latent, when the InfoGAN term is on at this step (else None)."""
