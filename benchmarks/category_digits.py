@@ -66,7 +66,7 @@ def real_sorting(path: str, root: str | None = None) -> np.ndarray:
     try:
         source = make_source(data)
     except UserError as error:
-        raise UserError(f"{str(error).split(' (set data.root)')[0]} (give --root the folder of the run's data)") from None
+        raise UserError(with_root_hint(error, "the folder of the run's data")) from None
     if getattr(source, "labels", None) is None:
         raise UserError(f"{path}: --real needs labelled training images, such as MNIST's")
     make_normalizer(cfg, source)  # the run's pixel scale (model.g_output)
@@ -74,13 +74,34 @@ def real_sorting(path: str, root: str | None = None) -> np.ndarray:
     add_code_head(d, cfg)
     d.load_state_dict(state["d"])
     d.train()
-    batch = cfg.train.batch_size
+    categories = sort_by_q(d, source.scale(source.images), cfg.train.batch_size)
+    return counts_by_label(categories, source.labels.numpy(), cfg.model.z_categories, source.num_classes)
+
+
+def with_root_hint(error: UserError, what: str) -> str:
+    """A data loader's message with its config fix (data.root) swapped for this script's --root."""
+    return f"{str(error).split(' (set data.root)')[0]} (give --root {what})"
+
+
+def sort_by_q(d: torch.nn.Module, images: torch.Tensor, batch: int) -> np.ndarray:
+    """Each image's category by Q (D's code head), over batches of `batch` with D's batch statistics,
+    as in training (D in train mode)."""
     with torch.no_grad():
-        categories = torch.cat([d(source.scale(source.images[i:i + batch]), None, with_code=True)[1].argmax(1)
-                                for i in range(0, len(source), batch)])
-    counts = np.zeros((cfg.model.z_categories, source.num_classes), dtype=np.int64)
-    np.add.at(counts, (categories.numpy(), source.labels.numpy()), 1)
+        return torch.cat([d(images[i:i + batch], None, with_code=True)[1].argmax(1)
+                          for i in range(0, len(images), batch)]).numpy()
+
+
+def counts_by_label(categories: np.ndarray, labels: np.ndarray, num_categories: int, num_labels: int) -> np.ndarray:
+    """counts[category, label]: how many images of each label went to each category."""
+    counts = np.zeros((num_categories, num_labels), dtype=np.int64)
+    np.add.at(counts, (categories, labels), 1)
     return counts
+
+
+def top_shares(shares: np.ndarray) -> str:
+    """The three largest shares (of at least 0.5%) as 'digit: share', largest first."""
+    top = [digit for digit in np.argsort(-shares, kind="stable")[:3] if shares[digit] >= 0.005]
+    return ", ".join(f"{digit}: {shares[digit]:.0%}" for digit in top)
 
 
 def one_to_one_accuracy(counts: np.ndarray) -> float:
@@ -93,9 +114,7 @@ def one_to_one_accuracy(counts: np.ndarray) -> float:
 def describe_real(counts: np.ndarray) -> str:
     lines = ["| category | real digits Q puts there (share by label) | images |", "| --- | --- | --- |"]
     for category, row in enumerate(counts):
-        shares = row / max(1, row.sum())
-        top = [digit for digit in np.argsort(-shares, kind="stable")[:3] if shares[digit] >= 0.005]
-        lines.append(f"| {category} | {', '.join(f'{digit}: {shares[digit]:.0%}' for digit in top)} | {row.sum()} |")
+        lines.append(f"| {category} | {top_shares(row / max(1, row.sum()))} | {row.sum()} |")
     lines.append(f"Q's sorting of the real digits: one-to-one accuracy {one_to_one_accuracy(counts):.1%}")
     return "\n".join(lines)
 
@@ -103,9 +122,7 @@ def describe_real(counts: np.ndarray) -> str:
 def describe(rows: list[tuple[int, np.ndarray, float]]) -> str:
     lines = ["| category | digits drawn (share of its samples) | confident |", "| --- | --- | --- |"]
     for category, shares, confident in rows:
-        top = [d for d in np.argsort(-shares, kind="stable")[:3] if shares[d] >= 0.005]
-        drawn = ", ".join(f"{d}: {shares[d]:.0%}" for d in top)
-        lines.append(f"| {category} | {drawn} | {confident:.0%} |")
+        lines.append(f"| {category} | {top_shares(shares)} | {confident:.0%} |")
     counts = np.bincount([int(shares.argmax()) for _, shares, _ in rows], minlength=10)
     lines.append(f"digits no category draws most: {', '.join(str(d) for d in np.flatnonzero(counts == 0)) or 'none'}; "
                  f"drawn most by two or more: {', '.join(str(d) for d in np.flatnonzero(counts > 1)) or 'none'}")

@@ -24,20 +24,13 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from category_digits import one_to_one_accuracy  # noqa: E402
+from category_digits import counts_by_label, one_to_one_accuracy, sort_by_q, with_root_hint  # noqa: E402
 
 from gankit.data.images import load_idx_dataset  # noqa: E402
 from gankit.errors import UserError  # noqa: E402
 from gankit.losses import clustering_loss, random_affine  # noqa: E402
 from gankit.models.dcgan import DCGAN28Discriminator  # noqa: E402
 from gankit.models.mlp import init_weights  # noqa: E402
-
-
-def sort_all(d: DCGAN28Discriminator, images: torch.Tensor, batch: int) -> np.ndarray:
-    """Each image's category, with D's batch statistics over batches as in training."""
-    with torch.no_grad():
-        return torch.cat([d(images[i:i + batch], None, with_code=True)[1].argmax(1)
-                          for i in range(0, len(images), batch)]).numpy()
 
 
 def run(images: torch.Tensor, labels: np.ndarray, args: argparse.Namespace,
@@ -58,8 +51,7 @@ def run(images: torch.Tensor, labels: np.ndarray, args: argparse.Namespace,
         loss.backward()
         opt.step()
         if step % args.every == 0 or step == args.steps:
-            counts = np.zeros((args.categories, 10), dtype=np.int64)
-            np.add.at(counts, (sort_all(d, images, args.batch), labels), 1)
+            counts = counts_by_label(sort_by_q(d, images, args.batch), labels, args.categories, 10)
             yield step, -loss.item(), one_to_one_accuracy(counts)
 
 
@@ -88,8 +80,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         source = load_idx_dataset("mnist", args.root, args.split, download=False)
     except UserError as error:
-        where = str(error).split(" (set data.root)")[0]  # the fix for a config; this script takes --root
-        parser.exit(2, f"clustering_alone.py: {where} (give --root the folder of the MNIST IDX files)\n")
+        parser.exit(2, f"clustering_alone.py: {with_root_hint(error, 'the folder of the MNIST IDX files')}\n")
     images, labels = source.scale(source.images), source.labels.numpy()
     for seed in args.seeds:
         start = time.perf_counter()
