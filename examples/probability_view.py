@@ -15,7 +15,7 @@ import math
 import gankit
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-parser.add_argument("--quick", action="store_true", help="a short run (a few seconds) to try the script")
+parser.add_argument("--quick", action="store_true", help="a short run (about half a minute) to try the script")
 args = parser.parse_args()
 
 steps = 600 if args.quick else 8000
