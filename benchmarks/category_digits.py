@@ -31,9 +31,8 @@ from gankit.data import make_source
 from gankit.errors import UserError
 from gankit.metrics.classifier import features_and_probs
 from gankit.metrics.features import CONFIDENT_AT
-from gankit.models import MODELS
 from gankit.training.checkpoint import find_checkpoint, load_checkpoint
-from gankit.training.trainer import add_code_head, make_normalizer
+from gankit.training.trainer import build_networks, make_normalizer
 
 
 def category_digits(path: str, n: int, seed: int) -> list[tuple[int, np.ndarray, float]]:
@@ -70,8 +69,7 @@ def real_sorting(path: str, root: str | None = None) -> np.ndarray:
     if getattr(source, "labels", None) is None:
         raise UserError(f"{path}: --real needs labelled training images, such as MNIST's")
     make_normalizer(cfg, source)  # the run's pixel scale (model.g_output)
-    _, d = MODELS.get(cfg.model.name)(cfg.model, tuple(int(v) for v in state["data_shape"]), int(state["num_classes"]))
-    add_code_head(d, cfg)
+    _, d = build_networks(cfg, tuple(int(v) for v in state["data_shape"]), int(state["num_classes"]))
     d.load_state_dict(state["d"])
     d.train()
     categories = sort_by_q(d, source.scale(source.images), cfg.train.batch_size)

@@ -78,15 +78,12 @@ def read_run(run_dir: Path) -> RunRecord:
 def _parameter_counts(run_dir: Path, cfg: RunConfig) -> dict[str, int]:
     """G's and D's parameter counts, from networks built as the run built them (the checkpoint says
     the data's shape); empty when the run has no checkpoint yet."""
-    from gankit.models import MODELS
     from gankit.training import checkpoint as ckpt
-    from gankit.training.trainer import add_code_head
+    from gankit.training.trainer import build_networks
 
     try:
         state = ckpt.load_checkpoint(ckpt.find_checkpoint(run_dir))
-        shape, classes = tuple(int(v) for v in state["data_shape"]), int(state["num_classes"])
-        g, d = MODELS.get(cfg.model.name)(cfg.model, shape, classes)
-        add_code_head(d, cfg)
+        g, d = build_networks(cfg, tuple(int(v) for v in state["data_shape"]), int(state["num_classes"]))
     except (UserError, KeyError, OSError):
         return {}
     return {"G": sum(p.numel() for p in g.parameters()), "D": sum(p.numel() for p in d.parameters())}

@@ -108,6 +108,15 @@ def check_penalties_fit_d(loss: GANLoss, d: nn.Module) -> None:
                         "model.spectral_norm=true (it replaces D's batch norm)")
 
 
+def build_networks(cfg: RunConfig, shape: tuple[int, ...], num_classes: int) -> tuple[nn.Module, nn.Module]:
+    """G and D as a run of `cfg` builds them for data of `shape` (the code head included), on the
+    CPU, initialised from torch's global random stream: the trainer, and whoever rebuilds a saved
+    run's networks to load its weights into (the report, benchmarks)."""
+    g, d = MODELS.get(cfg.model.name)(cfg.model, tuple(shape), num_classes)
+    add_code_head(d, cfg)
+    return g, d
+
+
 def add_code_head(d: nn.Module, cfg: RunConfig) -> None:
     """InfoGAN's Q head on D (loss.info_weight > 0), before the optimiser collects D's weights."""
     if cfg.loss.info_weight == 0:
@@ -190,8 +199,7 @@ class Trainer:
         self.norm = make_normalizer(cfg, self.source)
         self.num_classes = self.source.num_classes if cfg.model.conditional else 0
         torch.manual_seed(cfg.train.seed)  # weight initialisation
-        g, d = MODELS.get(cfg.model.name)(cfg.model, self.source.shape, self.num_classes)
-        add_code_head(d, cfg)  # before the move to the device, which then takes the head too
+        g, d = build_networks(cfg, self.source.shape, self.num_classes)  # the code head before the move to the device
         # channels-last convolutions: oneDNN's (and cuDNN's) fastest layout, above all in bfloat16
         self.memory_format = torch.channels_last if self.is_image and cfg.model.name == "dcgan" else \
             torch.contiguous_format
