@@ -57,6 +57,8 @@ def test_an_int_is_accepted_where_a_float_is_expected():
     ("loss.info_real=1", "loss.info_real.*set loss.info_warp > 0"),
     ("loss.info_real_every=-1", "loss.info_real_every.*must be >= 0"),
     ("loss.info_real_every=1", "loss.info_real_every.*set loss.info_real > 0"),
+    ("loss.info_real_first=-1", "loss.info_real_first.*must be >= 0"),
+    ("loss.info_real_first=5", "loss.info_real_first.*set loss.info_real > 0"),
     ("model.g_hidden=[8, -1]", "every width must be >= 1"),
     ("train.ema_decay=1.5", r"\[0, 1\)"),
     ("optim_g.lr=-1", "must be > 0"),

@@ -1,4 +1,5 @@
 """Image data, networks, training and sampling on tiny generated images (fast, offline)."""
+import copy
 import gzip
 import json
 import math
@@ -227,6 +228,38 @@ def test_info_warp_trains_and_resumes_bit_for_bit(mnist_root, tmp_path, every):
         assert not any("info_real" in row for row in training_rows)
     unwarped = Trainer(config.with_overrides(cfg, ["loss.info_warp=0", "loss.info_real=0"]), tmp_path / "c").fit(progress=False)
     assert not torch.equal(unwarped.g.state_dict()["dense.0.weight"], straight.g.state_dict()["dense.0.weight"])
+
+
+def test_sorting_first_trains_d_alone_then_the_gan_and_resumes_bit_for_bit(mnist_root, tmp_path):
+    """loss.info_real_first: the first steps update D on Q's sorting of real images alone (G and its
+    EMA wait; the rows log the sorting's mutual information, no GAN losses), the GAN steps follow,
+    and a run stopped at the last sorting step resumes to the straight run's weights."""
+    cfg = tiny("mnist-dcgan", mnist_root, ["train.batch_size=16", "train.log_every=1", "loss.info_real_first=3"])
+    first = Trainer(cfg, tmp_path / "first")
+    g_before, d_before = copy.deepcopy(first.g.state_dict()), copy.deepcopy(first.d.state_dict())
+    first.fit(steps=3, progress=False)
+    assert all(torch.equal(value, first.g.state_dict()[key]) for key, value in g_before.items())
+    assert any(not torch.equal(value, first.d.state_dict()[key]) for key, value in d_before.items())
+    rows = [json.loads(line) for line in (tmp_path / "first" / "metrics.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in rows] == [1, 2, 3] and not any("d_loss" in row for row in rows)
+    assert all(-1e-6 <= row["info_real"] <= math.log(10) + 1e-6 for row in rows)
+    resumed = Trainer.resume(tmp_path / "first").fit(progress=False)
+    straight = Trainer(cfg, tmp_path / "straight").fit(progress=False)
+    assert not torch.equal(straight.g.state_dict()["dense.0.weight"], g_before["dense.0.weight"])  # G trained after
+    for net in ("g", "d"):
+        for key, value in getattr(straight, net).state_dict().items():
+            assert torch.equal(value, getattr(resumed, net).state_dict()[key]), (net, key)
+    rows = [json.loads(line) for line in (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()]
+    assert [("d_loss" in row) for row in rows if "event" not in row] == [False] * 3 + [True] * 3
+
+
+def test_sorting_first_leaves_a_short_run_half_its_steps(mnist_root, tmp_path):
+    """At most half of the run's first train.steps are sorting steps, also after a resume to more."""
+    cfg = tiny("mnist-dcgan", mnist_root, ["train.steps=4", "loss.info_real_first=1000"])
+    trainer = Trainer(cfg, tmp_path / "run")
+    assert trainer.sorting_steps == 2
+    trainer.fit(progress=False)
+    assert Trainer.resume(tmp_path / "run", ["train.steps=40"]).sorting_steps == 2
 
 
 def test_info_warp_on_vectors_names_the_fix(tmp_path):

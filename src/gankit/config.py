@@ -123,6 +123,11 @@ class LossConfig:
     info_real: float = 0.0
     # Q sorts real images on every this-many-th step (0: on the InfoGAN term's steps, loss.info_every)
     info_real_every: int = 0
+    # the run's first steps train D on Q's sorting of real images alone, while G waits (0: none): up to
+    # this many, and at most half of the run's first train.steps, so a short trial still trains G. A
+    # sorting step is a few times cheaper than a GAN step, and G's categories then start from a
+    # sorting of the data instead of forming with it. Needs loss.info_real > 0
+    info_real_first: int = 0
 
 
 @dataclass(frozen=True)
@@ -333,6 +338,10 @@ def _check_loss(lo: LossConfig, m: ModelConfig) -> None:
              "must be >= 0 (1: Q sorts real images on every step; 0: on the InfoGAN term's steps, loss.info_every)")
     _require(lo.info_real_every == 0 or lo.info_real > 0, "loss.info_real_every", lo.info_real_every,
              "sets the steps of Q's sorting of real images: set loss.info_real > 0, or loss.info_real_every = 0")
+    _require(lo.info_real_first >= 0, "loss.info_real_first", lo.info_real_first,
+             "must be >= 0: the steps at the start that train Q's sorting of real images alone (0: none)")
+    _require(lo.info_real_first == 0 or lo.info_real > 0, "loss.info_real_first", lo.info_real_first,
+             "trains Q's sorting of real images first: set loss.info_real > 0, or loss.info_real_first = 0")
     _require(0.0 < lo.info_warp_share <= 1.0, "loss.info_warp_share", lo.info_warp_share,
              "must be in (0, 1]: the share of G's batch Q judges warped (1: all)")
     _require(lo.r1_every >= 1, "loss.r1_every", lo.r1_every, "must be >= 1 (1: R1 on every step)")

@@ -305,10 +305,7 @@ class GANLoss:
         g_loss = self.pair.g(top_k(fake_logits, self.top_k_share(step))) if with_g else None
         stats = self._judgement_stats(real_logits.detach(), fake_logits.detach())
         if sorting_real:  # loss.info_real: Q sorts the real batch and a warped copy alike
-            warped = random_affine(real, self.cfg.info_warp, generator)
-            clustering = clustering_loss(real_code_logits, judge_and_code(d, warped, labels, True)[1])
-            loss = loss + self.cfg.info_real * clustering
-            self._last_stats["info_real"] = -clustering.detach()  # the mutual information, ln K at best
+            loss = loss + self.cfg.info_real * self.sorting_loss(d, real, generator, labels, real_code_logits)
         if code_logits is not None:
             # Q learns with D's loss, G with its own: both lower the same cross-entropy
             cross_entropy = info_loss(code_logits, codes)
@@ -332,6 +329,18 @@ class GANLoss:
         # in mnist-dcgan's InfoGAN term) shows their values where last computed
         stats.update(self._last_stats)
         return loss, g_loss, stats
+
+    def sorting_loss(self, d: nn.Module, real: Tensor, generator: torch.Generator | None = None,
+                     labels: Tensor | None = None, code_logits: Tensor | None = None) -> Tensor:
+        """Q's sorting of real images (loss.info_real, unweighted): the clustering loss between Q's
+        categories for the batch (`code_logits` when D's pass over it gave them already) and for a
+        randomly warped copy of it. Its mutual information is kept for the log."""
+        if code_logits is None:
+            code_logits = judge_and_code(d, real, labels, True)[1]
+        warped = random_affine(real, self.cfg.info_warp, generator)
+        clustering = clustering_loss(code_logits, judge_and_code(d, warped, labels, True)[1])
+        self._last_stats["info_real"] = -clustering.detach()  # the mutual information, ln K at best
+        return clustering
 
     def _sorts_real(self, z: Tensor | None, step: int) -> bool:
         """Whether Q sorts the real batch at this step (loss.info_real): on every

@@ -111,10 +111,13 @@ class RunLog:
         if run.cfg.loss.mode_seeking > 0 and run.cfg.loss.mode_seeking_anneal > 0:  # g_loss falls with it
             row["mode_seeking_weight"] = run.loss.mode_seeking_weight(run.step)
         row["seconds"] = round(run.elapsed, 3)
-        postfix = {"D": f"{row['d_loss']:.3f}", "G": f"{row['g_loss']:.3f}"}
+        if "d_loss" not in row:  # one of the first steps, Q's sorting alone (loss.info_real_first)
+            postfix = {"sorting MI": f"{row['info_real']:.3f}"}
+        else:
+            postfix = {"D": f"{row['d_loss']:.3f}", "G": f"{row['g_loss']:.3f}"}
         if "d_real" in row:
             postfix.update({"D(x)": f"{row['d_real']:.2f}", "D(G(z))": f"{row['d_fake']:.2f}"})
-        else:  # a critic's raw values (wgan-gp, hinge, lsgan): no probabilities
+        elif "critic_real" in row:  # a critic's raw values (wgan-gp, hinge, lsgan): no probabilities
             postfix.update({"C(x)": f"{row['critic_real']:.2f}", "C(G(z))": f"{row['critic_fake']:.2f}"})
         if run.is_image:
             t = run.cfg.train

@@ -281,6 +281,8 @@ class Trainer:
     def train_step(self, snapshot: bool = False, log: bool = True) -> tuple[dict[str, torch.Tensor], dict[str, np.ndarray]]:
         """One step of the update schedule (train.schedule). Generated batches use the real batch's
         labels. Returns the stats to log (when `log`) and, if asked, the snapshot arrays."""
+        if self.step < self.sorting_steps:
+            return self._sorting_step(snapshot, log)
         views: dict[str, np.ndarray] = {}
         (real, labels), z = self.draw_real(), self.draw_noise()
         article_views = snapshot and not self.is_image
@@ -308,6 +310,23 @@ class Trainer:
         groups = diversity_groups(self.cfg.model, z, labels, self.num_classes, self.is_image)
         diversity = batch_diversity(fake, real, groups)
         return {"d_loss": d_loss.detach(), "g_loss": g_loss.detach(), **stats, **diversity}, views
+
+    @property
+    def sorting_steps(self) -> int:
+        """The run's first steps, in which D learns Q's sorting of real images alone (loss.info_real_first;
+        at most half the run's first train.steps, kept across resumes as the schedule's length is)."""
+        return min(self.cfg.loss.info_real_first, self.schedule_steps // 2)
+
+    def _sorting_step(self, snapshot: bool, log: bool) -> tuple[dict[str, torch.Tensor], dict[str, np.ndarray]]:
+        """One of the first steps (loss.info_real_first): D's update on Q's sorting of a real batch and a
+        warped copy alone (weighted by loss.info_real, as in the GAN's steps); G, and so its EMA, wait."""
+        real, labels = self.draw_real()
+        with self.precision.during_step():
+            with self.precision.autocast():
+                sorting = self.cfg.loss.info_real * self.loss.sorting_loss(self.d, real, self.noise_rng, labels)
+            self._update(self.d_params, self.opt_d, sorting)
+        views = {"images": self.snapshots.images(self.snapshots.z, self.snapshots.labels)} if snapshot else {}
+        return ({"info_real": -sorting.detach() / self.cfg.loss.info_real} if log else {}), views
 
     def _d_updates(self, real, labels, z):
         """train.n_d D updates on generated batches (a new real and generated batch for each unless
