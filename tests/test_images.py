@@ -233,15 +233,17 @@ def test_info_warp_trains_and_resumes_bit_for_bit(mnist_root, tmp_path, every):
 def test_sorting_first_trains_d_alone_then_the_gan_and_resumes_bit_for_bit(mnist_root, tmp_path):
     """loss.info_real_first: the first steps update D on Q's sorting of real images alone (G and its
     EMA wait; the rows log the sorting's mutual information, no GAN losses), the GAN steps follow,
-    and a run stopped at the last sorting step resumes to the straight run's weights."""
+    and a run stopped among the sorting steps resumes to the straight run's weights."""
     cfg = tiny("mnist-dcgan", mnist_root, ["train.batch_size=16", "train.log_every=1", "loss.info_real_first=3"])
     first = Trainer(cfg, tmp_path / "first")
     g_before, d_before = copy.deepcopy(first.g.state_dict()), copy.deepcopy(first.d.state_dict())
-    first.fit(steps=3, progress=False)
+    ema_before = copy.deepcopy(first.ema.module.state_dict())
+    first.fit(steps=2, progress=False)
     assert all(torch.equal(value, first.g.state_dict()[key]) for key, value in g_before.items())
+    assert all(torch.equal(value, first.ema.module.state_dict()[key]) for key, value in ema_before.items())
     assert any(not torch.equal(value, first.d.state_dict()[key]) for key, value in d_before.items())
     rows = [json.loads(line) for line in (tmp_path / "first" / "metrics.jsonl").read_text().splitlines()]
-    assert [row["step"] for row in rows] == [1, 2, 3] and not any("d_loss" in row for row in rows)
+    assert [row["step"] for row in rows] == [1, 2] and not any("d_loss" in row for row in rows)
     assert all(-1e-6 <= row["info_real"] <= math.log(10) + 1e-6 for row in rows)
     resumed = Trainer.resume(tmp_path / "first").fit(progress=False)
     straight = Trainer(cfg, tmp_path / "straight").fit(progress=False)
@@ -255,10 +257,12 @@ def test_sorting_first_trains_d_alone_then_the_gan_and_resumes_bit_for_bit(mnist
 
 def test_sorting_first_leaves_a_short_run_half_its_steps(mnist_root, tmp_path):
     """At most half of the run's first train.steps are sorting steps, also after a resume to more."""
-    cfg = tiny("mnist-dcgan", mnist_root, ["train.steps=4", "loss.info_real_first=1000"])
+    cfg = tiny("mnist-dcgan", mnist_root, ["train.steps=4", "train.log_every=1", "loss.info_real_first=1000"])
     trainer = Trainer(cfg, tmp_path / "run")
     assert trainer.sorting_steps == 2
     trainer.fit(progress=False)
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [("d_loss" in row) for row in rows if "event" not in row] == [False, False, True, True]
     assert Trainer.resume(tmp_path / "run", ["train.steps=40"]).sorting_steps == 2
 
 

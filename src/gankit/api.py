@@ -169,7 +169,7 @@ def _preset_code_off(cfg: RunConfig, settings: dict[str, Any]) -> list[str]:
     user_set = {"model.code_batch_norm", "loss.mode_seeking", "loss.mode_seeking_anneal"} & set(settings)
     if cfg.model.code_batch_norm and cfg.loss.mode_seeking > 0 and not user_set:
         off.append("loss.mode_seeking=0")  # the preset's cure for a collapse its batch norms by category risk
-    warp = [f"loss.{key}=0" for key in ("info_warp", "info_real")  # Q's warps, and its sorting of real images
+    warp = [f"loss.{key}=0" for key in ("info_warp", "info_real", "info_real_first")  # Q's warps, its sorting of real images
             if getattr(cfg.loss, key) != 0 and f"loss.{key}" not in settings]
     if cfg.loss.info_weight == 0 or {"loss.info_weight", "model.z_categories"} & set(settings):
         return off + (warp if _is_zero(settings.get("loss.info_weight", cfg.loss.info_weight)) else [])

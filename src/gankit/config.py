@@ -126,7 +126,9 @@ class LossConfig:
     # the run's first steps train D on Q's sorting of real images alone, while G waits (0: none): up to
     # this many, and at most half of the run's first train.steps, so a short trial still trains G. A
     # sorting step is a few times cheaper than a GAN step, and G's categories then start from a
-    # sorting of the data instead of forming with it. Needs loss.info_real > 0
+    # sorting of the data instead of forming with it (the aim; on mnist-dcgan it scored lower at equal
+    # time: docs/results.md). The time budget (train.max_minutes) does not cap these steps, nor does
+    # the EMA's ramp skip them. Needs loss.info_real > 0
     info_real_first: int = 0
 
 

@@ -8,7 +8,8 @@ the steps they are due. No GAN maths here (losses.py), and no bookkeeping either
 - guards.Guards: rollback on a NaN, stop signals, processes kept in step.
 
 One *step* is `n_d` discriminator updates followed by `n_g` generator updates (train.schedule says
-how they share G's forward pass). Everything the run needs to continue exactly (weights,
+how they share G's forward pass); the run's first loss.info_real_first steps, where set, are one D
+update on Q's sorting of real images each. Everything the run needs to continue exactly (weights,
 optimisers, EMA, step, every random state) is in `state_dict()`, which checkpoints hold.
 """
 from __future__ import annotations
@@ -319,14 +320,16 @@ class Trainer:
 
     def _sorting_step(self, snapshot: bool, log: bool) -> tuple[dict[str, torch.Tensor], dict[str, np.ndarray]]:
         """One of the first steps (loss.info_real_first): D's update on Q's sorting of a real batch and a
-        warped copy alone (weighted by loss.info_real, as in the GAN's steps); G, and so its EMA, wait."""
+        warped copy alone, weighted by loss.info_real as in the GAN's steps (there Q's first copy is
+        D's pass over the batch as D judges it, after loss.translate and instance noise where set;
+        here the batch as drawn). G, and so its EMA, wait."""
         real, labels = self.draw_real()
         with self.precision.during_step():
             with self.precision.autocast():
-                sorting = self.cfg.loss.info_real * self.loss.sorting_loss(self.d, real, self.noise_rng, labels)
-            self._update(self.d_params, self.opt_d, sorting)
+                clustering = self.loss.sorting_loss(self.d, real, self.noise_rng, labels)
+            self._update(self.d_params, self.opt_d, self.cfg.loss.info_real * clustering)
         views = {"images": self.snapshots.images(self.snapshots.z, self.snapshots.labels)} if snapshot else {}
-        return ({"info_real": -sorting.detach() / self.cfg.loss.info_real} if log else {}), views
+        return ({"info_real": -clustering.detach()} if log else {}), views
 
     def _d_updates(self, real, labels, z):
         """train.n_d D updates on generated batches (a new real and generated batch for each unless
