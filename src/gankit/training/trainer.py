@@ -186,6 +186,26 @@ def learning_rate_factor(t, step: int, schedule_steps: int) -> float:
     return 1.0
 
 
+def sorting_steps(run: "Trainer") -> int:
+    """The run's first steps, in which D learns Q's sorting of real images alone (loss.info_real_first;
+    at most half the run's first train.steps, kept across resumes as the schedule's length is)."""
+    return min(run.cfg.loss.info_real_first, run.schedule_steps // 2)
+
+
+def sorting_step(run: "Trainer", snapshot: bool, log: bool) -> tuple[dict[str, torch.Tensor], dict[str, np.ndarray]]:
+    """One of the run's first steps (loss.info_real_first): D's update on Q's sorting of a real batch
+    and a warped copy alone, weighted by loss.info_real as in the GAN's steps (there Q's first copy is
+    D's pass over the batch as D judges it, after loss.translate and instance noise where set; here
+    the batch as drawn). G, and so its EMA, wait."""
+    real, labels = run.draw_real()
+    with run.precision.during_step():
+        with run.precision.autocast():
+            clustering = run.loss.sorting_loss(run.d, real, run.noise_rng, labels)
+        run._update(run.d_params, run.opt_d, run.cfg.loss.info_real * clustering)
+    views = {"images": run.snapshots.images(run.snapshots.z, run.snapshots.labels)} if snapshot else {}
+    return ({"info_real": -clustering.detach()} if log else {}), views
+
+
 class Trainer:
     """Owns the networks, optimisers and random states of one run, and runs its loop."""
 
@@ -202,8 +222,7 @@ class Trainer:
         torch.manual_seed(cfg.train.seed)  # weight initialisation
         g, d = build_networks(cfg, self.source.shape, self.num_classes)  # the code head before the move to the device
         # channels-last convolutions: oneDNN's (and cuDNN's) fastest layout, above all in bfloat16
-        self.memory_format = torch.channels_last if self.is_image and cfg.model.name == "dcgan" else \
-            torch.contiguous_format
+        self.memory_format = torch.channels_last if self.is_image and cfg.model.name == "dcgan" else torch.contiguous_format
         self.g = g.to(self.device, memory_format=self.memory_format)
         self.d = d.to(self.device, memory_format=self.memory_format)
         self.loss = GANLoss(cfg.loss, cfg.model.z_dim, cfg.model.z_std)
@@ -282,8 +301,8 @@ class Trainer:
     def train_step(self, snapshot: bool = False, log: bool = True) -> tuple[dict[str, torch.Tensor], dict[str, np.ndarray]]:
         """One step of the update schedule (train.schedule). Generated batches use the real batch's
         labels. Returns the stats to log (when `log`) and, if asked, the snapshot arrays."""
-        if self.step < self.sorting_steps:
-            return self._sorting_step(snapshot, log)
+        if self.step < sorting_steps(self):
+            return sorting_step(self, snapshot, log)
         views: dict[str, np.ndarray] = {}
         (real, labels), z = self.draw_real(), self.draw_noise()
         article_views = snapshot and not self.is_image
@@ -311,25 +330,6 @@ class Trainer:
         groups = diversity_groups(self.cfg.model, z, labels, self.num_classes, self.is_image)
         diversity = batch_diversity(fake, real, groups)
         return {"d_loss": d_loss.detach(), "g_loss": g_loss.detach(), **stats, **diversity}, views
-
-    @property
-    def sorting_steps(self) -> int:
-        """The run's first steps, in which D learns Q's sorting of real images alone (loss.info_real_first;
-        at most half the run's first train.steps, kept across resumes as the schedule's length is)."""
-        return min(self.cfg.loss.info_real_first, self.schedule_steps // 2)
-
-    def _sorting_step(self, snapshot: bool, log: bool) -> tuple[dict[str, torch.Tensor], dict[str, np.ndarray]]:
-        """One of the first steps (loss.info_real_first): D's update on Q's sorting of a real batch and a
-        warped copy alone, weighted by loss.info_real as in the GAN's steps (there Q's first copy is
-        D's pass over the batch as D judges it, after loss.translate and instance noise where set;
-        here the batch as drawn). G, and so its EMA, wait."""
-        real, labels = self.draw_real()
-        with self.precision.during_step():
-            with self.precision.autocast():
-                clustering = self.loss.sorting_loss(self.d, real, self.noise_rng, labels)
-            self._update(self.d_params, self.opt_d, self.cfg.loss.info_real * clustering)
-        views = {"images": self.snapshots.images(self.snapshots.z, self.snapshots.labels)} if snapshot else {}
-        return ({"info_real": -clustering.detach()} if log else {}), views
 
     def _d_updates(self, real, labels, z):
         """train.n_d D updates on generated batches (a new real and generated batch for each unless
