@@ -265,6 +265,10 @@ def test_sorting_first_leaves_a_short_run_half_its_steps(mnist_root, tmp_path):
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [("d_loss" in row) for row in rows if "event" not in row] == [False, False, True, True]
     assert sorting_steps(Trainer.resume(tmp_path / "run", ["train.steps=40"])) == 2
+    n_d = Trainer(config.with_overrides(cfg, ["train.n_d=2"]), tmp_path / "n_d").fit(progress=False)
+    rows = [json.loads(line) for line in (tmp_path / "n_d" / "metrics.jsonl").read_text().splitlines()]
+    epochs = [row["epoch"] for row in rows if "event" not in row]  # a sorting step draws one batch, a GAN step n_d
+    assert epochs == pytest.approx([k * 8 / len(n_d.source) for k in (1, 2, 4, 6)], abs=1e-4)
 
 
 def test_info_warp_on_vectors_names_the_fix(tmp_path):

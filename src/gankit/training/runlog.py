@@ -121,7 +121,10 @@ class RunLog:
             postfix.update({"C(x)": f"{row['critic_real']:.2f}", "C(G(z))": f"{row['critic_fake']:.2f}"})
         if run.is_image:
             t = run.cfg.train
-            seen = run.step * t.batch_size * (1 if t.reuse_batch else t.n_d)  # real images drawn so far
+            from gankit.training.trainer import sorting_steps  # here: the trainer imports this module
+
+            sorted_first = min(run.step, sorting_steps(run))  # one batch each (loss.info_real_first)
+            seen = t.batch_size * ((run.step - sorted_first) * (1 if t.reuse_batch else t.n_d) + sorted_first)
             row["epoch"] = round(seen / len(run.source), 4)
             row["images_per_s"] = round(seen / max(run.elapsed, 1e-9), 1)
             postfix = {"epoch": f"{row['epoch']:.2f}", **postfix, "img/s": f"{row['images_per_s']:.0f}"}
