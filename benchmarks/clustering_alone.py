@@ -2,7 +2,8 @@
 `loss.info_real` term of `mnist-dcgan`) sorts MNIST into categories on D's network alone.
 
 D's network as `mnist-dcgan` builds it (two convolutions with batch norm, N(0, 0.02) weights), the
-code head added after, as training adds it; Adam with beta1 0.5, trained on the IIC term alone:
+code head added after, as training adds it; Adam with beta1 0.5, trained on the IIC term alone
+(`GANLoss.sorting_loss`, as training computes it):
 each real batch and a randomly warped copy of it (`loss.info_warp`'s warps), one step a batch.
 Printed every --every steps: the mutual information of the last batch (nats; ln K at best, K the
 categories) and the one-to-one accuracy of the
@@ -28,7 +29,8 @@ from category_digits import counts_by_label, one_to_one_accuracy, sort_by_q, wit
 
 from gankit.data.images import load_idx_dataset  # noqa: E402
 from gankit.errors import UserError  # noqa: E402
-from gankit.losses import clustering_loss, random_affine  # noqa: E402
+from gankit.config import LossConfig  # noqa: E402
+from gankit.losses import GANLoss  # noqa: E402
 from gankit.models.dcgan import DCGAN28Discriminator  # noqa: E402
 from gankit.models.mlp import init_weights  # noqa: E402
 
@@ -42,11 +44,12 @@ def run(images: torch.Tensor, labels: np.ndarray, args: argparse.Namespace,
     init_weights(d, "normal", 0.02)  # as build_dcgan initialises D (mnist-dcgan: init = "normal", 0.02)
     d.add_code_head(args.categories, args.hidden)  # after, with PyTorch's own init, as the trainer adds it
     opt = torch.optim.Adam(d.parameters(), args.lr, betas=(0.5, 0.999))
+    # the preset's sorting term itself, at this script's warp strength (z_dim: unused, but asked for)
+    sorting = GANLoss(LossConfig(info_weight=1.0, info_warp=args.warp, info_real=1.0), z_dim=1)
     generator = torch.Generator().manual_seed(seed)
     for step in range(1, args.steps + 1):
         real = images.index_select(0, torch.randint(len(images), (args.batch,), generator=generator))
-        warped = random_affine(real, args.warp, generator)
-        loss = clustering_loss(d(real, None, with_code=True)[1], d(warped, None, with_code=True)[1])
+        loss = sorting.sorting_loss(d, real, generator)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
